@@ -1,0 +1,56 @@
+"""Encoder registry: space name -> backend, imported lazily.
+
+Nothing here imports torch; a backend module does so when it is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from xmr.errors import UsageError
+
+if TYPE_CHECKING:
+    from xmr.encoders.base import Encoder, ModelStatus
+    from xmr.settings import Settings
+
+# space -> "module:factory". A factory takes (settings) and returns an Encoder;
+# it may also expose ``status(settings) -> ModelStatus`` and ``download(settings)``.
+BACKENDS: dict[str, str] = {
+    "clip": "xmr.encoders.clip:ClipEncoder",
+    "clap": "xmr.encoders.clap:ClapEncoder",
+}
+
+# which spaces embed which modality; text goes to both so any query reaches it
+SPACES_FOR_MODALITY: dict[str, tuple[str, ...]] = {
+    "image": ("clip",),
+    "audio": ("clap",),
+    "text": ("clip", "clap"),
+}
+
+
+def _factory(space: str, settings: Settings) -> Callable[..., Encoder]:
+    spec = settings.backends.get(space) or BACKENDS.get(space)
+    if spec is None:
+        raise UsageError(f"unknown embedding space {space!r}; known: {', '.join(sorted(BACKENDS))}")
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot load encoder backend {spec!r} for space {space!r}: {exc}") from exc
+
+
+def load_encoder(space: str, settings: Settings) -> Encoder:
+    """Build the encoder for ``space`` as configured (loads weights; may be slow)."""
+    return _factory(space, settings)(settings)
+
+
+def model_status(space: str, settings: Settings) -> ModelStatus:
+    """Where the configured model's weights resolve from, without loading them."""
+    return _factory(space, settings).status(settings)
+
+
+def download_model(space: str, settings: Settings) -> ModelStatus:
+    return _factory(space, settings).download(settings)

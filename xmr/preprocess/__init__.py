@@ -1,0 +1,1 @@
+"""Decoding and preprocessing of media: pure functions, no model needed."""

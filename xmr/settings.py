@@ -1,0 +1,54 @@
+"""Run-time settings resolved from options and environment variables.
+
+Every option has an environment variable; an explicit option wins. Resolving
+settings imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+DEFAULT_CLAP_MODEL = "630k-audioset-best.pt"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def offline_mode() -> bool:
+    """True when nothing may touch the network (xmr's or Hugging Face's variables)."""
+    return any(
+        _truthy(os.environ.get(name)) for name in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+@dataclass
+class Settings:
+    device: str = "auto"  # auto|cpu|cuda|mps (cuda:N accepted)
+    clip_model: str = DEFAULT_CLIP_MODEL
+    clap_model: str = DEFAULT_CLAP_MODEL
+    batch_size: int | None = None  # None: the backend chooses for the device
+    offline: bool = False
+    # space name -> "module:factory"; lets a custom backend replace a built-in one
+    backends: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        s = cls(
+            device=env.get("XMR_DEVICE", "auto"),
+            clip_model=env.get("XMR_CLIP_MODEL", DEFAULT_CLIP_MODEL),
+            clap_model=env.get("XMR_CLAP_MODEL", DEFAULT_CLAP_MODEL),
+            batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
+            offline=offline_mode(),
+        )
+        for space in ("clip", "clap"):
+            spec = env.get(f"XMR_BACKEND_{space.upper()}")
+            if spec:
+                s.backends[space] = spec
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(s, key, value)
+        return s
