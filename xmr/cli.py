@@ -1,0 +1,436 @@
+"""The command line: parse options, call one library function, render its result.
+
+Results go to stdout; progress, warnings and errors to stderr, so pipes stay
+clean. Errors are ``XmrError`` subclasses turned into one line and an exit code
+(see README "Exit codes"); ``XMR_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from xmr import __version__
+from xmr.errors import ExitCode, XmrError
+
+
+class _XmrGroup(TyperGroup):
+    """Turns library errors into one line on stderr and a documented exit code.
+
+    Done here rather than in main() so typer's CliRunner sees the same behaviour.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = os.environ.get("XMR_DEBUG", "").strip() not in ("", "0")
+        try:
+            return super().invoke(ctx)
+        except XmrError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            # the reader of our stdout went away (e.g. `| head`): not an error
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(ExitCode.OK) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(f"internal error: {type(exc).__name__}: {exc} (XMR_DEBUG=1 shows the traceback)", ExitCode.ERROR)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"xmr: error: {message}\n")
+    sys.stderr.flush()
+    raise click.exceptions.Exit(int(code))
+
+
+app = typer.Typer(
+    name="xmr",
+    cls=_XmrGroup,
+    help="Cross-modal retrieval over your folders: index text, images and audio, then search any-to-any.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app = typer.Typer(help="List, check and download the encoder models.", no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+IndexOpt = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index directory (default: $XMR_HOME or the per-user data dir).", show_default=False),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto|cpu|cuda|cuda:N|mps (env XMR_DEVICE).", show_default=False)
+]
+ClipOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--clip-model",
+        help="OpenCLIP model: ARCH:TAG, hf-hub:ORG/REPO, local-dir:FOLDER or ARCH:/path/to/weights "
+        "(env XMR_CLIP_MODEL; default ViT-B-32:laion2b_s34b_b79k).",
+        show_default=False,
+    ),
+]
+ClapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--clap-model",
+        help="LAION-CLAP checkpoint name (e.g. 630k-audioset-best.pt) or path (env XMR_CLAP_MODEL).",
+        show_default=False,
+    ),
+]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Encoder batch size (env XMR_BATCH_SIZE).", show_default=False)
+]
+
+
+def _stderr_console(quiet: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _settings(device: str | None, clip_model: str | None, clap_model: str | None, batch_size: int | None) -> Any:
+    from xmr.settings import Settings
+
+    return Settings.from_env(device=device, clip_model=clip_model, clap_model=clap_model, batch_size=batch_size)
+
+
+def _index_dir(index: Path | None) -> Path:
+    from xmr import paths
+
+    return paths.index_dir(index)
+
+
+class _RichProgress:
+    """Renders the core's progress callbacks on stderr (only on a terminal)."""
+
+    def __init__(self, quiet: bool):
+        self.console = _stderr_console(quiet)
+        self.quiet = quiet
+        self.enabled = not quiet and self.console.is_terminal
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _RichProgress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self.bar is None:
+            return
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(name, total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is None or self.task is None:
+            return
+        self.bar.advance(self.task, n)
+        task = self.bar.tasks[-1]
+        if task.speed:
+            self.bar.update(self.task, rate=f"{task.speed:.1f} files/s")
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+
+# -- index -------------------------------------------------------------------------------------
+
+
+@app.command("index")
+def index_cmd(
+    paths_: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Folders or files to index.")],
+    index: IndexOpt = None,
+    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Index hidden files and folders.")] = False,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Gitignore-style pattern to skip (repeatable).")
+    ] = None,
+    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")] = False,
+    modalities: Annotated[
+        str, typer.Option("--modalities", help="Comma-separated subset of image,audio,text.")
+    ] = "image,audio,text",
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Try failed files again.")] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
+    ] = None,
+    device: DeviceOpt = None,
+    clip_model: ClipOpt = None,
+    clap_model: ClapOpt = None,
+    batch_size: BatchOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Crawl PATH... and add new or changed files to the index (unchanged files are not read)."""
+    from xmr.indexer import IndexOptions
+    from xmr.indexer import index as run_index
+
+    mods = [m.strip() for m in modalities.split(",") if m.strip()]
+    options = IndexOptions(
+        include_hidden=include_hidden,
+        excludes=exclude or [],
+        follow_symlinks=follow_symlinks,
+        modalities=mods,
+        retry_errors=retry_errors,
+        workers=workers,
+    )
+    settings = _settings(device, clip_model, clap_model, batch_size)
+    with _RichProgress(quiet) as progress:
+        report = run_index(
+            [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
+        )
+    if json_out:
+        _emit_json({"run_id": report.run_id, "roots": report.roots, **report.counts(), "errors": report.errors})
+        return
+    if not quiet:
+        parts = [
+            f"{report.embedded_files} indexed",
+            f"{report.unchanged} unchanged",
+            f"{report.moved} moved",
+            f"{report.duplicates} duplicate",
+            f"{report.removed} removed",
+            f"{report.skipped} skipped",
+            f"{report.failed} failed",
+        ]
+        if report.pending:
+            parts.append(f"{report.pending} pending")
+        msg = ", ".join(parts) + f" in {report.elapsed_s:.1f}s"
+        if report.failed:
+            msg += " (see 'xmr errors')"
+        _stderr_console().print(msg)
+
+
+# -- status / errors / info / remove ----------------------------------------------------------------
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@app.command("status")
+def status_cmd(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the index location, what it holds, the models that made it and the last run."""
+    from xmr import core
+
+    data = core.status(_index_dir(index))
+    if json_out:
+        _emit_json(data)
+        return
+    out = _stdout_console()
+    out.print(f"index: {data['index']}")
+    if not data["exists"]:
+        out.print("empty: nothing indexed yet (run 'xmr index PATH')")
+        return
+    by_mod = ", ".join(f"{n} {m}" for m, n in data["files_by_modality"].items()) or "none"
+    by_status = ", ".join(f"{n} {s}" for s, n in data["files_by_status"].items())
+    out.print(f"files: {data['files']} ({by_mod}); status: {by_status}")
+    for sp in data["spaces"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in sp["segments_by_kind"].items())
+        active = "" if sp["active"] else " (inactive)"
+        out.print(f"space {sp['space']}: {sp['vectors']} vectors [{kinds}] by {sp['model_id']}{active}")
+    out.print(
+        f"catalogue: {_human_bytes(data['catalogue_bytes'])}; vector index files: {_human_bytes(data['ann_bytes'])}"
+    )
+    run = data.get("last_run")
+    if run:
+        c = run["counts"]
+        out.print(
+            f"last run: {run['started']} {run['status']}: {c.get('embedded_files', 0)} indexed, "
+            f"{c.get('unchanged', 0)} unchanged, {c.get('removed', 0)} removed, {c.get('failed', 0)} failed"
+        )
+
+
+@app.command("errors")
+def errors_cmd(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """List files that could not be indexed, and why."""
+    from xmr import core
+
+    rows = core.errors(_index_dir(index))
+    if json_out:
+        _emit_json(rows)
+        return
+    for r in rows:
+        sys.stdout.write(f"{r['path']}: {r['error']}\n")
+
+
+@app.command("info")
+def info_cmd(
+    path: Annotated[Path, typer.Argument(help="An indexed file.")], index: IndexOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Show the full provenance of one indexed file: content hash, segments, models, vectors."""
+    from xmr import core
+
+    data = core.info(str(path), _index_dir(index))
+    if json_out:
+        _emit_json(data)
+        return
+    out = _stdout_console()
+    for key in ("path", "modality", "status", "error", "size", "hash", "first_seen", "last_seen"):
+        if data.get(key) is not None:
+            out.print(f"{key}: {data[key]}")
+    for dup in data["duplicates"]:
+        out.print(f"same content: {dup}")
+    for enc in data["encodings"]:
+        model = enc["model"] or {}
+        out.print(f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')})")
+        for seg in enc["segments"]:
+            where = ""
+            if seg["start_s"] is not None:
+                where = f" {seg['start_s']:.1f}-{seg['end_s']:.1f}s"
+            elif seg["char_start"] is not None:
+                where = f" chars {seg['char_start']}-{seg['char_end']}"
+            out.print(f"  #{seg['seq']} {seg['kind']}{where} vector {seg['vector_id']} dim {seg['dim']}")
+
+
+@app.command("remove")
+def remove_cmd(
+    paths_: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files or folders to forget.")],
+    index: IndexOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove files (or everything under a folder) from the index; the files themselves are untouched."""
+    from xmr import core
+
+    result = core.remove(paths_, _index_dir(index))
+    if json_out:
+        _emit_json(result)
+        return
+    err = _stderr_console(quiet)
+    for p in result["not_indexed"]:
+        err.print(f"warning: {p}: not in the index")
+    err.print(f"removed {result['removed']} file(s)")
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@models_app.callback(invoke_without_command=True)
+def models_cmd(
+    ctx: typer.Context,
+    clip_model: ClipOpt = None,
+    clap_model: ClapOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the configured models and where their weights resolve from."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from xmr.encoders import model_status
+
+    settings = _settings(None, clip_model, clap_model, None)
+    rows = [model_status(space, settings) for space in ("clip", "clap")]
+    if json_out:
+        from dataclasses import asdict
+
+        _emit_json([asdict(r) for r in rows])
+        return
+    out = _stdout_console()
+    for r in rows:
+        state = "present" if r.present else "MISSING"
+        size = _human_bytes(r.size_bytes) if r.size_bytes else ""
+        out.print(f"{r.space}: {r.spec} [{state}] {r.source} {r.location or ''} {size}".rstrip())
+        if r.sha256:
+            out.print(f"  sha256 {r.sha256}")
+        if r.detail:
+            out.print(f"  {r.detail}")
+
+
+@models_app.command("download")
+def models_download_cmd(
+    clip_model: ClipOpt = None,
+    clap_model: ClapOpt = None,
+    space: Annotated[str | None, typer.Option("--space", help="Only this space: clip or clap.")] = None,
+) -> None:
+    """Fetch the configured models' weights into the local cache (needs network)."""
+    from xmr.encoders import download_model
+
+    settings = _settings(None, clip_model, clap_model, None)
+    spaces = [space] if space else ["clip", "clap"]
+    for sp in spaces:
+        r = download_model(sp, settings)
+        _stderr_console().print(f"{r.space}: {r.spec} -> {r.location}")
+
+
+# -- entry point -------------------------------------------------------------------------------------
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"xmr {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = None,
+) -> None:
+    """Cross-modal retrieval over your folders: index text, images and audio, then search any-to-any."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    app(args=argv, prog_name="xmr")

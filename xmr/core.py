@@ -1,0 +1,63 @@
+"""Library entry points behind the read-only and maintenance commands.
+
+Each function opens the catalogue, does one thing and returns plain data (dicts
+and lists) that the CLI renders; none of them prints.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from xmr import __version__, paths
+from xmr.catalogue import Catalogue, path_key
+from xmr.errors import NoIndex, PathNotFound
+
+
+def status(index_dir: Path | None = None) -> dict[str, Any]:
+    index_dir = index_dir or paths.index_dir()
+    out: dict[str, Any] = {"index": str(index_dir), "xmr_version": __version__, "exists": False}
+    if not paths.catalogue_path(index_dir).exists():
+        return out
+    with Catalogue.open(index_dir, readonly=True) as cat:
+        out["exists"] = True
+        out.update(cat.summary())
+        out["models"] = cat.models()
+        out["last_run"] = cat.last_run("index")
+        ann = paths.ann_dir(index_dir)
+        out["ann_bytes"] = sum(p.stat().st_size for p in ann.glob("*") if p.is_file()) if ann.exists() else 0
+    return out
+
+
+def errors(index_dir: Path | None = None) -> list[dict[str, Any]]:
+    with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
+        return cat.errors()
+
+
+def info(path: str | os.PathLike[str], index_dir: Path | None = None) -> dict[str, Any]:
+    abspath = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
+        found = cat.file_info(abspath)
+    if found is None:
+        raise NoIndex("not in the index", path=path_key(abspath)[0], hint="run 'xmr index' on its folder")
+    return found
+
+
+def remove(targets: list[str], index_dir: Path | None = None) -> dict[str, Any]:
+    """Forget files (a folder: everything under it). Their vectors go unless another path has the content."""
+    index_dir = index_dir or paths.index_dir()
+    with Catalogue.open(index_dir) as cat:
+        ids: list[int] = []
+        missing: list[str] = []
+        for t in targets:
+            abspath = os.path.abspath(os.path.expanduser(t))
+            rows = cat.files_under(abspath)
+            if not rows:
+                missing.append(t)
+            ids.extend(r.id for r in rows.values())
+        if missing and not ids:
+            raise PathNotFound("not in the index", path=missing[0])
+        with cat.transaction():
+            removed = cat.delete_files(sorted(set(ids)))
+    return {"removed": removed, "not_indexed": missing}

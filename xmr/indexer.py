@@ -1,0 +1,654 @@
+"""``xmr index``: crawl, reconcile with the catalogue, decode, embed, commit.
+
+The flow is a streaming pipeline so memory stays flat whatever the collection:
+
+1. walk the roots; a file whose size and mtime match its catalogue row is
+   *unchanged* and is not opened;
+2. new or changed files go to worker processes (bounded in flight) that hash
+   them, classify them by content and decode/preprocess what still needs a
+   vector (content already embedded — a moved or duplicated file — is not
+   decoded again);
+3. the main process encodes batches on the chosen device and commits each
+   batch in one transaction;
+4. files that disappeared under an indexed root are deleted last, so a move
+   within the run keeps its vectors; then the ANN caches are refreshed.
+
+An interrupted run keeps every committed batch; the next run resumes, since
+half-done files stay ``pending``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from xmr import paths
+from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
+from xmr.crawl import FoundFile, WalkError, walk
+from xmr.encoders import SPACES_FOR_MODALITY, load_encoder
+from xmr.errors import CatalogueError, Interrupted, PathNotFound, UsageError, XmrError
+from xmr.settings import Settings
+from xmr.sniff import HEAD_BYTES, classify
+
+MODALITIES = ("image", "audio", "text")
+
+
+class Progress(Protocol):
+    """How the core reports progress; the CLI renders it on stderr."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+class _NoProgress:
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class IndexOptions:
+    include_hidden: bool = False
+    excludes: Sequence[str] = ()
+    follow_symlinks: bool = False
+    modalities: Sequence[str] = MODALITIES
+    retry_errors: bool = False
+    workers: int | None = None  # None: chosen from the core count; 0: decode in this process
+    audio_window_s: float = 10.0
+    audio_hop_s: float = 10.0
+    max_text_bytes: int = 4 * 1024 * 1024
+    commit_segments: int = 64  # flush a batch once it holds this many segments
+    commit_files: int = 256  # ... or this many files
+    checkpoint_ann: bool = True
+
+
+@dataclass
+class IndexReport:
+    run_id: int
+    roots: list[str]
+    found: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    removed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pending: int = 0
+    embedded_files: int = 0
+    segments: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("errors")
+        d.pop("roots")
+        d.pop("run_id")
+        return d
+
+
+# -- work items and what workers send back ----------------------------------------------
+
+
+@dataclass
+class _Item:
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+    row_id: int | None
+    old_hash: str | None
+    known_hash: str | None  # set when the file is unchanged on disk but still pending
+    known_modality: str | None
+
+
+@dataclass
+class _Prepared:
+    item: _Item
+    hash: str | None = None
+    modality: str = "other"
+    error: str | None = None  # one-line reason: the file is recorded as failed
+    bytes_read: int = 0
+    opened: bool = False  # the file's content was read (hashing or decoding)
+    spaces_done: set[str] = field(default_factory=set)  # already embedded (moved / duplicate)
+    pixels: np.ndarray | None = None
+    audio_windows: list[tuple[float, float, np.ndarray]] | None = None
+    text: str | None = None
+
+
+@dataclass
+class _WorkerConfig:
+    index_dir: str
+    models: dict[str, str]  # space -> active model id
+    spaces_for: dict[str, tuple[str, ...]]  # modality -> spaces wanted in this run
+    image_preprocessor: Any
+    audio_window_s: float
+    audio_hop_s: float
+    max_text_bytes: int
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(config: _WorkerConfig) -> None:
+    # Ctrl-C is the parent's to handle; workers just stop when it shuts the pool down
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker["config"] = config
+    _worker["catalogue"] = None
+
+
+def _worker_catalogue(config: _WorkerConfig) -> Catalogue:
+    cat = _worker.get("catalogue")
+    if cat is None:
+        cat = Catalogue.open(Path(config.index_dir), readonly=True)
+        _worker["catalogue"] = cat
+    return cat
+
+
+def _hash_file(path: str) -> tuple[str, bytes, int]:
+    h = hashlib.blake2b(digest_size=16)
+    n = 0
+    head = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            if not head:
+                head = chunk[:HEAD_BYTES]
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), head, n
+
+
+def _prepare(item: _Item, config: _WorkerConfig | None = None) -> _Prepared:
+    """Hash, classify and decode one file. Runs in a worker process."""
+    config = config or _worker["config"]
+    out = _Prepared(item=item)
+    try:
+        if item.known_hash is not None and item.known_modality is not None:
+            out.hash, out.modality = item.known_hash, item.known_modality
+        else:
+            out.opened = True
+            try:
+                out.hash, head, out.bytes_read = _hash_file(item.path)
+            except OSError as exc:
+                out.error = f"cannot read: {exc.strerror or exc}"
+                return out
+            c = classify(os.path.basename(item.path), head, out.bytes_read)
+            out.modality = c.modality
+            if c.reason:
+                out.error = c.reason
+                return out
+        spaces = config.spaces_for.get(out.modality, ())
+        if not spaces:
+            return out
+        cat = _worker_catalogue(config)
+        out.spaces_done = cat.encoded_spaces(out.hash, config.models) & set(spaces)
+        if set(spaces) <= out.spaces_done:
+            return out
+        out.opened = True
+        if out.modality == "image":
+            out.pixels = np.asarray(config.image_preprocessor(item.path), dtype=np.float32)
+        elif out.modality == "audio":
+            from xmr.preprocess.audio import load_audio, windows
+
+            audio = load_audio(item.path)
+            out.audio_windows = [
+                (w.start_s, w.end_s, w.samples)
+                for w in windows(audio, window_s=config.audio_window_s, hop_s=config.audio_hop_s)
+            ]
+        elif out.modality == "text":
+            from xmr.preprocess.text import normalise, read_text
+
+            out.text = normalise(read_text(item.path, max_bytes=config.max_text_bytes))
+    except XmrError as exc:
+        out.error = exc.reason
+    except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
+        out.error = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _index_lock(index_dir: Path) -> Iterator[None]:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(index_dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CatalogueError(
+                "another 'xmr index' is running on this index", path=index_dir, hint="wait for it to finish"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _resolve_roots(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
+    if not roots:
+        raise UsageError("give at least one folder or file to index")
+    out = []
+    for r in roots:
+        p = os.path.abspath(os.path.expanduser(os.fspath(r)))
+        if not os.path.lexists(p):
+            raise PathNotFound("no such file or folder", path=r)
+        out.append(p)
+    return out
+
+
+def index(
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    index_dir: Path | None = None,
+    settings: Settings | None = None,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Index ``roots`` into the catalogue at ``index_dir``; see the module docstring."""
+    settings = settings or Settings.from_env()
+    options = options or IndexOptions()
+    progress = progress or _NoProgress()
+    index_dir = index_dir or paths.index_dir()
+    bad = set(options.modalities) - set(MODALITIES)
+    if bad:
+        raise UsageError(f"unknown modality {sorted(bad)[0]!r}; choose from {', '.join(MODALITIES)}")
+    root_paths = _resolve_roots(roots)
+    with _index_lock(index_dir), Catalogue.open(index_dir, create=True) as cat:
+        return _Run(cat, root_paths, settings, options, progress).execute()
+
+
+class _Run:
+    def __init__(self, cat: Catalogue, roots: list[str], settings: Settings, options: IndexOptions, progress: Progress):
+        self.cat = cat
+        self.roots = roots
+        self.settings = settings
+        self.options = options
+        self.progress = progress
+        self.seen_at = now_iso()
+        self.encoders: dict[str, Any] = {}
+        self.spaces_for = {m: SPACES_FOR_MODALITY[m] if m in options.modalities else () for m in MODALITIES}
+        self.spaces = sorted({s for m in options.modalities for s in SPACES_FOR_MODALITY[m]})
+        args = {"roots": roots, **asdict(options), "clip_model": settings.clip_model, "clap_model": settings.clap_model}
+        args["excludes"] = list(options.excludes)
+        args["modalities"] = list(options.modalities)
+        self.run_id = cat.start_run("index", args)
+        self.report = IndexReport(run_id=self.run_id, roots=roots)
+        self.vanished_hashes: set[str] = set()
+        self.stale_spaces = self._stale_spaces()
+
+    # -- phases -----------------------------------------------------------------------
+    def execute(self) -> IndexReport:
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            work, to_delete = self._reconcile()
+            self.vanished_hashes = {r.hash for r in to_delete if r.hash}
+            if work:
+                self._process(work)
+            self._delete(to_delete)
+            if self.options.checkpoint_ann and self.encoders:
+                self._checkpoint_ann()
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            self.report.interrupted = True
+            raise Interrupted("interrupted; what was committed is kept and the next run resumes") from None
+        finally:
+            self.report.elapsed_s = round(time.perf_counter() - t0, 3)
+            self.report.pending = self.cat.conn.execute(
+                "SELECT COUNT(*) FROM files WHERE status = 'pending'"
+            ).fetchone()[0]
+            with contextlib.suppress(Exception):
+                self.cat.finish_run(self.run_id, status, self.report.counts())
+        return self.report
+
+    def _reconcile(self) -> tuple[list[_Item], list[FileRow]]:
+        """Walk the roots and sort each file into unchanged / work; return (work, vanished)."""
+        self.progress.phase("scanning", None)
+        existing: dict[str, FileRow] = {}
+        for root in self.roots:
+            existing.update(self.cat.files_under(root))
+        seen: set[str] = set()
+        unchanged: list[int] = []
+        work: list[_Item] = []
+        walk_errors: list[WalkError] = []
+        error_dirs: list[str] = []
+        root_of = {}
+        for entry in walk(
+            self.roots,
+            include_hidden=self.options.include_hidden,
+            excludes=self.options.excludes,
+            follow_symlinks=self.options.follow_symlinks,
+        ):
+            if isinstance(entry, WalkError):
+                walk_errors.append(entry)
+                error_dirs.append(path_key(str(entry.path))[0])
+                continue
+            key = path_key(str(entry.path))[0]
+            if key in seen:
+                continue
+            seen.add(key)
+            root_of[key] = str(entry.root)
+            self.report.found += 1
+            self.progress.advance()
+            row = existing.get(key)
+            if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+                if row.status == "pending" or (row.status == "error" and self.options.retry_errors):
+                    work.append(self._item(entry, row, known=row.status == "pending"))
+                elif row.status == "indexed" and self._needs_spaces(row):
+                    work.append(self._item(entry, row, known=True))
+                else:
+                    unchanged.append(row.id)
+                    self.report.unchanged += 1
+                continue
+            if row is None:
+                self.report.new += 1
+            else:
+                self.report.changed += 1
+            work.append(self._item(entry, row, known=False))
+
+        with self.cat.transaction():
+            self.cat.touch_files(unchanged, self.seen_at, self.run_id)
+            for err in walk_errors:
+                self._record_error(str(err.path), str(err.root), err.reason, size=0, mtime_ns=0, modality=None)
+        vanished = [
+            row
+            for key, row in existing.items()
+            if key not in seen and not any(key == d or key.startswith(d + "/") for d in error_dirs)
+        ]
+        # rows recorded for unreadable folders are refreshed, not vanished
+        return work, vanished
+
+    def _item(self, entry: FoundFile, row: FileRow | None, *, known: bool) -> _Item:
+        return _Item(
+            path=str(entry.path),
+            root=str(entry.root),
+            size=entry.size,
+            mtime_ns=entry.mtime_ns,
+            row_id=row.id if row else None,
+            old_hash=row.hash if row else None,
+            known_hash=row.hash if (known and row) else None,
+            known_modality=row.modality if (known and row) else None,
+        )
+
+    def _needs_spaces(self, row: FileRow) -> bool:
+        """An indexed file needs work again only when a space it belongs to switched model."""
+        return bool(set(self.spaces_for.get(row.modality or "", ())) & self.stale_spaces)
+
+    def _stale_spaces(self) -> set[str]:
+        """Spaces whose configured model differs from the one the catalogue was built with."""
+        stale = set()
+        for space in self.spaces:
+            active = self.cat.active_model(space)
+            row = self.cat.model_row(active) if active else None
+            if row is None or row.get("spec") != self._configured_spec(space):
+                stale.add(space)
+        return stale
+
+    def _configured_spec(self, space: str) -> str:
+        return {"clip": self.settings.clip_model, "clap": self.settings.clap_model}.get(space, "")
+
+    def _load_encoders(self) -> None:
+        for space in self.spaces:
+            if space not in self.encoders:
+                self.progress.phase(f"loading {space} model", None)
+                enc = load_encoder(space, self.settings)
+                self.encoders[space] = enc
+                with self.cat.transaction():
+                    self.cat.ensure_model(enc.info, self._configured_spec(space))
+                    self.cat.set_setting(f"active_model.{space}", enc.info.model_id)
+
+    def _worker_config(self) -> _WorkerConfig:
+        clip = self.encoders.get("clip")
+        return _WorkerConfig(
+            index_dir=str(self.cat.index_dir),
+            models={s: e.info.model_id for s, e in self.encoders.items()},
+            spaces_for=self.spaces_for,
+            image_preprocessor=clip.image_preprocessor() if clip is not None else None,
+            audio_window_s=self.options.audio_window_s,
+            audio_hop_s=self.options.audio_hop_s,
+            max_text_bytes=self.options.max_text_bytes,
+        )
+
+    def _process(self, work: list[_Item]) -> None:
+        self._load_encoders()
+        config = self._worker_config()
+        self.progress.phase("indexing", len(work))
+        batch: list[_Prepared] = []
+        n_segments = 0
+        for prepared in self._prepared(work, config):
+            batch.append(prepared)
+            n_segments += _segment_estimate(prepared)
+            if n_segments >= self.options.commit_segments or len(batch) >= self.options.commit_files:
+                self._commit(batch)
+                batch, n_segments = [], 0
+        if batch:
+            self._commit(batch)
+
+    def _prepared(self, work: list[_Item], config: _WorkerConfig) -> Iterator[_Prepared]:
+        workers = self.options.workers
+        if workers is None:
+            workers = max(1, min(4, (os.cpu_count() or 2) - 1))
+        if workers == 0 or len(work) < 8:
+            for item in work:
+                yield _prepare(item, config)
+            return
+        import multiprocessing
+
+        # spawn: forking a process that holds torch threads is unsafe
+        ctx = multiprocessing.get_context("spawn")
+        max_in_flight = workers * 4
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
+            pending: set[Future[_Prepared]] = set()
+            items = iter(work)
+            try:
+                while True:
+                    while len(pending) < max_in_flight:
+                        item = next(items, None)
+                        if item is None:
+                            break
+                        pending.add(pool.submit(_prepare, item))
+                    if not pending:
+                        return
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield fut.result()
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    # -- committing a batch ---------------------------------------------------------------
+    def _commit(self, batch: list[_Prepared]) -> None:
+        """Encode what the batch needs, then write it all in one transaction."""
+        encoded: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray]] = {}
+        failed: dict[int, str] = {}
+        for space, enc in self.encoders.items():
+            encoded.update(self._encode_space(space, enc, batch, failed))
+        written: set[tuple[str, str]] = set()
+        with self.cat.transaction():
+            for i, p in enumerate(batch):
+                self.report.bytes_read += p.bytes_read
+                self.report.files_read += p.opened
+                error = p.error or failed.get(i)
+                if error:
+                    self._record_error(
+                        p.item.path, p.item.root, error, p.item.size, p.item.mtime_ns, p.modality, p.hash
+                    )
+                    continue
+                spaces = self.spaces_for.get(p.modality, ())
+                if p.modality == "other" or (not spaces and p.modality not in self.options.modalities):
+                    status = "skipped" if p.modality == "other" else "pending"
+                    self._upsert(p, status)
+                    if status == "skipped":
+                        self.report.skipped += 1
+                    continue
+                wrote = False
+                for space in spaces:
+                    if space in p.spaces_done or (p.hash, space) in written:
+                        continue
+                    segs, vecs = encoded[(p.hash, space)]
+                    self.cat.add_encoding(p.hash, space, self.encoders[space].info.model_id, segs, vecs)
+                    written.add((p.hash, space))
+                    wrote = True
+                    self.report.segments += len(segs)
+                if wrote:
+                    self.report.embedded_files += 1
+                elif p.item.known_hash is None and p.item.old_hash != p.hash:
+                    if p.hash in self.vanished_hashes:
+                        self.report.moved += 1
+                    else:
+                        self.report.duplicates += 1
+                self._upsert(p, "indexed")
+        self.progress.advance(len(batch))
+
+    def _encode_space(
+        self, space: str, enc: Any, batch: list[_Prepared], failed: dict[int, str]
+    ) -> dict[tuple[str, str], tuple[list[SegmentData], np.ndarray]]:
+        """Segments and vectors for every content of the batch that lacks this space."""
+        out: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray]] = {}
+        jobs: list[tuple[int, list[SegmentData]]] = []
+        pixels: list[np.ndarray] = []
+        windows: list[np.ndarray] = []
+        texts: list[str] = []
+        planned: set[str | None] = set()
+        for i, p in enumerate(batch):
+            if p.error or space not in self.spaces_for.get(p.modality, ()) or space in p.spaces_done:
+                continue
+            if p.hash in planned:
+                continue  # identical content twice in one batch: embedded once
+            planned.add(p.hash)
+            if p.modality == "image" and p.pixels is not None:
+                jobs.append((i, [SegmentData(kind="image")]))
+                pixels.append(p.pixels)
+            elif p.modality == "audio" and p.audio_windows is not None:
+                segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
+                if not segs:
+                    failed[i] = "no audio to embed"
+                    continue
+                jobs.append((i, segs))
+                windows.extend(w for _, _, w in p.audio_windows)
+            elif p.modality == "text" and p.text is not None:
+                passages = enc.split_text(p.text)
+                segs = [
+                    SegmentData(kind="text_passage", char_start=ps.start, char_end=ps.end, text=ps.text)
+                    for ps in passages
+                ]
+                jobs.append((i, segs))
+                texts.extend(ps.text for ps in passages)
+            else:
+                failed[i] = f"nothing decoded for the {space} space"
+        if not jobs:
+            return out
+        vec_parts = []
+        if pixels:
+            vec_parts.append(("image", enc.embed_images(np.stack(pixels))))
+        if windows:
+            vec_parts.append(("audio", enc.embed_audio(np.stack(windows))))
+        if texts:
+            vec_parts.append(("text", enc.embed_texts(texts)))
+        cursors = {kind: 0 for kind, _ in vec_parts}
+        arrays = dict(vec_parts)
+        for i, segs in jobs:
+            kind = batch[i].modality
+            start = cursors[kind]
+            cursors[kind] = start + len(segs)
+            vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
+            out[(batch[i].hash, space)] = (segs, vecs)
+        return out
+
+    def _upsert(self, p: _Prepared, status: str) -> None:
+        _, old_hash = self.cat.upsert_file(
+            p.item.path,
+            root=p.item.root,
+            size=p.item.size,
+            mtime_ns=p.item.mtime_ns,
+            hash=p.hash,
+            modality=p.modality,
+            status=status,
+            error=None,
+            run_id=self.run_id,
+            seen=self.seen_at,
+        )
+        if old_hash and old_hash != p.hash:
+            # the file changed: its previous content goes unless another file still has it
+            self.cat.gc_contents([old_hash])
+
+    def _record_error(
+        self,
+        path: str,
+        root: str,
+        reason: str,
+        size: int,
+        mtime_ns: int,
+        modality: str | None,
+        h: str | None = None,
+    ) -> None:
+        _, old_hash = self.cat.upsert_file(
+            path,
+            root=root,
+            size=size,
+            mtime_ns=mtime_ns,
+            hash=h,
+            modality=modality,
+            status="error",
+            error=reason,
+            run_id=self.run_id,
+            seen=self.seen_at,
+        )
+        if old_hash and old_hash != h:
+            self.cat.gc_contents([old_hash])
+        self.report.failed += 1
+        self.report.errors.append({"path": path_key(path)[0], "error": reason})
+        self.progress.warn(f"{path_key(path)[0]}: {reason}")
+
+    def _delete(self, rows: Iterable[FileRow]) -> None:
+        ids = [r.id for r in rows]
+        if not ids:
+            return
+        with self.cat.transaction():
+            self.report.removed += self.cat.delete_files(ids)
+
+    def _checkpoint_ann(self) -> None:
+        from xmr.vectorstore import VectorStore
+
+        self.progress.phase("saving vector index", None)
+        for space, enc in self.encoders.items():
+            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, enc.info.model_id, enc.dim)
+            store.checkpoint()
+
+
+def _segment_estimate(p: _Prepared) -> int:
+    if p.audio_windows is not None:
+        return len(p.audio_windows)
+    if p.text is not None:
+        return max(1, len(p.text) // 300)
+    return 1 if p.pixels is not None else 0
