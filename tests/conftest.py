@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Subprocesses (CLI runs, spawn workers) get the same network guard through a
+# sitecustomize module on PYTHONPATH.
+_GUARD = textwrap.dedent(
+    """
+    import socket as _s
+    _orig = _s.socket.connect
+    def _guard(self, address, *a, **k):
+        if self.family != getattr(_s, "AF_UNIX", None):
+            raise OSError(f"network access blocked in tests: {address!r}")
+        return _orig(self, address, *a, **k)
+    _s.socket.connect = _guard
+    _s.socket.connect_ex = _guard
+    """
+)
+
+
+def _block_network() -> None:
+    orig = socket.socket.connect
+
+    def guard(self: socket.socket, address: object, *a: object, **k: object) -> object:
+        if self.family != getattr(socket, "AF_UNIX", None):
+            raise OSError(f"network access blocked in tests: {address!r}")
+        return orig(self, address, *a, **k)
+
+    socket.socket.connect = guard  # type: ignore[method-assign]
+    socket.socket.connect_ex = guard  # type: ignore[method-assign,assignment]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _block_network()
+    site = tmp_path_factory.mktemp("guard")
+    (site / "sitecustomize.py").write_text(_GUARD)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own index, caches and offline mode."""
+    monkeypatch.setenv("XMR_HOME", str(tmp_path / "xmr-home"))
+    monkeypatch.setenv("XMR_MODELS_DIR", str(tmp_path / "xmr-models"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    monkeypatch.setenv("XMR_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    for name in ("XMR_CLIP_MODEL", "XMR_CLAP_MODEL", "XMR_DEVICE", "XMR_BACKEND_CLIP", "XMR_BACKEND_CLAP", "XMR_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fake_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route both spaces to the deterministic test encoders (also in subprocesses)."""
+    monkeypatch.setenv("XMR_BACKEND_CLIP", "tests.fake_encoders:FakeClip")
+    monkeypatch.setenv("XMR_BACKEND_CLAP", "tests.fake_encoders:FakeClap")
+
+
+@pytest.fixture
+def xmr_cmd() -> list[str]:
+    return [sys.executable, "-m", "xmr"]

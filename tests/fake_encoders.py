@@ -1,0 +1,94 @@
+"""Deterministic stand-in encoders for pipeline tests (never used by the product).
+
+Vectors are derived from the decoded content, so the same file always gets the
+same vector and a file used as a query finds itself first. Selected through the
+registry's documented override: XMR_BACKEND_CLIP / XMR_BACKEND_CLAP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.preprocess.text import Passage
+
+DIM = 32
+CALLS: dict[str, int] = {"texts": 0, "images": 0, "audio": 0}
+
+
+def _vec(data: bytes) -> np.ndarray:
+    seed = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@dataclass(frozen=True)
+class FakeImagePre:
+    size: int = 8
+
+    def __call__(self, path: str) -> np.ndarray:
+        from xmr.preprocess.image import load_image
+
+        img = load_image(path).resize((self.size, self.size))
+        return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+class _Fake:
+    space = ""
+    modalities: frozenset[str] = frozenset()
+    dim = DIM
+
+    def __init__(self, settings: object) -> None:
+        self.info = ModelInfo(
+            model_id=f"fake-{self.space}:v1",
+            space=self.space,
+            name=f"fake-{self.space}",
+            pretrained=None,
+            checkpoint_sha256=None,
+            dim=DIM,
+            preprocessing={"fake": True},
+        )
+
+    @classmethod
+    def status(cls, settings: object) -> ModelStatus:
+        return ModelStatus(space=cls.space, spec="fake", source="test", location=None, present=True)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        CALLS["texts"] += len(texts)
+        return np.stack([_vec(f"{self.space}:{t}".encode()) for t in texts]) if texts else np.zeros((0, DIM), "f4")
+
+    def split_text(self, text: str) -> list[Passage]:
+        out, start = [], 0
+        while start < len(text):
+            end = min(len(text), start + 200)
+            if end < len(text):
+                cut = text.rfind(" ", start, end)
+                end = cut if cut > start else end
+            out.append(Passage(text[start:end], start, end))
+            start = end + (1 if end < len(text) and text[end] == " " else 0)
+        return out
+
+
+class FakeClip(_Fake):
+    space = "clip"
+    modalities = frozenset({"image", "text"})
+
+    def image_preprocessor(self) -> FakeImagePre:
+        return FakeImagePre()
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        CALLS["images"] += len(pixels)
+        return np.stack([_vec(np.round(p * 255).astype(np.uint8).tobytes()) for p in pixels])
+
+
+class FakeClap(_Fake):
+    space = "clap"
+    modalities = frozenset({"audio", "text"})
+
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        CALLS["audio"] += len(windows)
+        return np.stack([_vec(np.round(w * 32767).astype(np.int16).tobytes()) for w in windows])
