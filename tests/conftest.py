@@ -43,9 +43,9 @@ def _no_network(tmp_path_factory: pytest.TempPathFactory) -> None:
     _block_network()
     site = tmp_path_factory.mktemp("guard")
     (site / "sitecustomize.py").write_text(_GUARD)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(site), str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +65,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route both spaces to the deterministic test encoders (also in subprocesses)."""
-    monkeypatch.setenv("XMR_BACKEND_CLIP", "tests.fake_encoders:FakeClip")
-    monkeypatch.setenv("XMR_BACKEND_CLAP", "tests.fake_encoders:FakeClap")
+    monkeypatch.setenv("XMR_BACKEND_CLIP", "fake_encoders:FakeClip")
+    monkeypatch.setenv("XMR_BACKEND_CLAP", "fake_encoders:FakeClap")
 
 
 @pytest.fixture

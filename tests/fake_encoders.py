@@ -11,7 +11,6 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from xmr.encoders.base import ModelInfo, ModelStatus
 from xmr.preprocess.text import Passage

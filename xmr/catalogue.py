@@ -36,7 +36,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         CREATE TABLE files (
             id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,      -- absolute; undecodable bytes backslash-escaped
+            path TEXT NOT NULL UNIQUE,      -- absolute, undecodable bytes backslash-escaped
             path_bytes BLOB,                -- the raw file-system name when it is not valid UTF-8
             root TEXT NOT NULL,             -- the indexed root it was found under
             size INTEGER NOT NULL,
@@ -201,9 +201,7 @@ class Catalogue:
             try:
                 index_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise CatalogueError(
-                    f"cannot create index directory: {exc.strerror}", path=index_dir
-                ) from exc
+                raise CatalogueError(f"cannot create index directory: {exc.strerror}", path=index_dir) from exc
         try:
             if readonly:
                 conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
@@ -236,9 +234,8 @@ class Catalogue:
                 current = self.conn.execute("PRAGMA user_version").fetchone()[0]
                 if current >= number:
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in _statements(sql):
+                    self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {int(number)}")
 
     def close(self) -> None:
@@ -376,9 +373,7 @@ class Catalogue:
         hashes: set[str] = set()
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
-            hashes.update(
-                h for (h,) in self.conn.execute(f"SELECT hash FROM files WHERE id IN ({marks})", chunk) if h
-            )
+            hashes.update(h for (h,) in self.conn.execute(f"SELECT hash FROM files WHERE id IN ({marks})", chunk) if h)
             self.conn.execute(f"DELETE FROM files WHERE id IN ({marks})", chunk)
         self.gc_contents(hashes)
         return len(ids)
@@ -401,9 +396,7 @@ class Catalogue:
         if keep_model is not None:
             where += " AND model_id != ?"
             params.append(keep_model)
-        self.conn.execute(
-            f"DELETE FROM vectors WHERE segment_id IN (SELECT id FROM segments WHERE {where})", params
-        )
+        self.conn.execute(f"DELETE FROM vectors WHERE segment_id IN (SELECT id FROM segments WHERE {where})", params)
         self.conn.execute(f"DELETE FROM segments WHERE {where}", params)
         self.conn.execute(f"DELETE FROM encodings WHERE {where}", params)
 
@@ -516,9 +509,7 @@ class Catalogue:
                 }
             )
         db_path = paths.catalogue_path(self.index_dir)
-        size = sum(
-            p.stat().st_size for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")) if p.exists()
-        )
+        size = sum(p.stat().st_size for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")) if p.exists())
         return {
             "files": sum(files_by.values()),
             "files_by_modality": files_by,
@@ -608,8 +599,7 @@ class Catalogue:
         last = after_id
         while True:
             rows = self.conn.execute(
-                "SELECT id, dim, vector FROM vectors WHERE space = ? AND model_id = ? AND id > ?"
-                " ORDER BY id LIMIT ?",
+                "SELECT id, dim, vector FROM vectors WHERE space = ? AND model_id = ? AND id > ? ORDER BY id LIMIT ?",
                 (space, model_id, last, batch),
             ).fetchall()
             if not rows:
@@ -646,6 +636,18 @@ class Catalogue:
             for vid, vec in self.conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk):
                 out[int(vid)] = np.frombuffer(vec, dtype="<f4").astype(np.float32)
         return out
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into complete statements (semicolons in comments are fine)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete statement in migration: {buf.strip()[:60]}")
 
 
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:

@@ -162,10 +162,13 @@ def _init_worker(config: _WorkerConfig) -> None:
 
 
 def _worker_catalogue(config: _WorkerConfig) -> Catalogue:
+    """A read-only connection per process and index (inline runs share the module state)."""
     cat = _worker.get("catalogue")
-    if cat is None:
+    if cat is None or _worker.get("catalogue_dir") != config.index_dir:
+        if cat is not None:
+            cat.close()
         cat = Catalogue.open(Path(config.index_dir), readonly=True)
-        _worker["catalogue"] = cat
+        _worker["catalogue"], _worker["catalogue_dir"] = cat, config.index_dir
     return cat
 
 

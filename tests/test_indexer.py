@@ -1,0 +1,286 @@
+"""Incremental indexing through the library API, with the deterministic test encoders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import fake_encoders
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from xmr import paths
+from xmr.catalogue import Catalogue
+from xmr.indexer import IndexOptions, index
+
+pytestmark = pytest.mark.usefixtures("fake_encoders")
+
+WORDS = "river mountain violin thunder kitten harbour lantern meadow engine whisper copper orchard".split()
+
+
+def make_image(path: Path, seed: int, size: int = 48) -> None:
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def make_audio(path: Path, seed: int, seconds: float = 1.5, sr: int = 16000) -> None:
+    t = np.arange(int(seconds * sr)) / sr
+    freq = 220 + 40 * seed
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
+
+
+def make_text(path: Path, seed: int, words: int = 60) -> None:
+    rng = np.random.default_rng(seed)
+    path.write_text(" ".join(rng.choice(WORDS, words)) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    (root / "sub").mkdir(parents=True)
+    make_image(root / "a.png", 1)
+    make_image(root / "sub" / "b.jpg", 2)
+    make_audio(root / "tone.wav", 1)
+    make_text(root / "notes.txt", 1)
+    make_text(root / "sub" / "essay.md", 2, words=400)
+    (root / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    return root
+
+
+def _index(root: Path, **opts: object):
+    return index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0, checkpoint_ann=False, **opts))
+
+
+def _cat() -> Catalogue:
+    return Catalogue.open(paths.index_dir(), readonly=True)
+
+
+def _vector_ids(cat: Catalogue, h: str) -> set[int]:
+    rows = cat.conn.execute("SELECT v.id FROM vectors v JOIN segments s ON s.id = v.segment_id WHERE s.hash = ?", (h,))
+    return {r[0] for r in rows}
+
+
+def _hash_of(cat: Catalogue, path: Path) -> str:
+    row = cat.file_by_path(str(path))
+    assert row is not None, path
+    return row.hash
+
+
+def test_first_run_indexes_every_modality(tree: Path) -> None:
+    report = _index(tree)
+    assert report.found == 6
+    assert report.new == 6
+    assert report.embedded_files == 5
+    assert report.skipped == 1  # blob.bin is neither image, audio nor text
+    assert report.failed == 0
+    with _cat() as cat:
+        status = {r.path: (r.modality, r.status) for r in cat.files_under(str(tree)).values()}
+        assert status[str(tree / "a.png")] == ("image", "indexed")
+        assert status[str(tree / "tone.wav")] == ("audio", "indexed")
+        assert status[str(tree / "notes.txt")] == ("text", "indexed")
+        assert status[str(tree / "blob.bin")] == ("other", "skipped")
+        # text goes to both spaces, images to clip, audio to clap
+        spaces = dict(
+            cat.conn.execute(
+                "SELECT f.modality, group_concat(DISTINCT e.space) FROM files f JOIN encodings e ON e.hash = f.hash"
+                " GROUP BY f.modality"
+            ).fetchall()
+        )
+        assert sorted(spaces["text"].split(",")) == ["clap", "clip"]
+        assert spaces["image"] == "clip"
+        assert spaces["audio"] == "clap"
+        long_text = cat.file_by_path(str(tree / "sub" / "essay.md"))
+        n = cat.conn.execute(
+            "SELECT COUNT(*) FROM segments WHERE hash = ? AND space = 'clip'", (long_text.hash,)
+        ).fetchone()[0]
+        assert n > 1  # split into passages
+        assert cat.integrity_check() == "ok"
+
+
+def test_unchanged_reindex_reads_nothing_and_embeds_nothing(tree: Path) -> None:
+    _index(tree)
+    before = dict(fake_encoders.CALLS)
+    with _cat() as cat:
+        vectors_before = cat.conn.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall()
+    report = _index(tree)
+    assert report.unchanged == report.found == 6
+    assert report.files_read == 0 and report.bytes_read == 0
+    assert report.embedded_files == 0 and report.segments == 0
+    assert fake_encoders.CALLS == before
+    with _cat() as cat:
+        assert cat.conn.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall() == vectors_before
+        last = cat.last_run("index")
+        assert last["status"] == "completed" and last["counts"]["files_read"] == 0
+        assert cat.integrity_check() == "ok"
+
+
+def test_unchanged_reindex_does_not_open_files(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _index(tree)
+    import builtins
+
+    real_open = builtins.open
+    opened: list[str] = []
+
+    def spy(file, *a, **k):  # type: ignore[no-untyped-def]
+        if str(file).startswith(str(tree)):
+            opened.append(str(file))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    _index(tree)
+    assert opened == []
+
+
+def test_modified_file_is_reembedded_and_old_vectors_removed(tree: Path) -> None:
+    _index(tree)
+    target = tree / "notes.txt"
+    with _cat() as cat:
+        old_hash = _hash_of(cat, target)
+        assert _vector_ids(cat, old_hash)
+    make_text(target, 99)
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    report = _index(tree)
+    assert report.changed == 1 and report.embedded_files == 1 and report.unchanged == 5
+    with _cat() as cat:
+        new_hash = _hash_of(cat, target)
+        assert new_hash != old_hash
+        assert _vector_ids(cat, old_hash) == set()
+        assert cat.conn.execute("SELECT COUNT(*) FROM encodings WHERE hash = ?", (old_hash,)).fetchone()[0] == 0
+        assert len(_vector_ids(cat, new_hash)) >= 2  # clip + clap passages
+        assert cat.integrity_check() == "ok"
+
+
+def test_deleted_file_rows_are_removed(tree: Path) -> None:
+    _index(tree)
+    victim = tree / "sub" / "b.jpg"
+    with _cat() as cat:
+        h = _hash_of(cat, victim)
+    victim.unlink()
+    report = _index(tree)
+    assert report.removed == 1
+    with _cat() as cat:
+        assert cat.file_by_path(str(victim)) is None
+        assert _vector_ids(cat, h) == set()
+        assert cat.conn.execute("SELECT COUNT(*) FROM segments WHERE hash = ?", (h,)).fetchone()[0] == 0
+
+
+def test_renamed_file_keeps_its_vectors(tree: Path) -> None:
+    _index(tree)
+    src, dst = tree / "tone.wav", tree / "sub" / "renamed-tone.wav"
+    with _cat() as cat:
+        h = _hash_of(cat, src)
+        ids = _vector_ids(cat, h)
+    calls = dict(fake_encoders.CALLS)
+    src.rename(dst)
+    report = _index(tree)
+    assert report.moved == 1 and report.removed == 1 and report.embedded_files == 0
+    assert fake_encoders.CALLS == calls
+    with _cat() as cat:
+        assert cat.file_by_path(str(src)) is None
+        assert _hash_of(cat, dst) == h
+        assert _vector_ids(cat, h) == ids
+
+
+def test_duplicate_content_is_embedded_once(tree: Path) -> None:
+    _index(tree)
+    shutil.copy2(tree / "a.png", tree / "copy-of-a.png")
+    calls = dict(fake_encoders.CALLS)
+    report = _index(tree)
+    assert report.new == 1 and report.duplicates == 1 and report.embedded_files == 0
+    assert fake_encoders.CALLS == calls
+    with _cat() as cat:
+        h = _hash_of(cat, tree / "a.png")
+        assert _hash_of(cat, tree / "copy-of-a.png") == h
+        assert cat.conn.execute("SELECT COUNT(*) FROM segments WHERE hash = ?", (h,)).fetchone()[0] == 1
+    # removing one copy keeps the content for the other
+    (tree / "a.png").unlink()
+    _index(tree)
+    with _cat() as cat:
+        assert len(_vector_ids(cat, h)) == 1
+
+
+def test_identical_files_in_one_batch_embed_once(tmp_path: Path) -> None:
+    root = tmp_path / "dups"
+    root.mkdir()
+    make_image(root / "x.png", 5)
+    for i in range(3):
+        shutil.copy(root / "x.png", root / f"x{i}.png")
+    before = fake_encoders.CALLS["images"]
+    report = _index(root)
+    assert report.embedded_files == 1 and report.duplicates == 3
+    assert fake_encoders.CALLS["images"] - before == 1
+
+
+def test_broken_files_are_recorded_and_the_run_continues(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    make_image(root / "good.png", 3)
+    good = (root / "good.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 3])
+    (root / "empty.wav").write_bytes(b"")
+    (root / "garbage.txt").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    report = _index(root)
+    assert report.embedded_files == 1
+    assert report.failed == 3
+    with _cat() as cat:
+        errs = {Path(e["path"]).name: e["error"] for e in cat.errors()}
+    assert set(errs) == {"truncated.png", "empty.wav", "garbage.txt"}
+    for reason in errs.values():
+        assert reason and "\n" not in reason and "Traceback" not in reason
+    # unchanged broken files are not retried (no re-read) ...
+    again = _index(root)
+    assert again.files_read == 0 and again.failed == 0
+    # ... unless asked to
+    retry = _index(root, retry_errors=True)
+    assert retry.failed == 3
+
+
+def test_modalities_limit_the_work_and_pending_files_resume(tree: Path) -> None:
+    report = _index(tree, modalities=["image"])
+    assert report.embedded_files == 2
+    with _cat() as cat:
+        assert cat.file_by_path(str(tree / "tone.wav")).status == "pending"
+        assert cat.conn.execute("SELECT COUNT(*) FROM encodings WHERE space = 'clap'").fetchone()[0] == 0
+    report = _index(tree)
+    assert report.embedded_files == 3  # the audio and the two texts
+    with _cat() as cat:
+        assert cat.conn.execute("SELECT COUNT(*) FROM files WHERE status = 'pending'").fetchone()[0] == 0
+
+
+def test_worker_processes_give_the_same_catalogue_as_inline(tree: Path, tmp_path: Path) -> None:
+    inline_dir, pool_dir = tmp_path / "inline", tmp_path / "pool"
+    # enough files that the pool is used rather than the inline fast path
+    for i in range(10):
+        make_text(tree / f"extra{i}.txt", 100 + i)
+    index([tree], index_dir=inline_dir, options=IndexOptions(workers=0, checkpoint_ann=False))
+    index([tree], index_dir=pool_dir, options=IndexOptions(workers=2, checkpoint_ann=False))
+
+    def dump(d: Path) -> list[tuple]:
+        with Catalogue.open(d, readonly=True) as cat:
+            return cat.conn.execute(
+                "SELECT f.path, f.hash, f.status, s.space, s.seq, s.char_start, v.vector FROM files f"
+                " LEFT JOIN segments s ON s.hash = f.hash LEFT JOIN vectors v ON v.segment_id = s.id"
+                " ORDER BY f.path, s.space, s.seq"
+            ).fetchall()
+
+    assert dump(inline_dir) == dump(pool_dir)
+
+
+def test_hidden_and_excluded_files(tree: Path) -> None:
+    (tree / ".hidden").mkdir()
+    make_text(tree / ".hidden" / "secret.txt", 7)
+    make_text(tree / "draft.tmp.txt", 8)
+    (tree / ".xmrignore").write_text("sub/\n")
+    report = _index(tree, excludes=["*.tmp.txt"])
+    with _cat() as cat:
+        names = {Path(p).name for p in cat.files_under(str(tree))}
+    assert "secret.txt" not in names and "draft.tmp.txt" not in names and "essay.md" not in names
+    assert report.found == len(names)
+    report = _index(tree, include_hidden=True)
+    with _cat() as cat:
+        names = {Path(p).name for p in cat.files_under(str(tree))}
+    assert "secret.txt" in names and ".xmrignore" in names
