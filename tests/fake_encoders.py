@@ -8,6 +8,8 @@ registry's documented override: XMR_BACKEND_CLIP / XMR_BACKEND_CLAP.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,13 @@ from xmr.preprocess.text import Passage
 
 DIM = 32
 CALLS: dict[str, int] = {"texts": 0, "images": 0, "audio": 0}
+
+
+def _slow(n: int) -> None:
+    """FAKE_ENCODER_DELAY seconds per item: lets crash tests kill a run mid-batch."""
+    delay = float(os.environ.get("FAKE_ENCODER_DELAY", "0") or 0)
+    if delay:
+        time.sleep(delay * n)
 
 
 def _vec(data: bytes) -> np.ndarray:
@@ -58,6 +67,7 @@ class _Fake:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         CALLS["texts"] += len(texts)
+        _slow(len(texts))
         return np.stack([_vec(f"{self.space}:{t}".encode()) for t in texts]) if texts else np.zeros((0, DIM), "f4")
 
     def split_text(self, text: str) -> list[Passage]:
@@ -81,6 +91,7 @@ class FakeClip(_Fake):
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         CALLS["images"] += len(pixels)
+        _slow(len(pixels))
         return np.stack([_vec(np.round(p * 255).astype(np.uint8).tobytes()) for p in pixels])
 
 
@@ -90,4 +101,5 @@ class FakeClap(_Fake):
 
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
         CALLS["audio"] += len(windows)
+        _slow(len(windows))
         return np.stack([_vec(np.round(w * 32767).astype(np.int16).tobytes()) for w in windows])

@@ -15,7 +15,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -29,7 +28,7 @@ class _XmrGroup(TyperGroup):
     Done here rather than in main() so typer's CliRunner sees the same behaviour.
     """
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         debug = os.environ.get("XMR_DEBUG", "").strip() not in ("", "0")
         try:
             return super().invoke(ctx)
@@ -43,8 +42,8 @@ class _XmrGroup(TyperGroup):
             # the reader of our stdout went away (e.g. `| head`): not an error
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise click.exceptions.Exit(ExitCode.OK) from None
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise typer.Exit(ExitCode.OK) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as exc:
             if debug:
@@ -55,7 +54,7 @@ class _XmrGroup(TyperGroup):
 def _fail(message: str, code: int) -> None:
     sys.stderr.write(f"xmr: error: {message}\n")
     sys.stderr.flush()
-    raise click.exceptions.Exit(int(code))
+    raise typer.Exit(int(code))
 
 
 app = typer.Typer(
