@@ -116,6 +116,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE concepts (
+            model_id TEXT NOT NULL,
+            concept TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,           -- float32 text embedding of the concept in that model's space
+            PRIMARY KEY (model_id, concept)
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -629,6 +641,72 @@ class Catalogue:
         )
 
     # -- search support ------------------------------------------------------------------
+    def group_vector_ids(self, space: str, model_id: str, kind: str, *, under: Sequence[str] = ()) -> np.ndarray:
+        """Vector ids of one segment kind in a space, optionally only for files under some folders."""
+        sql = (
+            "SELECT v.id FROM vectors v JOIN segments s ON s.id = v.segment_id"
+            " WHERE v.space = ? AND v.model_id = ? AND s.kind = ?"
+        )
+        params: list[Any] = [space, model_id, kind]
+        if under:
+            clauses = []
+            for d in under:
+                clause, p = _under_clause("f.path", d)
+                clauses.append(clause)
+                params.extend(p)
+            sql += " AND s.hash IN (SELECT f.hash FROM files f WHERE " + " OR ".join(clauses) + ")"
+        rows = self.conn.execute(sql + " ORDER BY v.id", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def segments_for_vectors(self, ids: Sequence[int]) -> dict[int, SegmentRef]:
+        out: dict[int, SegmentRef] = {}
+        for chunk in _chunks([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                "SELECT v.id, s.id, s.hash, s.space, s.model_id, s.kind, s.seq, s.start_s, s.end_s, s.char_start,"
+                f" s.char_end, s.text FROM vectors v JOIN segments s ON s.id = v.segment_id WHERE v.id IN ({marks})",
+                chunk,
+            ):
+                out[int(row[0])] = SegmentRef(*row)
+        return out
+
+    def files_for_hashes(self, hashes: Iterable[str], *, under: Sequence[str] = ()) -> dict[str, list[tuple[str, str]]]:
+        """hash -> [(path, modality)] of indexed files holding that content."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for chunk in _chunks(list(set(hashes)), 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT hash, path, modality FROM files WHERE status = 'indexed' AND hash IN ({marks})"
+            params: list[Any] = list(chunk)
+            if under:
+                clauses = []
+                for d in under:
+                    clause, p = _under_clause("path", d)
+                    clauses.append(clause)
+                    params.extend(p)
+                sql += " AND (" + " OR ".join(clauses) + ")"
+            for h, path, modality in self.conn.execute(sql + " ORDER BY path", params):
+                out.setdefault(h, []).append((path, modality))
+        return out
+
+    def segment_kinds(self, space: str, model_id: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT s.kind, COUNT(*) FROM segments s JOIN vectors v ON v.segment_id = s.id"
+            " WHERE v.space = ? AND v.model_id = ? GROUP BY s.kind",
+            (space, model_id),
+        )
+        return {k: n for k, n in rows}
+
+    def concept_vectors(self, model_id: str) -> dict[str, np.ndarray]:
+        rows = self.conn.execute("SELECT concept, vector FROM concepts WHERE model_id = ?", (model_id,))
+        return {c: np.frombuffer(v, dtype="<f4").astype(np.float32) for c, v in rows}
+
+    def put_concept_vectors(self, model_id: str, concepts: Sequence[str], vectors: np.ndarray) -> None:
+        vecs = np.ascontiguousarray(vectors, dtype="<f4")
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO concepts (model_id, concept, dim, vector) VALUES (?, ?, ?, ?)",
+            ((model_id, c, int(vecs.shape[1]), v.tobytes()) for c, v in zip(concepts, vecs, strict=True)),
+        )
+
     def vectors_by_id(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}
         for chunk in _chunks(list(ids), 500):
@@ -636,6 +714,24 @@ class Catalogue:
             for vid, vec in self.conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk):
                 out[int(vid)] = np.frombuffer(vec, dtype="<f4").astype(np.float32)
         return out
+
+
+@dataclass
+class SegmentRef:
+    """A vector's segment and the content it belongs to (for rendering results)."""
+
+    vector_id: int
+    segment_id: int
+    hash: str
+    space: str
+    model_id: str
+    kind: str
+    seq: int
+    start_s: float | None
+    end_s: float | None
+    char_start: int | None
+    char_end: int | None
+    text: str | None
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from xmr import __version__
-from xmr.errors import ExitCode, XmrError
+from xmr.errors import ExitCode, UsageError, XmrError
 
 
 class _XmrGroup(TyperGroup):
@@ -252,6 +252,127 @@ def index_cmd(
         if report.failed:
             msg += " (see 'xmr errors')"
         _stderr_console().print(msg)
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[
+        str | None,
+        typer.Argument(
+            help='Text query; combine parts with + and - ("dog" + "beach" - "people"), weight with 2:cat, '
+            "'-' reads standard input.",
+            show_default=False,
+        ),
+    ] = None,
+    image: Annotated[list[str] | None, typer.Option("--image", help="Query image (repeatable, W:PATH).")] = None,
+    audio: Annotated[list[str] | None, typer.Option("--audio", help="Query audio (repeatable, W:PATH).")] = None,
+    text_file: Annotated[
+        list[str] | None, typer.Option("--text-file", help="Query text file (repeatable, W:PATH).")
+    ] = None,
+    top: Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")] = 10,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", help="Only results of this type: image, audio, text (repeatable).")
+    ] = None,
+    under: Annotated[
+        list[Path] | None, typer.Option("--under", help="Only files under this folder (repeatable).")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Drop results whose calibrated score is lower.")
+    ] = None,
+    all_segments: Annotated[
+        bool, typer.Option("--all-segments", help="Show every matching segment of a file, not only the best.")
+    ] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show space, model, raw cosine, route and contributions per result.")
+    ] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Exhaustive search instead of the ANN index.")] = False,
+    concepts: Annotated[
+        Path | None, typer.Option("--concepts", help="Extra bridge concepts, one per line (env XMR_CONCEPTS).")
+    ] = None,
+    json_out: JsonOpt = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON result per line.")] = False,
+    paths_out: Annotated[bool, typer.Option("--paths", help="Only the paths, one per line.")] = False,
+    null: Annotated[bool, typer.Option("-0", "--null", help="Only the paths, NUL-separated (for xargs -0).")] = False,
+    index: IndexOpt = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search the index with text, images, audio or text files; one ranked list across all types."""
+    from xmr.query import parse_query
+    from xmr.search import SearchOptions, search
+
+    if sum([json_out, jsonl, paths_out, null]) > 1:
+        raise UsageError("choose one of --json, --jsonl, --paths and -0")
+    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+    options = SearchOptions(
+        k=top,
+        types=type_ or [],
+        under=[str(u) for u in under or []],
+        min_score=min_score,
+        all_segments=all_segments,
+        exact=exact,
+        concepts_file=str(concepts) if concepts else None,
+    )
+    settings = _settings(device, None, None, None)
+    response = search(parts, index_dir=_index_dir(index), settings=settings, options=options)
+    if json_out:
+        _emit_json(response.as_dict(explain=explain, all_segments=all_segments))
+    elif jsonl:
+        for r in response.results:
+            line = json.dumps(r.as_dict(explain=explain, all_segments=all_segments), ensure_ascii=False, default=str)
+            sys.stdout.write(line + "\n")
+    elif paths_out:
+        sys.stdout.write("".join(f"{r.path}\n" for r in response.results))
+    elif null:
+        sys.stdout.write("".join(f"{r.path}\0" for r in response.results))
+    elif sys.stdout.isatty():
+        _render_results_table(response, explain=explain, all_segments=all_segments)
+    else:
+        # plain "score<TAB>path" lines for pipes, like rclip
+        sys.stdout.write("".join(f"{r.score:.3f}\t{r.path}\n" for r in response.results))
+    if not response.results and not quiet:
+        _stderr_console().print("no results")
+
+
+def _where(hit: Any) -> str:
+    if hit.start_s is not None:
+        return f"{hit.start_s:.1f}-{hit.end_s:.1f}s"
+    if hit.snippet is not None:
+        return hit.snippet
+    return ""
+
+
+def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("type")
+    table.add_column("path", overflow="fold")
+    table.add_column("where", overflow="fold", max_width=60)
+    if explain:
+        table.add_column("explain", overflow="fold")
+    for i, r in enumerate(response.results, 1):
+        row = [str(i), f"{r.score:.2f}", r.modality, escape(r.path), escape(_where(r.best))]
+        if explain:
+            b = r.best
+            lines = [f"{b.space} {b.model_id} {b.route} raw={b.raw:.3f}"]
+            for c in r.contributions:
+                line = f"{c['part']}: cos={c['cosine']:.3f} ({c['route']})"
+                if c["concepts"]:
+                    line += " via " + ", ".join(x["concept"] for x in c["concepts"][:4])
+                lines.append(line)
+            row.append(escape("\n".join(lines)))
+        table.add_row(*row)
+        if all_segments:
+            for seg in r.segments[1:]:
+                table.add_row("", f"{seg.score:.2f}", seg.space, "", escape(_where(seg)), *([""] if explain else []))
+    _stdout_console().print(table)
 
 
 # -- status / errors / info / remove ----------------------------------------------------------------

@@ -79,6 +79,7 @@ class IndexOptions:
     commit_segments: int = 64  # flush a batch once it holds this many segments
     commit_files: int = 256  # ... or this many files
     checkpoint_ann: bool = True
+    bridge_concepts: bool = True  # embed the bridge vocabulary once per model, so searches need not
 
 
 @dataclass
@@ -318,6 +319,8 @@ class _Run:
             self._delete(to_delete)
             if self.options.checkpoint_ann and self.encoders:
                 self._checkpoint_ann()
+            if self.options.bridge_concepts and {"clip", "clap"} <= set(self.encoders):
+                self._embed_concepts()
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -639,6 +642,15 @@ class _Run:
             return
         with self.cat.transaction():
             self.report.removed += self.cat.delete_files(ids)
+
+    def _embed_concepts(self) -> None:
+        from xmr import bridge
+
+        concepts = bridge.load_concepts()
+        for enc in self.encoders.values():
+            if bridge.cached_concept_matrix(self.cat, enc.info.model_id, concepts) is None:
+                self.progress.phase(f"embedding bridge concepts ({enc.space})", None)
+                bridge.concept_matrix(self.cat, enc, concepts)
 
     def _checkpoint_ann(self) -> None:
         from xmr.vectorstore import VectorStore

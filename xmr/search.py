@@ -1,0 +1,420 @@
+"""``xmr search``: any-to-any queries over the index, one calibrated ranked list.
+
+Each query part (text, image, audio, text file; weighted, possibly negative) is
+embedded in every space the index holds: directly where the part's modality has
+an encoder there (text and text files in both spaces, images in clip, audio in
+clap), otherwise through the text bridge (:mod:`xmr.bridge`). The parts' vectors
+are summed with their weights into one query vector per space.
+
+Raw cosines of different spaces — and of different kinds inside a space (CLIP
+text↔text sits far above text↔image) — are not comparable, so results are
+searched per *group* (space × segment kind: clip/image, clip/text, clap/audio,
+clap/text) and each group's scores are calibrated against that group's
+background distribution for this query (:mod:`xmr.calibrate`): the score is a
+z-like number, "how unusual is this similarity among unrelated items of the same
+kind". Routes that went through the bridge are weaker evidence and their score
+is scaled by ``BRIDGE_DISCOUNT``. Hits of several segments (audio windows, text
+passages) or spaces collapse into one result per file, best segment first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmr import paths
+from xmr.catalogue import Catalogue, SegmentRef
+from xmr.errors import MediaError, NoIndex, UsageError
+from xmr.query import QueryPart
+from xmr.settings import Settings
+
+# (space, segment kind) -> the modality of the files it represents
+GROUPS: dict[tuple[str, str], str] = {
+    ("clip", "image"): "image",
+    ("clip", "text_passage"): "text",
+    ("clap", "audio_window"): "audio",
+    ("clap", "text_passage"): "text",
+}
+# which space embeds each query kind natively
+NATIVE: dict[str, tuple[str, ...]] = {
+    "text": ("clip", "clap"),
+    "text_file": ("clip", "clap"),
+    "image": ("clip",),
+    "audio": ("clap",),
+}
+OTHER_SPACE = {"clip": "clap", "clap": "clip"}
+BRIDGE_DISCOUNT = 0.5
+SNIPPET_CHARS = 240
+TYPES = ("image", "audio", "text")
+
+
+@dataclass
+class SearchOptions:
+    k: int = 10
+    types: Sequence[str] = ()  # restrict to these file modalities (empty: all)
+    under: Sequence[str] = ()  # restrict to files under these folders
+    min_score: float | None = None  # on the calibrated score
+    all_segments: bool = False
+    exact: bool = False  # brute force instead of the ANN index
+    concepts_file: str | None = None
+    background: int = 2048
+
+
+@dataclass
+class SegmentHit:
+    space: str
+    model_id: str
+    kind: str
+    route: str  # direct | bridge
+    vector_id: int
+    raw: float  # cosine similarity in its space
+    score: float  # calibrated (and discounted when bridged)
+    start_s: float | None = None
+    end_s: float | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    snippet: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        d["raw"] = round(self.raw, 6)
+        d["score"] = round(self.score, 4)
+        return d
+
+
+@dataclass
+class Result:
+    path: str
+    modality: str
+    score: float
+    best: SegmentHit
+    segments: list[SegmentHit] = field(default_factory=list)
+    contributions: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
+        b = self.best
+        d: dict[str, Any] = {
+            "path": self.path,
+            "modality": self.modality,
+            "score": round(self.score, 4),
+            "space": b.space,
+            "raw": round(b.raw, 6),
+        }
+        if b.start_s is not None:
+            d["start_s"], d["end_s"] = round(b.start_s, 3), round(b.end_s or 0.0, 3)
+        if b.snippet is not None:
+            d["snippet"], d["char_start"], d["char_end"] = b.snippet, b.char_start, b.char_end
+        if explain:
+            d["explain"] = {
+                "model_id": b.model_id,
+                "route": b.route,
+                "segment_kind": b.kind,
+                "vector_id": b.vector_id,
+                "contributions": self.contributions,
+            }
+        if all_segments:
+            d["segments"] = [s.as_dict() for s in self.segments]
+        return d
+
+
+@dataclass
+class Route:
+    space: str
+    model_id: str
+    parts: list[dict[str, Any]]  # per part: label, weight, route, bridge concepts
+
+
+@dataclass
+class SearchResponse:
+    query: list[QueryPart]
+    results: list[Result]
+    routes: list[Route]
+    elapsed_s: float
+    searched: list[dict[str, Any]]  # per group: space, kind, vectors, candidates
+
+    def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
+        return {
+            "query": [{"kind": p.kind, "value": p.value, "weight": p.weight} for p in self.query],
+            "results": [r.as_dict(explain=explain, all_segments=all_segments) for r in self.results],
+            "routes": [r.__dict__ for r in self.routes] if explain else None,
+            "searched": self.searched if explain else None,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+class _Encoders:
+    """Loads the encoder of a space lazily, with the model the index was built with."""
+
+    def __init__(self, cat: Catalogue, settings: Settings):
+        self.cat = cat
+        self.settings = settings
+        self.loaded: dict[str, Any] = {}
+
+    def get(self, space: str) -> Any:
+        if space not in self.loaded:
+            from dataclasses import replace
+
+            from xmr.encoders import load_encoder
+
+            model_id = self.cat.active_model(space)
+            row = self.cat.model_row(model_id) if model_id else None
+            settings = self.settings
+            if row and row.get("spec"):
+                settings = replace(settings, **{f"{space}_model": row["spec"]})
+            enc = load_encoder(space, settings)
+            if model_id and enc.info.model_id != model_id:
+                raise UsageError(
+                    f"the {space} model resolves to {enc.info.model_id}, but the index was built with {model_id}",
+                    hint="re-index with the model you want to search with",
+                )
+            self.loaded[space] = enc
+        return self.loaded[space]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32).ravel()
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-12 else v
+
+
+def _embed_native(part: QueryPart, space: str, enc: Any, settings: Settings) -> np.ndarray:
+    """A part's unit vector in a space that embeds its modality directly."""
+    if part.kind == "text":
+        return _unit(enc.embed_texts([part.value])[0])
+    if part.kind == "text_file":
+        from xmr.preprocess.text import normalise, read_text
+
+        text = normalise(read_text(part.value))
+        passages = enc.split_text(text) if text else []
+        if not passages:
+            raise MediaError("query text file is empty", path=part.value)
+        return _unit(np.asarray(enc.embed_texts([p.text for p in passages])).mean(axis=0))
+    if part.kind == "image":
+        pixels = np.asarray(enc.image_preprocessor()(part.value), dtype=np.float32)
+        return _unit(enc.embed_images(pixels[None])[0])
+    if part.kind == "audio":
+        from xmr.preprocess.audio import load_audio, windows
+
+        wins = windows(load_audio(part.value))
+        if not wins:
+            raise MediaError("no audio to embed", path=part.value)
+        return _unit(np.asarray(enc.embed_audio(np.stack([w.samples for w in wins]))).mean(axis=0))
+    raise UsageError(f"unknown query part kind {part.kind!r}")
+
+
+def search(
+    parts: Sequence[QueryPart],
+    *,
+    index_dir: Path | None = None,
+    settings: Settings | None = None,
+    options: SearchOptions | None = None,
+) -> SearchResponse:
+    """Run one query against the index; see the module docstring."""
+    t0 = time.perf_counter()
+    settings = settings or Settings.from_env()
+    options = options or SearchOptions()
+    index_dir = index_dir or paths.index_dir()
+    if options.k < 1:
+        raise UsageError("-k/--top must be at least 1")
+    bad = set(options.types) - set(TYPES)
+    if bad:
+        raise UsageError(f"unknown type {sorted(bad)[0]!r}; choose from {', '.join(TYPES)}")
+    parts = list(parts)
+    if not parts:
+        raise UsageError("empty query")
+    with Catalogue.open(index_dir) as cat:
+        return _Search(cat, parts, settings, options).run(t0)
+
+
+class _Search:
+    def __init__(self, cat: Catalogue, parts: list[QueryPart], settings: Settings, options: SearchOptions):
+        self.cat = cat
+        self.parts = parts
+        self.settings = settings
+        self.options = options
+        self.encoders = _Encoders(cat, settings)
+        self.under = [str(Path(u).expanduser().resolve()) for u in options.under]
+        self._native: dict[tuple[int, str], np.ndarray] = {}
+        self._concepts: list[str] | None = None
+        self._concept_mats: dict[str, np.ndarray] = {}
+
+    # -- which groups exist and are wanted -------------------------------------------
+    def _groups(self) -> list[tuple[str, str, str, int]]:
+        """(space, model_id, kind, count) of every group the query may search."""
+        types = set(self.options.types) or set(TYPES)
+        out, total = [], 0
+        for space in ("clip", "clap"):
+            model_id = self.cat.active_model(space)
+            if not model_id:
+                continue
+            for kind, n in sorted(self.cat.segment_kinds(space, model_id).items()):
+                total += n
+                if GROUPS.get((space, kind)) in types and n:
+                    out.append((space, model_id, kind, n))
+        if total == 0:
+            raise NoIndex("the index is empty", hint="run 'xmr index PATH' first")
+        if not out:
+            wanted = ", ".join(sorted(types))
+            raise NoIndex(f"nothing of type {wanted} is indexed")
+        return out
+
+    # -- query vectors ---------------------------------------------------------------------
+    def _native_vec(self, i: int, space: str) -> np.ndarray:
+        key = (i, space)
+        if key not in self._native:
+            self._native[key] = _embed_native(self.parts[i], space, self.encoders.get(space), self.settings)
+        return self._native[key]
+
+    def _concept_matrix(self, space: str) -> np.ndarray:
+        from xmr import bridge
+
+        if self._concepts is None:
+            self._concepts = bridge.load_concepts(self.options.concepts_file)
+        if space not in self._concept_mats:
+            model_id = self.cat.active_model(space) or ""
+            mat = bridge.cached_concept_matrix(self.cat, model_id, self._concepts)
+            if mat is None:
+                mat = bridge.concept_matrix(self.cat, self.encoders.get(space), self._concepts)
+            self._concept_mats[space] = mat
+        return self._concept_mats[space]
+
+    def _query_vector(self, space: str) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+        """The weighted query vector in ``space`` and how each part got there."""
+        from xmr import bridge
+
+        total = None
+        info = []
+        for i, part in enumerate(self.parts):
+            if space in NATIVE[part.kind]:
+                vec, route, concepts = self._native_vec(i, space), "direct", None
+            else:
+                src = NATIVE[part.kind][0]
+                b = bridge.bridge(
+                    self._native_vec(i, src),
+                    self._concept_matrix(src),
+                    self._concept_matrix(space),
+                    self._concepts or [],
+                )
+                vec, route = b.vector, "bridge"
+                concepts = [{"concept": c, "weight": round(w, 4)} for c, w in b.concepts]
+            total = part.weight * vec if total is None else total + part.weight * vec
+            info.append(
+                {"part": part.label(), "weight": part.weight, "route": route, "concepts": concepts, "vector": vec}
+            )
+        if total is None or float(np.linalg.norm(total)) < 1e-6:
+            return None, info
+        return _unit(total), info
+
+    # -- the search -------------------------------------------------------------------------
+    def run(self, t0: float) -> SearchResponse:
+        from xmr.calibrate import Calibrator, background_sample
+        from xmr.vectorstore import VectorStore
+
+        groups = self._groups()
+        opts = self.options
+        k_fetch = max(50, opts.k * 5)
+        hits: list[SegmentHit] = []
+        routes: list[Route] = []
+        searched: list[dict[str, Any]] = []
+        part_vectors: dict[str, list[dict[str, Any]]] = {}
+        for space in sorted({g[0] for g in groups}):
+            q, info = self._query_vector(space)
+            part_vectors[space] = info
+            model_id = next(g[1] for g in groups if g[0] == space)
+            routes.append(Route(space, model_id, [{k: v for k, v in d.items() if k != "vector"} for d in info]))
+            if q is None:
+                continue
+            bridged = all(d["route"] == "bridge" for d in info if d["weight"] > 0)
+            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, len(q))
+            for g_space, _model, kind, n in groups:
+                if g_space != space:
+                    continue
+                group_ids = self.cat.group_vector_ids(space, model_id, kind)
+                cand = self.cat.group_vector_ids(space, model_id, kind, under=self.under) if self.under else group_ids
+                searched.append({"space": space, "kind": kind, "vectors": int(n), "candidates": int(len(cand))})
+                if not len(cand):
+                    continue
+                only_group = len(group_ids) == self.cat.vector_count(space, model_id)
+                cand_arg = None if (only_group and not self.under) else cand
+                search_fn = store.exact_search if opts.exact else store.search
+                ids, sims = search_fn(q[None, :], k_fetch, candidate_ids=cand_arg)
+                ids, sims = ids[0], sims[0]
+                bg = background_sample(
+                    self.cat,
+                    space,
+                    model_id,
+                    n=opts.background,
+                    ids=group_ids,
+                    cache_dir=self.cat.index_dir / "calibration",
+                )
+                cal = Calibrator.fit(q, bg)
+                z = cal.calibrate(sims)
+                if bridged:
+                    z = z * BRIDGE_DISCOUNT
+                route = "bridge" if bridged else "direct"
+                for vid, raw, score in zip(ids.tolist(), sims.tolist(), np.asarray(z).tolist(), strict=True):
+                    hits.append(SegmentHit(space, model_id, kind, route, int(vid), float(raw), float(score)))
+        results = self._collapse(hits)
+        self._explain(results, part_vectors)
+        return SearchResponse(
+            query=self.parts,
+            results=results,
+            routes=routes,
+            elapsed_s=time.perf_counter() - t0,
+            searched=searched,
+        )
+
+    def _collapse(self, hits: list[SegmentHit]) -> list[Result]:
+        """One result per file: its best segment; filters and k applied."""
+        refs: dict[int, SegmentRef] = self.cat.segments_for_vectors([h.vector_id for h in hits])
+        files = self.cat.files_for_hashes({r.hash for r in refs.values()}, under=self.under)
+        types = set(self.options.types) or set(TYPES)
+        by_path: dict[str, Result] = {}
+        for hit in sorted(hits, key=lambda h: (-h.score, -h.raw, h.vector_id)):
+            ref = refs.get(hit.vector_id)
+            if ref is None:  # deleted since the ANN file was written
+                continue
+            hit.start_s, hit.end_s = ref.start_s, ref.end_s
+            hit.char_start, hit.char_end = ref.char_start, ref.char_end
+            if ref.text is not None:
+                hit.snippet = _snippet(ref.text)
+            for path, modality in files.get(ref.hash, []):
+                if modality not in types:
+                    continue
+                res = by_path.get(path)
+                if res is None:
+                    by_path[path] = Result(path=path, modality=modality, score=hit.score, best=hit, segments=[hit])
+                else:
+                    res.segments.append(hit)
+        ranked = sorted(by_path.values(), key=lambda r: (-r.score, -r.best.raw, r.path))
+        if self.options.min_score is not None:
+            ranked = [r for r in ranked if r.score >= self.options.min_score]
+        return ranked[: self.options.k]
+
+    def _explain(self, results: list[Result], part_vectors: dict[str, list[dict[str, Any]]]) -> None:
+        """Per result: each query part's cosine with the best segment, and its route."""
+        vecs = self.cat.vectors_by_id([r.best.vector_id for r in results])
+        for r in results:
+            v = vecs.get(r.best.vector_id)
+            if v is None:
+                continue
+            for d in part_vectors.get(r.best.space, []):
+                r.contributions.append(
+                    {
+                        "part": d["part"],
+                        "weight": d["weight"],
+                        "route": d["route"],
+                        "cosine": round(float(np.dot(d["vector"], v)), 6),
+                        "concepts": d["concepts"],
+                    }
+                )
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
