@@ -1,0 +1,398 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pytest
+
+import xmr.vectorstore as vs
+from xmr.errors import CatalogueError, UsageError
+from xmr.vectorstore import HnswParams, MemoryVectorSource, VectorSource, VectorStore, file_checksum
+
+SPACE, MODEL = "clip", "test-model"
+DIM = 32
+# ef >= n makes HNSW exhaustive on these small sets, so results must equal exact search
+EXHAUSTIVE = HnswParams(M=16, ef_construction=100, ef_search=1000)
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(n: int, dim: int, *, seed: int = 0, draw: int = 0) -> np.ndarray:
+    """Same generator as benchmarks/search.py: clusters on a 64-d subspace + a common direction."""
+    rng = np.random.default_rng(seed)
+    latent, n_clusters = 64, 256
+    basis = np.linalg.qr(rng.standard_normal((dim, latent)))[0].T.astype(np.float32)
+    common = rng.standard_normal(dim).astype(np.float32)
+    common /= np.linalg.norm(common)
+    centers = rng.standard_normal((n_clusters, latent)).astype(np.float32)
+    spreads = rng.uniform(0.4, 0.9, n_clusters).astype(np.float32)
+    weights = rng.dirichlet(np.full(n_clusters, 2.0))
+    r = np.random.default_rng([seed, draw, 0])
+    c = r.choice(n_clusters, p=weights, size=n)
+    z = centers[c] + spreads[c, None] * r.standard_normal((n, latent), dtype=np.float32)
+    x = z @ basis + 0.5 * np.sqrt(latent / dim) * r.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x += 0.8 * common
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def make(tmp_path: Path, n: int, *, seed: int = 0, threshold: int = 0, params: HnswParams = EXHAUSTIVE):
+    src = MemoryVectorSource()
+    rng = np.random.default_rng(seed)
+    ids = src.add(SPACE, MODEL, unit(rng, n)) if n else np.empty(0, np.int64)
+    store = new_store(tmp_path, src, threshold=threshold, params=params)
+    return src, store, ids, rng
+
+
+def new_store(tmp_path: Path, src, *, threshold: int = 0, params: HnswParams = EXHAUSTIVE) -> VectorStore:
+    return VectorStore(
+        tmp_path / "ann", src, SPACE, MODEL, DIM, exact_threshold=threshold, params=params, num_threads=1
+    )
+
+
+def assert_same_as_exact(store: VectorStore, queries: np.ndarray, k: int, **kw) -> None:
+    ids, sims = store.search(queries, k, **kw)
+    eids, esims = store.exact_search(queries, k, **kw)
+    np.testing.assert_array_equal(ids, eids)
+    np.testing.assert_allclose(sims, esims, atol=1e-5)
+
+
+def temp_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_memory_source_implements_protocol():
+    src = MemoryVectorSource()
+    assert isinstance(src, VectorSource)
+    rng = np.random.default_rng(0)
+    a = src.add(SPACE, MODEL, unit(rng, 5))
+    b = src.add("clap", MODEL, unit(rng, 3))
+    assert a.tolist() == [1, 2, 3, 4, 5] and b.tolist() == [6, 7, 8]  # one counter, like AUTOINCREMENT
+    assert src.delete(SPACE, MODEL, [5, 2, 99]) == 2
+    assert src.vector_count(SPACE, MODEL) == 3
+    assert src.max_vector_id(SPACE, MODEL) == 5  # never decreases
+    assert src.live_vector_ids(SPACE, MODEL).tolist() == [1, 3, 4]
+    batches = list(src.iter_vectors(SPACE, MODEL, after_id=1, batch=1))
+    assert [b[0].tolist() for b in batches] == [[3], [4]]
+    assert src.get_ann_state(SPACE, MODEL) is None
+
+
+@pytest.mark.parametrize("threshold", [0, 10**9])
+def test_k_larger_than_count_never_errors(tmp_path, threshold):
+    src, store, ids, rng = make(tmp_path, 30, threshold=threshold)
+    q = unit(rng, 3)
+    found, sims = store.search(q, 100)
+    assert found.shape == sims.shape == (3, 30)
+    assert sorted(found[0].tolist()) == ids.tolist()
+    assert np.all(np.diff(sims, axis=1) <= 1e-7)  # best first
+    assert store.search(q, 0)[0].shape == (3, 0)
+    # deletions shrink what can be returned; still no error
+    src.delete(SPACE, MODEL, ids[:25])
+    assert store.search(q, 100)[0].shape == (3, 5)
+
+
+def test_empty_space(tmp_path):
+    _, store, _, rng = make(tmp_path, 0)
+    ids, sims = store.search(unit(rng, 2), 10)
+    assert ids.shape == (2, 0) and sims.shape == (2, 0)
+    assert store.exact_search(unit(rng, 2), 10)[0].shape == (2, 0)
+
+
+def test_small_set_below_threshold_builds_no_ann(tmp_path):
+    src, store, _, rng = make(tmp_path, 200, threshold=1000)
+    assert_same_as_exact(store, unit(rng, 5), 10)
+    assert store.stats()["mode"] == "exact"
+    assert not store.path.exists()
+    state = store.checkpoint()
+    assert state["file"] is None and not store.path.exists()
+
+
+def test_ann_equals_exact_on_small_set(tmp_path):
+    _, store, _, rng = make(tmp_path, 500)
+    q = unit(rng, 20)
+    assert_same_as_exact(store, q, 10)
+    assert store.stats()["mode"] == "ann"
+    ids, sims = store.search(q, 10)
+    # cosine similarities, not distances
+    np.testing.assert_allclose(sims[:, 0], np.max(q @ store._index.get_items(ids[:, 0]).T, axis=1), atol=1e-5)
+
+
+def test_search_accepts_one_vector_and_rejects_wrong_dim(tmp_path):
+    _, store, _, rng = make(tmp_path, 50)
+    assert store.search(unit(rng, 1)[0], 3)[0].shape == (1, 3)
+    with pytest.raises(UsageError):
+        store.search(np.zeros((1, DIM + 1), np.float32), 3)
+
+
+def test_recall_at_10_on_20k_clustered(tmp_path):
+    """Default parameters, 512-d like CLIP, clustered like real embeddings."""
+    dim = 512
+    data = clustered(20_000, dim)
+    queries = clustered(100, dim, draw=1)
+    src = MemoryVectorSource()
+    ids = src.add(SPACE, MODEL, data)
+    store = VectorStore(tmp_path, src, SPACE, MODEL, dim)  # default params and threshold
+    found, _ = store.search(queries, 10)  # builds the ANN: ~4 s on 2 idle cores
+    assert store.stats()["mode"] == "ann"
+    truth = ids[np.argsort(-(queries @ data.T), axis=1)[:, :10]]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+
+
+def test_vectors_added_after_checkpoint_are_found(tmp_path):
+    src, store, _, rng = make(tmp_path, 400)
+    store.checkpoint()
+    q = unit(rng, 4)
+    new_ids = src.add(SPACE, MODEL, q)  # each query's exact match, committed after the checkpoint
+    for s in (store, new_store(tmp_path, src)):  # the open store, and a fresh process
+        ids, sims = s.search(q, 5)
+        assert ids[:, 0].tolist() == new_ids.tolist()
+        np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+        assert s.stats()["tail_count"] == 4
+        assert_same_as_exact(s, q, 10)
+    state = store.checkpoint()
+    assert state["build"] == "incremental" and state["max_vector_id"] == int(new_ids[-1])
+    fresh = new_store(tmp_path, src)
+    assert fresh.search(q, 1)[0][:, 0].tolist() == new_ids.tolist()
+    assert fresh.stats()["tail_count"] == 0 and fresh.last_rebuild_reason is None
+
+
+def test_deleted_vectors_are_never_returned(tmp_path):
+    src, store, _, rng = make(tmp_path, 600)
+    store.checkpoint()
+    q = unit(rng, 10)
+    top, _ = store.search(q, 10)
+    gone = np.unique(top[:, :3])
+    src.delete(SPACE, MODEL, gone)
+    late = src.add(SPACE, MODEL, q[:2])
+    src.delete(SPACE, MODEL, late[:1])  # deleted from the exact tail too
+    for s in (store, new_store(tmp_path, src)):
+        ids, _ = s.search(q, 50)
+        assert not np.isin(ids, gone).any()
+        assert late[0] not in ids
+        assert_same_as_exact(s, q, 10)
+    # deleted ids stay out even when asked for explicitly
+    ids, _ = store.search(q, 10, candidate_ids=np.concatenate([gone, late]))
+    assert set(ids.ravel().tolist()) <= {int(late[1])}
+
+
+def test_more_than_a_quarter_deleted_triggers_rebuild(tmp_path):
+    src, store, ids, rng = make(tmp_path, 400)
+    store.checkpoint()
+    src.delete(SPACE, MODEL, ids[:40])  # 10 %: incremental, marks only
+    state = store.checkpoint()
+    assert state["build"] == "incremental"
+    assert state["element_count"] == 400 and state["deleted_count"] == 40
+    src.delete(SPACE, MODEL, ids[40:120])  # 120 of 400 = 30 %
+    state = store.checkpoint()
+    assert state["build"] == "full"
+    assert state["element_count"] == 280 and state["deleted_count"] == 0
+    assert "deleted" in store.last_rebuild_reason
+    assert_same_as_exact(new_store(tmp_path, src), unit(rng, 5), 10)
+
+
+def corrupt_truncate(store: VectorStore, src) -> None:
+    data = store.path.read_bytes()
+    store.path.write_bytes(data[: len(data) // 2])
+
+
+def corrupt_garbage(store: VectorStore, src) -> None:
+    size = store.path.stat().st_size
+    store.path.write_bytes(np.random.default_rng(1).bytes(size))
+
+
+def corrupt_garbage_with_matching_state(store: VectorStore, src) -> None:
+    """Garbage whose checksum the state row agrees with: the header check must catch it."""
+    corrupt_garbage(store, src)
+    state = src.get_ann_state(SPACE, MODEL)
+    state["checksum"] = file_checksum(store.path)
+    src.put_ann_state(SPACE, MODEL, state)
+
+
+def corrupt_wrong_dim(store: VectorStore, src) -> None:
+    """A real hnswlib file of another dimension, with a state row that vouches for it."""
+    state = src.get_ann_state(SPACE, MODEL)
+    n = state["element_count"]
+    other = hnswlib.Index(space="ip", dim=DIM // 2)
+    other.init_index(max_elements=n, M=16, ef_construction=50)
+    other.add_items(unit(np.random.default_rng(2), n, DIM // 2), np.arange(1, n + 1))
+    other.save_index(str(store.path))
+    state.update(file_size=store.path.stat().st_size, checksum=file_checksum(store.path))
+    src.put_ann_state(SPACE, MODEL, state)
+
+
+def corrupt_stale_checksum(store: VectorStore, src) -> None:
+    state = src.get_ann_state(SPACE, MODEL)
+    state["checksum"] = "blake2b-tree64m:" + "0" * 64
+    src.put_ann_state(SPACE, MODEL, state)
+
+
+def corrupt_missing(store: VectorStore, src) -> None:
+    store.path.unlink()
+
+
+def corrupt_state_dim(store: VectorStore, src) -> None:
+    state = src.get_ann_state(SPACE, MODEL)
+    state["dim"] = DIM * 2
+    src.put_ann_state(SPACE, MODEL, state)
+
+
+def corrupt_no_state(store: VectorStore, src) -> None:
+    src._states.clear()
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        corrupt_truncate,
+        corrupt_garbage,
+        corrupt_garbage_with_matching_state,
+        corrupt_wrong_dim,
+        corrupt_stale_checksum,
+        corrupt_missing,
+        corrupt_state_dim,
+        corrupt_no_state,
+    ],
+)
+def test_invalid_file_is_detected_and_rebuilt(tmp_path, corrupt):
+    src, store, _, rng = make(tmp_path, 300)
+    first = store.checkpoint()
+    q = unit(rng, 8)
+    corrupt(store, src)
+    fresh = new_store(tmp_path, src)
+    assert_same_as_exact(fresh, q, 10)
+    assert fresh.last_rebuild_reason  # it noticed
+    state = src.get_ann_state(SPACE, MODEL)
+    assert state["build"] == "full" and state["checksum"] == file_checksum(store.path)
+    if first is not None and corrupt is not corrupt_no_state:
+        assert state["generation"] > first["generation"]
+    again = new_store(tmp_path, src)  # the re-checkpointed file is now trusted
+    assert_same_as_exact(again, q, 10)
+    assert again.last_rebuild_reason is None
+    assert temp_files(store.directory) == []
+
+
+def test_catalogue_reset_invalidates_the_file(tmp_path):
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    other = MemoryVectorSource()  # a new catalogue: fewer ids than the state row remembers
+    other.add(SPACE, MODEL, unit(rng, 100))
+    other.put_ann_state(SPACE, MODEL, src.get_ann_state(SPACE, MODEL))
+    fresh = new_store(tmp_path, other)
+    assert_same_as_exact(fresh, unit(rng, 3), 10)
+    assert "older" in fresh.last_rebuild_reason
+
+
+def test_checkpoint_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    d = store.directory
+    assert temp_files(d) == []
+    good = src.get_ann_state(SPACE, MODEL)
+    before = store.path.read_bytes()
+
+    # a crashed writer's temp file is swept by the next checkpoint
+    (d / f".{store.path.name}.999.dead.tmp").write_bytes(b"x")
+    src.add(SPACE, MODEL, unit(rng, 5))
+    store.checkpoint()
+    assert temp_files(d) == []
+
+    # a failure before the replace leaves the old file and state untouched, and no temp
+    good = src.get_ann_state(SPACE, MODEL)
+    before = store.path.read_bytes()
+    src.add(SPACE, MODEL, unit(rng, 5))
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(vs.os, "replace", boom)
+    with pytest.raises(CatalogueError):
+        store.checkpoint()
+    monkeypatch.undo()
+    assert temp_files(d) == []
+    assert store.path.read_bytes() == before and src.get_ann_state(SPACE, MODEL) == good
+    assert file_checksum(store.path) == good["checksum"]
+    # and the store still answers, from the old file plus the exact tail
+    assert_same_as_exact(store, unit(rng, 4), 10)
+
+
+def test_state_row_written_after_the_file(tmp_path, monkeypatch):
+    src, store, _, rng = make(tmp_path, 300)
+    order = []
+    real_replace, real_put = vs.os.replace, src.put_ann_state
+    monkeypatch.setattr(vs.os, "replace", lambda a, b: (order.append("replace"), real_replace(a, b)))
+    monkeypatch.setattr(src, "put_ann_state", lambda *a: (order.append("put"), real_put(*a)))
+    store.checkpoint()
+    assert order == ["replace", "put"]
+
+
+def test_unwritable_directory_still_searches(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    src = MemoryVectorSource()
+    rng = np.random.default_rng(0)
+    src.add(SPACE, MODEL, unit(rng, 300))
+    store = VectorStore(blocker / "ann", src, SPACE, MODEL, DIM, exact_threshold=0, params=EXHAUSTIVE)
+    assert_same_as_exact(store, unit(rng, 3), 10)
+    assert store.last_error
+    with pytest.raises(CatalogueError):
+        store.checkpoint()
+
+
+@pytest.mark.parametrize("threshold", [0, 10**9])
+def test_candidate_ids_small_subset(tmp_path, threshold):
+    _, store, ids, rng = make(tmp_path, 500, threshold=threshold)
+    q = unit(rng, 6)
+    cand = ids[::7]
+    found, _ = store.search(q, 10, candidate_ids=cand)
+    assert np.isin(found, cand).all()
+    assert_same_as_exact(store, q, 10, candidate_ids=cand)
+    assert store.search(q, 10, candidate_ids=np.array([], np.int64))[0].shape == (6, 0)
+    assert store.search(q, 10, candidate_ids=ids[:3])[0].shape == (6, 3)
+
+
+def test_candidate_ids_filtered_hnsw(tmp_path, monkeypatch):
+    monkeypatch.setattr(vs, "SUBSET_EXACT_MAX", 10)  # force the hnswlib filter path
+    monkeypatch.setattr(vs, "SUBSET_EXACT_FRACTION", 0.0)
+    src, store, ids, rng = make(tmp_path, 800)
+    q = unit(rng, 6)
+    cand = ids[ids % 2 == 0]
+    src.delete(SPACE, MODEL, cand[:5])
+    found, _ = store.search(q, 10, candidate_ids=cand)
+    assert np.isin(found, cand[5:]).all()
+    assert_same_as_exact(store, q, 10, candidate_ids=cand)
+    # fewer candidates than k: hnswlib would raise, the store returns what exists
+    assert store.search(q, 40, candidate_ids=ids[100:130])[0].shape == (6, 30)
+
+
+def test_open_store_follows_commits_and_deletions(tmp_path):
+    for threshold in (0, 10**9):
+        src, store, ids, rng = make(tmp_path / str(threshold), 300, threshold=threshold)
+        q = unit(rng, 3)
+        store.search(q, 5)
+        new = src.add(SPACE, MODEL, q)
+        assert store.search(q, 1)[0][:, 0].tolist() == new.tolist()
+        src.delete(SPACE, MODEL, new)
+        assert not np.isin(store.search(q, 20)[0], new).any()
+        assert_same_as_exact(store, q, 10)
+
+
+def test_reader_keeps_working_while_file_is_replaced(tmp_path):
+    src, store, _, rng = make(tmp_path, 400)
+    store.checkpoint()
+    reader = new_store(tmp_path, src)
+    q = unit(rng, 5)
+    reader.search(q, 5)
+    inode = os.stat(store.path).st_ino
+    src.add(SPACE, MODEL, unit(rng, 50))
+    store.checkpoint()  # another "process" replaces the file under the reader
+    assert os.stat(store.path).st_ino != inode
+    assert_same_as_exact(reader, q, 10)  # old graph + exact tail
+    reader.refresh()
+    assert_same_as_exact(reader, q, 10)
+    assert reader.stats()["tail_count"] == 0 and reader.last_rebuild_reason is None
