@@ -13,7 +13,8 @@ clap/text) and each group's scores are calibrated against that group's
 background distribution for this query (:mod:`xmr.calibrate`): the score is a
 z-like number, "how unusual is this similarity among unrelated items of the same
 kind". Routes that went through the bridge are weaker evidence and their score
-is scaled by ``BRIDGE_DISCOUNT``. Hits of several segments (audio windows, text
+is scaled by ``BRIDGE_DISCOUNT``; a direct hit identical to the query (cosine
+≥ ``IDENTICAL_COSINE``) ranks as identical content. Hits of several segments (audio windows, text
 passages) or spaces collapse into one result per file, best segment first.
 """
 
@@ -49,6 +50,11 @@ NATIVE: dict[str, tuple[str, ...]] = {
 }
 OTHER_SPACE = {"clip": "clap", "clap": "clip"}
 BRIDGE_DISCOUNT = 0.5
+# A direct hit this close to the query vector is the query's own content (the
+# same file, or a copy): it ranks as identical, whatever a small group's
+# background would allow its calibrated score to reach.
+IDENTICAL_COSINE = 0.9999
+IDENTICAL_SCORE = 10.0
 SNIPPET_CHARS = 240
 TYPES = ("image", "audio", "text")
 
@@ -182,29 +188,36 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-12 else v
 
 
-def _embed_native(part: QueryPart, space: str, enc: Any, settings: Settings) -> np.ndarray:
-    """A part's unit vector in a space that embeds its modality directly."""
+def _embed_native(part: QueryPart, space: str, enc: Any) -> np.ndarray:
+    """A part's unit vectors (rows) in a space that embeds its modality directly.
+
+    Images and short texts give one row; a text file gives one row per passage
+    and audio one per 10 s window, like the indexed items they are compared with.
+    """
     if part.kind == "text":
-        return _unit(enc.embed_texts([part.value])[0])
-    if part.kind == "text_file":
+        rows = enc.embed_texts([part.value])
+    elif part.kind == "text_file":
         from xmr.preprocess.text import normalise, read_text
 
         text = normalise(read_text(part.value))
         passages = enc.split_text(text) if text else []
         if not passages:
             raise MediaError("query text file is empty", path=part.value)
-        return _unit(np.asarray(enc.embed_texts([p.text for p in passages])).mean(axis=0))
-    if part.kind == "image":
+        rows = enc.embed_texts([p.text for p in passages])
+    elif part.kind == "image":
         pixels = np.asarray(enc.image_preprocessor()(part.value), dtype=np.float32)
-        return _unit(enc.embed_images(pixels[None])[0])
-    if part.kind == "audio":
+        rows = enc.embed_images(pixels[None])
+    elif part.kind == "audio":
         from xmr.preprocess.audio import load_audio, windows
 
         wins = windows(load_audio(part.value))
         if not wins:
             raise MediaError("no audio to embed", path=part.value)
-        return _unit(np.asarray(enc.embed_audio(np.stack([w.samples for w in wins]))).mean(axis=0))
-    raise UsageError(f"unknown query part kind {part.kind!r}")
+        rows = enc.embed_audio(np.stack([w.samples for w in wins]))
+    else:
+        raise UsageError(f"unknown query part kind {part.kind!r}")
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def search(
@@ -264,11 +277,14 @@ class _Search:
         return out
 
     # -- query vectors ---------------------------------------------------------------------
-    def _native_vec(self, i: int, space: str) -> np.ndarray:
+    def _native_rows(self, i: int, space: str) -> np.ndarray:
         key = (i, space)
         if key not in self._native:
-            self._native[key] = _embed_native(self.parts[i], space, self.encoders.get(space), self.settings)
+            self._native[key] = _embed_native(self.parts[i], space, self.encoders.get(space))
         return self._native[key]
+
+    def _native_vec(self, i: int, space: str) -> np.ndarray:
+        return _unit(self._native_rows(i, space).mean(axis=0))
 
     def _concept_matrix(self, space: str) -> np.ndarray:
         from xmr import bridge
@@ -283,9 +299,28 @@ class _Search:
             self._concept_mats[space] = mat
         return self._concept_mats[space]
 
-    def _query_vector(self, space: str) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
-        """The weighted query vector in ``space`` and how each part got there."""
+    def _query_vectors(self, space: str) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+        """The query as rows in ``space`` and how each part got there.
+
+        A single part with several segments (a long audio, a text file) keeps
+        one row per segment: a file then scores by its best-matching pair, so a
+        long recording used as the query finds itself. Combined parts become
+        one weighted sum.
+        """
         from xmr import bridge
+
+        if len(self.parts) == 1 and self.parts[0].weight > 0 and space in NATIVE[self.parts[0].kind]:
+            rows = self._native_rows(0, space)
+            info = [
+                {
+                    "part": self.parts[0].label(),
+                    "weight": self.parts[0].weight,
+                    "route": "direct",
+                    "concepts": None,
+                    "vector": _unit(rows.mean(axis=0)),
+                }
+            ]
+            return rows, info
 
         total = None
         info = []
@@ -308,11 +343,11 @@ class _Search:
             )
         if total is None or float(np.linalg.norm(total)) < 1e-6:
             return None, info
-        return _unit(total), info
+        return _unit(total)[None, :], info
 
     # -- the search -------------------------------------------------------------------------
     def run(self, t0: float) -> SearchResponse:
-        from xmr.calibrate import Calibrator, background_sample
+        from xmr.calibrate import background_sample, fit_calibrators
         from xmr.vectorstore import VectorStore
 
         groups = self._groups()
@@ -323,14 +358,14 @@ class _Search:
         searched: list[dict[str, Any]] = []
         part_vectors: dict[str, list[dict[str, Any]]] = {}
         for space in sorted({g[0] for g in groups}):
-            q, info = self._query_vector(space)
+            q, info = self._query_vectors(space)
             part_vectors[space] = info
             model_id = next(g[1] for g in groups if g[0] == space)
             routes.append(Route(space, model_id, [{k: v for k, v in d.items() if k != "vector"} for d in info]))
             if q is None:
                 continue
             bridged = all(d["route"] == "bridge" for d in info if d["weight"] > 0)
-            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, len(q))
+            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, q.shape[1])
             for g_space, _model, kind, n in groups:
                 if g_space != space:
                     continue
@@ -342,8 +377,7 @@ class _Search:
                 only_group = len(group_ids) == self.cat.vector_count(space, model_id)
                 cand_arg = None if (only_group and not self.under) else cand
                 search_fn = store.exact_search if opts.exact else store.search
-                ids, sims = search_fn(q[None, :], k_fetch, candidate_ids=cand_arg)
-                ids, sims = ids[0], sims[0]
+                ids, sims = search_fn(q, k_fetch, candidate_ids=cand_arg)
                 bg = background_sample(
                     self.cat,
                     space,
@@ -352,13 +386,15 @@ class _Search:
                     ids=group_ids,
                     cache_dir=self.cat.index_dir / "calibration",
                 )
-                cal = Calibrator.fit(q, bg)
-                z = cal.calibrate(sims)
-                if bridged:
-                    z = z * BRIDGE_DISCOUNT
                 route = "bridge" if bridged else "direct"
-                for vid, raw, score in zip(ids.tolist(), sims.tolist(), np.asarray(z).tolist(), strict=True):
-                    hits.append(SegmentHit(space, model_id, kind, route, int(vid), float(raw), float(score)))
+                discount = BRIDGE_DISCOUNT if bridged else 1.0
+                # each query row is calibrated against its own background distribution
+                for row_ids, row_sims, cal in zip(ids, sims, fit_calibrators(q, bg), strict=True):
+                    z = np.asarray(cal.calibrate(row_sims)) * discount
+                    if not bridged:
+                        z = np.where(row_sims >= IDENTICAL_COSINE, np.maximum(z, IDENTICAL_SCORE), z)
+                    for vid, raw, score in zip(row_ids.tolist(), row_sims.tolist(), z.tolist(), strict=True):
+                        hits.append(SegmentHit(space, model_id, kind, route, int(vid), float(raw), float(score)))
         results = self._collapse(hits)
         self._explain(results, part_vectors)
         return SearchResponse(
