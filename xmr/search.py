@@ -57,6 +57,7 @@ IDENTICAL_COSINE = 0.9999
 IDENTICAL_SCORE = 10.0
 SNIPPET_CHARS = 240
 TYPES = ("image", "audio", "text")
+SCHEMA_ID = "xmr-search/1"  # bump on any incompatible change of the JSON output (xmr/data/search.schema.json)
 
 
 @dataclass
@@ -145,6 +146,7 @@ class SearchResponse:
 
     def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
         return {
+            "schema": SCHEMA_ID,
             "query": [{"kind": p.kind, "value": p.value, "weight": p.weight} for p in self.query],
             "results": [r.as_dict(explain=explain, all_segments=all_segments) for r in self.results],
             "routes": [r.__dict__ for r in self.routes] if explain else None,

@@ -1,0 +1,158 @@
+"""`xmr search` through the CLI: output formats, the JSON contract, exit codes, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+from cli_helpers import invoke
+from test_crash import make_big_tree
+
+from xmr import paths
+from xmr.errors import ExitCode
+
+pytestmark = pytest.mark.usefixtures("fake_encoders")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "media"
+SCHEMA = json.loads(resources.files("xmr").joinpath("data/search.schema.json").read_text())
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    shutil.copytree(FIXTURES, root)
+    assert invoke("index", str(root), "--quiet", "--workers", "0").exit_code == 0
+    return root
+
+
+def test_json_output_follows_the_documented_schema(media: Path) -> None:
+    for args in (
+        ["a dog barking", "-k", "50"],
+        ["--audio", str(media / "audio" / "long_35s.ogg"), "--explain", "--all-segments"],
+        ['"sea" + 2:"waves" - "city"', "--image", str(media / "images" / "rgba.png"), "--explain"],
+        ["--text-file", str(media / "text" / "bread.md"), "--type", "text", "--type", "audio"],
+    ):
+        res = invoke("search", *args, "--json")
+        assert res.exit_code == 0, res.stderr
+        doc = json.loads(res.stdout)
+        jsonschema.validate(doc, SCHEMA)
+        assert doc["results"], args
+        for r in doc["results"]:
+            assert os.path.isabs(r["path"]) and Path(r["path"]).exists()
+            if r["modality"] == "audio":
+                assert 0 <= r["start_s"] < r["end_s"]
+            if r["modality"] == "text":
+                assert r["snippet"] and r["char_end"] > r["char_start"]
+    explained = json.loads(invoke("search", "lighthouse", "--json", "--explain").stdout)
+    assert explained["results"][0]["explain"]["contributions"][0]["part"] == "lighthouse"
+    assert {g["space"] for g in explained["searched"]} == {"clip", "clap"}
+
+
+def test_schema_rejects_a_broken_document(media: Path) -> None:
+    doc = json.loads(invoke("search", "x", "--json").stdout)
+    doc["results"][0]["score"] = "high"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, SCHEMA)
+
+
+def test_pipeline_formats_agree(media: Path) -> None:
+    doc = json.loads(invoke("search", "harbour lights", "-k", "7", "--json").stdout)
+    expected = [r["path"] for r in doc["results"]]
+    assert len(expected) == 7
+    lines = invoke("search", "harbour lights", "-k", "7", "--jsonl").stdout.splitlines()
+    assert [json.loads(line)["path"] for line in lines] == expected
+    for line in lines:
+        jsonschema.validate(json.loads(line), SCHEMA["$defs"]["result"] | {"$defs": SCHEMA["$defs"]})
+    assert invoke("search", "harbour lights", "-k", "7", "--paths").stdout.splitlines() == expected
+    assert invoke("search", "harbour lights", "-k", "7", "-0").stdout.split("\0")[:-1] == expected
+    tsv = invoke("search", "harbour lights", "-k", "7").stdout.splitlines()
+    assert [line.split("\t")[1] for line in tsv] == expected
+    tsv_scores = [float(line.split("\t")[0]) for line in tsv]
+    assert tsv_scores == pytest.approx([r["score"] for r in doc["results"]], abs=6e-4)
+
+
+def test_query_from_stdin(media: Path) -> None:
+    a = invoke("search", "-", "--paths", input="bread and flour\n").stdout
+    b = invoke("search", "bread and flour", "--paths").stdout
+    assert a == b and a
+
+
+def test_self_retrieval_through_the_cli(media: Path) -> None:
+    for flag, path in (
+        ("--image", media / "images" / "cmyk.jpg"),
+        ("--audio", media / "audio" / "surf_noise.ogg"),
+        ("--text-file", media / "text" / "gardening_utf16.txt"),
+    ):
+        out = invoke("search", flag, str(path), "-k", "1", "--paths").stdout
+        assert out == f"{path}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--image", "/no/such/file.jpg"], ExitCode.NOT_FOUND),
+        (["--image", "{media}/broken/truncated.jpg"], ExitCode.BAD_INPUT),
+        (["--audio", "{media}/images/gray.png"], ExitCode.BAD_INPUT),
+        (["--audio", "{media}/broken/empty.wav"], ExitCode.BAD_INPUT),
+        (["x", "--type", "video"], ExitCode.USAGE),
+        (["x", "--json", "--paths"], ExitCode.USAGE),
+        ([], ExitCode.USAGE),
+    ],
+)
+def test_search_exit_codes(media: Path, args: list[str], code: int) -> None:
+    res = invoke("search", *[a.format(media=media) for a in args])
+    assert res.exit_code == code, res.stderr
+    assert "Traceback" not in res.stderr
+    if code != ExitCode.USAGE:
+        assert res.stderr.startswith("xmr: error: ") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_search_without_an_index(tmp_path: Path) -> None:
+    res = invoke("search", "anything")
+    assert res.exit_code == ExitCode.NO_INDEX
+    assert "no index" in res.stderr
+
+
+def _committed_text_files(db: Path) -> set[str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return {p for (p,) in con.execute("SELECT path FROM files WHERE status = 'indexed'")}
+    finally:
+        con.close()
+
+
+def test_search_while_indexing_sees_what_was_committed(tmp_path: Path, xmr_cmd: list[str]) -> None:
+    root = tmp_path / "growing"
+    expected = make_big_tree(root, 1200)
+    db = paths.catalogue_path(paths.index_dir())
+    env = dict(os.environ, FAKE_ENCODER_DELAY="0.004")
+    indexer = subprocess.Popen(
+        xmr_cmd + ["index", str(root), "--quiet", "--workers", "0"], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not db.exists() or len(_committed_text_files(db)) < 100):
+            time.sleep(0.05)
+        committed = _committed_text_files(db)
+        assert indexer.poll() is None, "the indexer finished before the search could overlap it"
+        res = subprocess.run(
+            xmr_cmd + ["search", "alpha bravo", "-k", "100000", "--paths", "--type", "text"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        overlapped = indexer.poll() is None
+    finally:
+        indexer.wait(timeout=300)
+    assert res.returncode == 0, res.stderr
+    found = set(res.stdout.splitlines())
+    assert committed <= found <= expected
+    assert overlapped, "the search ran while the indexer was still running"
+    assert indexer.returncode == 0, indexer.stderr.read().decode()
