@@ -470,7 +470,8 @@ class _Run:
 
         # spawn: forking a process that holds torch threads is unsafe
         ctx = multiprocessing.get_context("spawn")
-        max_in_flight = workers * 4
+        # deep enough that workers prepare the next batch while the model encodes this one
+        max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
             pending: set[Future[_Prepared]] = set()
             items = iter(work)
