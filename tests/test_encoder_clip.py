@@ -363,3 +363,54 @@ def test_multilingual_model_with_hf_tokenizer_from_cache(tmp_path: Path) -> None
         want = model.encode_text(tokenizer(texts), normalize=True).numpy()
     assert np.abs(ml.embed_texts(texts) - want).max() <= 1e-5
     assert all(ml.count_tokens(p.text) <= ml.max_text_tokens for p in ml.split_text(" ".join(texts * 30)))
+
+
+def test_hf_hub_spec_from_the_cache(enc: ClipEncoder, ref: SimpleNamespace, tmp_path: Path) -> None:
+    cache = Path(os.environ["HF_HUB_CACHE"])  # per-test, empty
+    repo = "someorg/my-clip"
+    cfg = tmp_path / "open_clip_config.json"
+    cfg.write_text(json.dumps({"model_cfg": open_clip.get_model_config("ViT-B-32"), "preprocess_cfg": {}}))
+    put_in_hf_cache(cache, repo, "open_clip_config.json", cfg)
+    put_in_hf_cache(cache, repo, "open_clip_pytorch_model.bin", ref.weights, blob=ref.sha)
+    spec = f"hf-hub:{repo}"
+    st = ClipEncoder.status(Settings(clip_model=spec))
+    assert st.present and st.source == "hf-cache" and st.sha256 == ref.sha
+    hub = ClipEncoder(Settings(clip_model=spec, offline=True))
+    assert hub.info.model_id == f"clip:hf-hub:{repo}" and hub.info.pretrained == spec
+    assert hub.info.name == "ViT-B-32" and hub.info.checkpoint_sha256 == ref.sha
+    assert np.abs(hub.embed_texts(TEXTS[:2]) - enc.embed_texts(TEXTS[:2])).max() <= 1e-6
+
+
+def test_download_fetches_what_open_clip_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online download through huggingface_hub (mocked: nothing connects): the
+    .safetensors twin is preferred when the repo has it, else the .bin."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for name in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"weights")
+    probed: list[str] = []
+    fetched: list[tuple[str, str, str]] = []
+
+    def metadata(url: str, **kwargs: object) -> object:
+        probed.append(url.rsplit("/", 1)[-1])
+        if url.endswith(".safetensors"):
+            raise EntryNotFoundError("404")
+        return object()
+
+    def download(repo_id: str, filename: str, *, cache_dir: str, **kwargs: object) -> str:
+        fetched.append((repo_id, filename, cache_dir))
+        return str(put_in_hf_cache(Path(cache_dir), repo_id, filename, payload))
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", metadata)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    st = ClipEncoder.download(Settings(clip_model=DEFAULT_SPEC))
+    assert probed == ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    assert fetched == [(DEFAULT_REPO, "open_clip_pytorch_model.bin", str(cache))]
+    assert st.present and st.source == "hf-cache" and st.size_bytes == len(b"weights")
+    # present now: a second download is a no-op
+    probed.clear()
+    assert ClipEncoder.download(Settings(clip_model=DEFAULT_SPEC)).present and probed == []

@@ -655,7 +655,8 @@ class ClipEncoder:
             model_id = f"clip:hf-hub:{spec.repo}"
         else:
             model_id = f"clip:{res.name}:sha256:{sha[:16] if sha else 'unknown'}"
-        pp = self._preprocessor.describe()
+        # what decides the pixels (the decode guard max_pixels does not)
+        pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
         self.info = ModelInfo(
             model_id=model_id,
             space=SPACE,
@@ -663,8 +664,7 @@ class ClipEncoder:
             pretrained=res.pretrained,
             checkpoint_sha256=sha,
             dim=self.dim,
-            preprocessing={k: pp[k] for k in ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")}
-            | {"draft": pp["draft"]},
+            preprocessing=pp,
         )
         self.checkpoint_path = res.checkpoint
 
