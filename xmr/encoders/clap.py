@@ -27,13 +27,11 @@ deterministic. Nothing in this module imports torch at import time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import io
 import json
 import os
-import re
 import sys
 import threading
 import types
@@ -220,40 +218,24 @@ def _missing_tokenizer(where: str) -> ModelMissing:
 
 
 def _sha256(path: Path) -> str:
-    """sha256 of a checkpoint, remembered per (path, size, mtime) in the models
-    dir so multi-GB files are hashed once, not on every start."""
-    st = path.stat()
-    key = str(Path(os.path.realpath(path)))
-    stamp = [st.st_size, st.st_mtime_ns]
-    cache_file = paths.models_dir() / "sha256-cache.json"
-    try:
-        cache = json.loads(cache_file.read_text(encoding="utf-8"))
-        hit = cache.get(key) if isinstance(cache, dict) else None
-        if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("sha256"), str):
-            return hit["sha256"]
-    except (OSError, ValueError):
-        cache = {}
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    try:  # best effort; atomic replace so concurrent writers cannot corrupt it
-        cache = cache if isinstance(cache, dict) else {}
-        cache[key] = {"stamp": stamp, "sha256": digest}
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache), encoding="utf-8")
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass
+    """sha256 of a checkpoint: the HF blob name when it is one, else hashed once
+    and remembered in xmr's models dir. Shares the CLIP backend's cache so one
+    file format lives in models_dir()/sha256-cache.json."""
+    from xmr.encoders.clip import file_sha256
+
+    digest = file_sha256(path)
+    assert digest is not None  # compute=True always yields a digest
     return digest
 
 
-def _blob_sha256(path: Path) -> str | None:
-    """The HF cache stores LFS files under blobs/<sha256>: free provenance."""
-    name = Path(os.path.realpath(path)).name
-    return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
+def _known_sha256(path: Path) -> str | None:
+    """The sha256 if it costs nothing (HF blob name or already cached); for status."""
+    from xmr.encoders.clip import file_sha256
+
+    try:
+        return file_sha256(path, compute=False)
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- laion-clap model code
@@ -535,7 +517,7 @@ class ClapEncoder:
         self.batch_size = settings.batch_size
 
         if ck.name is not None:
-            sha = _blob_sha256(ck.path) or _sha256(ck.path)
+            sha = _sha256(ck.path)
             model_id = f"clap:{ck.name[: -len('.pt')]}:{arch.amodel}"
             pretrained: str | None = ck.name[: -len(".pt")]
         else:
@@ -597,7 +579,7 @@ class ClapEncoder:
         return ModelStatus(
             space=SPACE, spec=settings.clap_model, source=ck.source, location=str(ck.path),
             present=tok_dir is not None, size_bytes=ck.path.stat().st_size,
-            sha256=_blob_sha256(ck.path) if ck.source == "hf-cache" else None,
+            sha256=_known_sha256(ck.path),
             detail=f"{arch_note}{tok_note}",
         )
 
