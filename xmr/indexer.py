@@ -36,8 +36,8 @@ import numpy as np
 from xmr import paths
 from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
-from xmr.encoders import SPACES_FOR_MODALITY, load_encoder
-from xmr.errors import CatalogueError, Interrupted, PathNotFound, UsageError, XmrError
+from xmr.encoders import SPACES_FOR_MODALITY, load_encoder, model_status
+from xmr.errors import CatalogueError, Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
 from xmr.settings import Settings
 from xmr.sniff import HEAD_BYTES, classify
 
@@ -422,6 +422,7 @@ class _Run:
         return {"clip": self.settings.clip_model, "clap": self.settings.clap_model}.get(space, "")
 
     def _load_encoders(self) -> None:
+        self._check_models_present()
         for space in self.spaces:
             if space not in self.encoders:
                 self.progress.phase(f"loading {space} model", None)
@@ -430,6 +431,20 @@ class _Run:
                 with self.cat.transaction():
                     self.cat.ensure_model(enc.info, self._configured_spec(space))
                     self.cat.set_setting(f"active_model.{space}", enc.info.model_id)
+
+    def _check_models_present(self) -> None:
+        """Offline, report every missing model in one message rather than one per run."""
+        if not self.settings.offline:
+            return
+        missing = [st for st in (model_status(sp, self.settings) for sp in self.spaces) if not st.present]
+        if len(missing) < 2:
+            return  # none, or one: the backend's own message is the most specific
+        what = "; ".join(f"{st.space} model {st.spec} (looked in {st.location})" for st in missing)
+        raise ModelMissing(
+            f"model weights not found: {what}",
+            hint="run `xmr models download` while online, or point XMR_CLIP_MODEL / XMR_CLAP_MODEL "
+            "(--clip-model / --clap-model) at local files",
+        )
 
     def _worker_config(self) -> _WorkerConfig:
         clip = self.encoders.get("clip")

@@ -42,9 +42,30 @@ def _factory(space: str, settings: Settings) -> Callable[..., Encoder]:
         raise UsageError(f"cannot load encoder backend {spec!r} for space {space!r}: {exc}") from exc
 
 
-def load_encoder(space: str, settings: Settings) -> Encoder:
-    """Build the encoder for ``space`` as configured (loads weights; may be slow)."""
-    return _factory(space, settings)(settings)
+# the last encoder loaded per space, so a process that indexes and then searches
+# (or runs many searches through the library) loads each model once
+_LOADED: dict[str, tuple[tuple[object, ...], Encoder]] = {}
+
+
+def _cache_key(space: str, settings: Settings) -> tuple[object, ...]:
+    spec = settings.clip_model if space == "clip" else settings.clap_model if space == "clap" else ""
+    return (settings.backends.get(space), spec, settings.device, settings.batch_size, settings.offline)
+
+
+def load_encoder(space: str, settings: Settings, *, reuse: bool = True) -> Encoder:
+    """Build the encoder for ``space`` as configured (loads weights; may be slow).
+
+    With ``reuse`` the encoder last built for the same space and settings is
+    returned again.
+    """
+    key = _cache_key(space, settings)
+    if reuse and space in _LOADED and _LOADED[space][0] == key:
+        return _LOADED[space][1]
+    _LOADED.pop(space, None)  # free the old model before loading another
+    encoder = _factory(space, settings)(settings)
+    if reuse:
+        _LOADED[space] = (key, encoder)
+    return encoder
 
 
 def model_status(space: str, settings: Settings) -> ModelStatus:
