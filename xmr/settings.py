@@ -24,6 +24,22 @@ def offline_mode() -> bool:
     )
 
 
+def absolute_spec(spec: str) -> str:
+    """Make a model spec that names a local file or folder absolute.
+
+    The spec is stored in the catalogue and reused by later searches, which may
+    run from another working directory.
+    """
+    if spec.startswith("local-dir:"):
+        return "local-dir:" + os.path.abspath(os.path.expanduser(spec[len("local-dir:") :]))
+    if os.path.exists(os.path.expanduser(spec)):
+        return os.path.abspath(os.path.expanduser(spec))
+    arch, sep, rest = spec.partition(":")
+    if sep and rest and not rest.startswith("/") and os.path.exists(os.path.expanduser(rest)):
+        return f"{arch}:{os.path.abspath(os.path.expanduser(rest))}"
+    return spec
+
+
 @dataclass
 class Settings:
     device: str = "auto"  # auto|cpu|cuda|mps (cuda:N accepted)
@@ -51,4 +67,6 @@ class Settings:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
+        s.clip_model = absolute_spec(s.clip_model)
+        s.clap_model = absolute_spec(s.clap_model)
         return s
