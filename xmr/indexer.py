@@ -503,9 +503,9 @@ class _Run:
                     for fut in done:
                         yield fut.result()
             except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
+                # let the running tasks (one file each) finish: tearing the pool down
+                # under its feeder thread prints errors at exit
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
     # -- committing a batch ---------------------------------------------------------------
