@@ -188,6 +188,10 @@ def test_split_text_fits_context(encoder: Any) -> None:
         assert p.text == text[p.start : p.end]
         ids = encoder._tokenizer(p.text)["input_ids"]
         assert len(ids) <= 77
+    # passages are full windows, not one word each (a padded token count made every word "too long")
+    assert encoder.count_tokens("the dog") < 10
+    total = encoder.count_tokens(text)
+    assert len(passages) <= total // (75 - 15 - 8) + 2  # 8: slack for word boundaries
 
 
 # --------------------------------------------------------------------------- fidelity vs laion-clap

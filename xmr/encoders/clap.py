@@ -494,6 +494,7 @@ class ClapEncoder:
         self.device = resolve_device(settings.device)
         self.half = use_half(self.device)
         self._tokenizer = _load_tokenizer(tok_dir)
+        self._counter: Any = None  # unpadded copy of the tokenizer for count_tokens
 
         sd = _read_state_dict(ck.path)
         arch = derive_arch(sd, path=ck.path)
@@ -622,7 +623,15 @@ class ClapEncoder:
 
     def count_tokens(self, text: str) -> int:
         """RoBERTa tokens in ``text`` without <s>/</s>."""
-        return len(self._tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids)
+        # the fast tokenizer may carry padding/truncation from tokenizer.json (padded
+        # to 77, every word would look too long): count on an unpadded copy
+        if self._counter is None:
+            import copy
+
+            self._counter = copy.deepcopy(self._tokenizer.backend_tokenizer)
+            self._counter.no_padding()
+            self._counter.no_truncation()
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def split_text(self, text: str) -> list[Passage]:
         """Passages of at most 75 RoBERTa tokens (77 with <s> and </s>)."""
