@@ -331,17 +331,58 @@ def test_unreadable_root_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert list(walk([tmp_path / "r"])) == [WalkError(tmp_path / "r", tmp_path / "r", "permission denied")]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files; the monkeypatched tests cover it")
-def test_real_permissions(tmp_path: Path) -> None:  # pragma: no cover - CI runs as root
-    tree(tmp_path, ["a.txt", "locked/secret.txt", "nox/f.txt", "mode000.txt"])
-    os.chmod(tmp_path / "locked", 0)
-    os.chmod(tmp_path / "nox", 0o444)  # listable, but entries cannot be stat'ed
-    os.chmod(tmp_path / "mode000.txt", 0)
+_WALK_ERRORS = """
+import json, os, sys
+from xmr.crawl import WalkError, walk
+root = sys.argv[1]
+print(json.dumps({os.path.relpath(str(e.path), root): e.reason for e in walk([root]) if isinstance(e, WalkError)}))
+"""
+
+
+def test_real_permissions() -> None:
+    """Real chmod, not a monkeypatch. Root reads mode-000 files, so as root the walk
+    runs in a child process with the privileges of 'nobody'."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="xmr-perm-"))
+    os.chmod(base, 0o755)  # the unprivileged child must reach it
     try:
-        errs = dict(errors(tmp_path))
+        tree(base, ["a.txt", "locked/secret.txt", "nox/f.txt", "mode000.txt"])
+        os.chmod(base / "locked", 0)
+        os.chmod(base / "nox", 0o444)  # listable, but entries cannot be stat'ed
+        os.chmod(base / "mode000.txt", 0)
+        if os.geteuid() != 0:
+            errs = {os.path.relpath(str(e.path), base): e.reason for e in walk([base]) if isinstance(e, WalkError)}
+        else:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "util-linux setpriv is needed to drop root privileges for this test"
+            repo = Path(__file__).resolve().parent.parent
+            child = subprocess.run(
+                [
+                    setpriv,
+                    "--reuid=nobody",
+                    "--regid=nogroup",
+                    "--clear-groups",
+                    sys.executable,
+                    "-c",
+                    _WALK_ERRORS,
+                    str(base),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "PYTHONPATH": str(repo)},
+            )
+            assert child.returncode == 0, child.stderr
+            errs = json.loads(child.stdout)
     finally:
-        os.chmod(tmp_path / "locked", 0o755)
-        os.chmod(tmp_path / "nox", 0o755)
+        os.chmod(base / "locked", 0o755)
+        os.chmod(base / "nox", 0o755)
+        shutil.rmtree(base)
     assert errs == {"locked": "permission denied", "nox/f.txt": "permission denied", "mode000.txt": "permission denied"}
 
 
