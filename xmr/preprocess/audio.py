@@ -30,6 +30,7 @@ from xmr.errors import MediaError, UsageError
 SAMPLE_RATE = 48000
 WINDOW_S = 10.0
 WINDOW_SAMPLES = 480000  # laion-clap's max_len / audio_cfg.clip_samples
+TAIL_TOLERANCE_S = 0.01
 RESAMPLE_QUALITY = "soxr_hq"  # librosa.load's default res_type
 _BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz per read
 
@@ -208,7 +209,8 @@ def windows(
     """Fixed-length windows covering all of ``audio`` (1-D, at ``sample_rate``).
 
     Windows start at 0, hop, 2*hop, ... until one reaches the end of the
-    file. Tail rule: when the audio is shorter than one window, the single
+    file (a remainder of at most ``TAIL_TOLERANCE_S`` after a full window, such as
+    resampling's rounding sample, is left out). Tail rule: when the audio is shorter than one window, the single
     window is repeat-padded (laion-clap's "repeatpad"); when it is longer, the
     last window is *end-aligned* -- it starts at ``duration - window_s`` and
     so overlaps its predecessor, as laion-clap's own sliding-window inference
@@ -230,10 +232,16 @@ def windows(
     sr = float(sample_rate)
     if n <= win:
         return [AudioWindow(0.0, n / sr, repeat_pad(x, win))]
+    tol = int(round(TAIL_TOLERANCE_S * sample_rate))
     out: list[AudioWindow] = []
     start = 0
     while True:
-        if start + win >= n:
+        if start + win >= n - tol:
+            if start + win < n:
+                # a resampling rounding remainder (<= 10 ms) gets no window of its own:
+                # a 30 s file is 3 windows, not 3 and a near-duplicate
+                out.append(AudioWindow(start / sr, (start + win) / sr, x[start : start + win].copy()))
+                break
             start = n - win  # end-aligned tail (a no-op when it fits exactly)
             out.append(AudioWindow(start / sr, n / sr, x[start:n].copy()))
             break
@@ -251,4 +259,5 @@ def window_count(n_samples: int, *, window_s: float = WINDOW_S, hop_s: float = W
     hop = int(round(hop_s * sample_rate))
     if n_samples <= win:
         return 1
-    return 1 + math.ceil((n_samples - win) / hop)
+    tol = int(round(TAIL_TOLERANCE_S * sample_rate))
+    return 1 + max(0, math.ceil((n_samples - win - tol) / hop))
