@@ -121,11 +121,14 @@ def test_search_without_an_index(tmp_path: Path) -> None:
 
 
 def _committed_text_files(db: Path) -> set[str]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return {p for (p,) in con.execute("SELECT path FROM files WHERE status = 'indexed'")}
-    finally:
-        con.close()
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return {p for (p,) in con.execute("SELECT path FROM files WHERE status = 'indexed'")}
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # created but not migrated yet
+        return set()
 
 
 def test_search_while_indexing_sees_what_was_committed(tmp_path: Path, xmr_cmd: list[str]) -> None:
