@@ -42,6 +42,7 @@ from xmr.settings import Settings
 from xmr.sniff import HEAD_BYTES, classify
 
 MODALITIES = ("image", "audio", "text")
+MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # on-disk bytes of the files being decoded at once
 
 
 class Progress(Protocol):
@@ -488,19 +489,23 @@ class _Run:
         # deep enough that workers prepare the next batch while the model encodes this one
         max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
-            pending: set[Future[_Prepared]] = set()
+            pending: dict[Future[_Prepared], int] = {}
             items = iter(work)
+            nxt = next(items, None)
             try:
                 while True:
-                    while len(pending) < max_in_flight:
-                        item = next(items, None)
-                        if item is None:
-                            break
-                        pending.add(pool.submit(_prepare, item))
+                    # bounded by count and by the files' sizes: a decoded hour of audio is ~700 MB,
+                    # so a few long recordings must not be decoded all at once
+                    while nxt is not None and len(pending) < max_in_flight and (
+                        not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT
+                    ):
+                        pending[pool.submit(_prepare, nxt)] = nxt.size
+                        nxt = next(items, None)
                     if not pending:
                         return
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
+                        del pending[fut]
                         yield fut.result()
             except BaseException:
                 # let the running tasks (one file each) finish: tearing the pool down
