@@ -122,7 +122,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> None:
     build_s = time.perf_counter() - t
     rss1 = rss_mb()
     print(
-        f"build+checkpoint: {build_s:.1f}s ({n / build_s:,.0f} vec/s)  RSS +{rss1 - rss0:,.0f} MB  "
+        f"build+checkpoint: {build_s:.1f}s ({n / build_s:,.0f} vec/s, load avg {os.getloadavg()[1]:.1f} "
+        f"on {os.cpu_count()} cpus)  RSS +{rss1 - rss0:,.0f} MB  "
         f"peak RSS {peak_mb():,.0f} MB  file {state['file_size'] / 2**20:,.1f} MB",
         flush=True,
     )
@@ -197,7 +198,7 @@ def main() -> None:
     p.add_argument("--M", type=int, default=DEFAULT_PARAMS.M)
     p.add_argument("--ef-construction", type=int, default=DEFAULT_PARAMS.ef_construction)
     p.add_argument("--ef", type=int, default=DEFAULT_PARAMS.ef_search)
-    p.add_argument("--ef-sweep", default="32,64,100,150")
+    p.add_argument("--ef-sweep", default="64,100,150,200,256")
     p.add_argument("--crossover", action="store_true", help="measure the exact/HNSW latency crossover")
     p.add_argument("--crossover-sizes", default="1000,1500,2000,3000,4000,6000,8000,12000,16000")
     p.add_argument("--dir", default=None, help="where index files go (default: a temp dir)")

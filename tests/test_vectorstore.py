@@ -396,3 +396,151 @@ def test_reader_keeps_working_while_file_is_replaced(tmp_path):
     reader.refresh()
     assert_same_as_exact(reader, q, 10)
     assert reader.stats()["tail_count"] == 0 and reader.last_rebuild_reason is None
+
+
+def test_reused_ids_invalidate_the_file(tmp_path):
+    """A catalogue without AUTOINCREMENT hands deleted newest ids out again."""
+    rng = np.random.default_rng(0)
+    old = unit(rng, 300)
+    src = MemoryVectorSource()
+    src.add(SPACE, MODEL, old)
+    store = new_store(tmp_path, src)
+    store.checkpoint()
+    # the same catalogue after ids 291..300 were deleted and handed out again
+    reused = MemoryVectorSource()
+    reused.add(SPACE, MODEL, old[:290])
+    new_ids = reused.add(SPACE, MODEL, unit(rng, 10))
+    assert new_ids.tolist() == list(range(291, 301))
+    reused.put_ann_state(SPACE, MODEL, src.get_ann_state(SPACE, MODEL))
+    fresh = new_store(tmp_path, reused)
+    assert_same_as_exact(fresh, old[290:], 10)  # the old vectors' exact matches are gone
+    assert "reused" in fresh.last_rebuild_reason
+
+
+def test_read_only_catalogue_still_searches(tmp_path):
+    src, store, _, rng = make(tmp_path, 300)
+
+    def refuse(*a):
+        raise RuntimeError("attempt to write a readonly database")
+
+    src.put_ann_state = refuse
+    assert_same_as_exact(store, unit(rng, 3), 10)
+    assert "readonly" in store.last_error
+
+
+SQLITE_SOURCE = '''
+import json, sqlite3
+import numpy as np
+
+
+class SqliteSource:
+    """A minimal SQLite VectorSource (one space), shared by processes."""
+
+    def __init__(self, path):
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS v (id INTEGER PRIMARY KEY AUTOINCREMENT, vec BLOB)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS s (k INTEGER PRIMARY KEY, state TEXT)")
+
+    def add(self, vecs):
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT INTO v (vec) VALUES (?)", [(np.asarray(x, "<f4").tobytes(),) for x in vecs])
+        self.conn.execute("COMMIT")
+
+    def vector_count(self, space, model_id):
+        return self.conn.execute("SELECT COUNT(*) FROM v").fetchone()[0]
+
+    def max_vector_id(self, space, model_id):
+        r = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'v'").fetchone()
+        return int(r[0]) if r else 0
+
+    def iter_vectors(self, space, model_id, *, after_id=0, batch=20000):
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, vec FROM v WHERE id > ? ORDER BY id LIMIT ?", (after_id, batch)
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], np.int64)
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
+            after_id = int(ids[-1])
+
+    def live_vector_ids(self, space, model_id):
+        return np.array([r[0] for r in self.conn.execute("SELECT id FROM v ORDER BY id")], np.int64)
+
+    def get_ann_state(self, space, model_id):
+        r = self.conn.execute("SELECT state FROM s WHERE k = 0").fetchone()
+        return json.loads(r[0]) if r else None
+
+    def put_ann_state(self, space, model_id, state):
+        self.conn.execute("INSERT OR REPLACE INTO s (k, state) VALUES (0, ?)", (json.dumps(state),))
+'''
+
+WRITER = """
+import sys
+import time
+import numpy as np
+from pathlib import Path
+from xmr.vectorstore import HnswParams, VectorStore
+exec(open(sys.argv[1]).read())
+src = SqliteSource(sys.argv[2])
+put = src.put_ann_state
+
+
+def slow_put(*a):  # widen the window between os.replace and the state row
+    time.sleep(0.05)
+    put(*a)
+
+
+src.put_ann_state = slow_put
+q = np.load(sys.argv[3])
+rng = np.random.default_rng(1)
+store = VectorStore(Path(sys.argv[4]), src, "clip", "test-model", q.shape[0], exact_threshold=0,
+                    params=HnswParams(ef_search=1000), num_threads=1)
+for _ in range(8):
+    # far from the query (cos ~ -0.95), so its top 10 never changes
+    v = -q + 0.3 * rng.standard_normal((40, q.shape[0]))
+    src.add(v / np.linalg.norm(v, axis=1, keepdims=True))
+    store.checkpoint()
+"""
+
+
+def test_readers_never_see_a_half_replaced_index(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "source.py").write_text(SQLITE_SOURCE)
+    (tmp_path / "writer.py").write_text(WRITER)
+    ns: dict = {}
+    exec(SQLITE_SOURCE, ns)
+    db = str(tmp_path / "cat.db")
+    src = ns["SqliteSource"](db)
+    rng = np.random.default_rng(0)
+    src.add(unit(rng, 300))
+    q = unit(rng, 1)[0]
+    np.save(tmp_path / "q.npy", q)
+    first = new_store(tmp_path, src)
+    first.checkpoint()
+    truth = first.exact_search(q, 10)
+
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            str(tmp_path / "writer.py"),
+            str(tmp_path / "source.py"),
+            db,
+            str(tmp_path / "q.npy"),
+            str(tmp_path / "ann"),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    opens = 0
+    while writer.poll() is None or opens == 0:
+        reader = new_store(tmp_path, ns["SqliteSource"](db))
+        ids, sims = reader.search(q, 10)
+        assert reader.last_rebuild_reason is None, reader.last_rebuild_reason
+        np.testing.assert_array_equal(ids, truth[0])
+        opens += 1
+    assert writer.wait() == 0, writer.stderr.read().decode()
+    assert src.get_ann_state(SPACE, MODEL)["generation"] == 9
+    assert opens >= 2

@@ -32,8 +32,9 @@ Method (per query, per space):
    0..1 as Phi(z) = 1 - p (saturates near 1 for strong matches, so rank by z).
 5. Tiny spaces (fewer than 20 background vectors): no tail can be fitted;
    z = (r - median) / max(robust scale, PRIOR_SCALE), PRIOR_SCALE = 0.1
-   deliberately wider than typical per-query spreads (CLIP ~0.03, CLAP
-   ~0.05-0.1) so a handful of items cannot claim extreme significance. With
+   deliberately wider than the per-query spreads we expect (CLIP ~0.03,
+   CLAP ~0.05-0.1; an assumption, not measured on real models here) so a
+   handful of items cannot claim extreme significance. With
    no background at all, loc = 0 and scale = 1 (z is the raw cosine).
 
 ``merge`` ranks the hits of all spaces by z (ties: raw score, then space,

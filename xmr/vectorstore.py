@@ -62,7 +62,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from xmr.errors import CatalogueError, UsageError, XmrError
+from xmr.errors import CatalogueError, UsageError
 
 try:  # POSIX only; elsewhere readers fall back to retrying on mismatch
     import fcntl
@@ -70,18 +70,20 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 # Below this many live vectors the store searches exactly and builds no ANN.
-# Measured with `benchmarks/search.py --crossover` (results in
-# benchmarks/results/search.txt) on the 2-core dev machine (Xeon, numpy 1.26 /
-# OpenBLAS, 512-d clustered vectors): single-query latency at k=10 through
-# VectorStore.search, p50 over 2x200 queries, exact mode vs HNSW mode
-# (M=16, efC=200, ef=100). Two runs on an otherwise idle machine:
-#   n      1000  1500  2000  2500  3000  4000  8000   (ms, exact / hnsw)
-#   run a  .048/.084  .074/.110  .105/.127  -  .169/.153  .369/.164  .702/.183
-#   run b  -  .064/.113  .207/.131  .255/.146  .294/.154  .380/.168  -
-# The curves cross between 1.5k and 3k (exact jumps once the matrix, 2 KB a
-# vector, leaves the cache near 2k); 2000 sits in the middle. Below it the
-# difference is < 0.05 ms either way and exact search is exact.
-EXACT_THRESHOLD = 2000
+# Measured with `benchmarks/search.py --crossover` (all runs in
+# benchmarks/results/search.txt) on the shared 2-core dev machine (Xeon,
+# numpy 1.26 / OpenBLAS, 512-d clustered vectors): single-query latency at
+# k=10 through VectorStore.search, p50 over 2x200 queries, exact mode vs HNSW
+# mode with the default params (M=16, efC=200, ef=200); ms, exact / hnsw:
+#   n       1000       2000       3000       4000       5000       8000
+#   run a   .068/.177  .102/.202  .176/.250  .230/.281  -          .432/.311
+#   run b   .100/.139  .217/.214  .184/.279  .388/.269  -          -
+#   run c   -          .106/.202  .184/.257  .387/.286  .468/.308  .698/.309
+#   run d   -          .217/.206  .306/.254  .386/.286  .458/.286  .703/.325
+# The curves cross between 2k and 5k (exact time is bimodal near 2k: the
+# matrix, 2 KB a vector, leaves the cache); ~3k is the median crossing. Below
+# it the difference is < 0.1 ms either way, and exact search is exact.
+EXACT_THRESHOLD = 3000
 
 # Share of a file's elements that may be deleted before a checkpoint rebuilds.
 REBUILD_DELETED_FRACTION = 0.25
@@ -105,17 +107,27 @@ _EXACT_BATCH = 20_000
 class HnswParams:
     """HNSW build/search parameters.
 
-    Measured on 512-d clustered synthetic vectors (benchmarks/search.py):
-    M=16, ef_construction=200 builds 100k in 17 s on 2 cores; recall@10 vs
-    exact with ef=64 is 0.999 at 10k, 0.996 at 100k and 0.98 at 1M (ef=100:
-    0.998 / 0.996). ef_search=100 keeps recall@10 >= 0.95 at all three sizes
-    with margin for real embeddings, which are less clustered than the
-    synthetic set. ef grows with k: ef = max(ef_search, k).
+    Measured with benchmarks/search.py on 512-d clustered synthetic vectors
+    (results/search.txt), M=16, ef_construction=200, recall@10 vs exact:
+
+        ef      64      100     150     200     256
+        10k     0.9995  1.0     1.0     1.0     1.0
+        100k    0.9955  0.998   1.0     1.0     1.0
+        1M      0.905   0.950   0.974   0.9785  0.9855   (p50 1.14 ms at ef=200)
+
+    A second 1M build gave 0.9435 at ef=100 and 0.963 at ef=150 (builds are
+    multi-threaded, so graphs differ run to run): ef=100 is not enough at 1M,
+    150 clears 0.95 by little, so ef_search=200 (0.9785, +0.2 ms over 150)
+    leaves margin for real embeddings, which are less clustered than the
+    synthetic set. ef grows with k: ef = max(ef_search, k). Build cost on the
+    2-core machine: 100k in 17 s idle (raw hnswlib) / 41 s through
+    checkpoint at load ~4; 1M in 854 s at load ~4.5 (1417 s in a run at
+    load ~7). The file is ~2.1 KB a vector.
     """
 
     M: int = 16
     ef_construction: int = 200
-    ef_search: int = 100
+    ef_search: int = 200
     seed: int = 100
 
 
@@ -631,10 +643,11 @@ class VectorStore:
                     try:
                         self._checkpoint_locked(locked, force_rebuild=why)
                         return
-                    except (OSError, XmrError) as e:
+                    except Exception as e:
                         if self._mem_index is None or self._mem_state is None:
                             raise  # the source itself failed: nothing to search
-                        # Unwritable directory or catalogue: search from memory.
+                        # Unwritable directory, read-only or busy catalogue: the
+                        # rebuilt index is complete, so search from memory.
                         self.last_error = f"could not checkpoint the rebuilt index: {e}"
                         index, state = self._mem_index, self._mem_state
                         self._mem_index = self._mem_state = None
@@ -654,7 +667,8 @@ class VectorStore:
                     why = self._verify_fd(fd, size, state)
                     if not why:
                         index, why = self._load_fd(fd, state)
-                        if index is not None:
+                        why = why or self._ids_reused(index, state)
+                        if not why:
                             return index, state, ""
                 finally:
                     os.close(fd)
@@ -733,6 +747,38 @@ class VectorStore:
             return None, "loaded index does not match its state row"
         return index, ""
 
+    def _ids_reused(self, index: Any, state: dict) -> str:
+        """Why the catalogue no longer holds, under the file's ids, the file's vectors.
+
+        A catalogue that hands out max(id)+1 (SQLite INTEGER PRIMARY KEY without
+        AUTOINCREMENT) reuses the ids of deleted newest rows. If any id <= the
+        state's max_vector_id was reused, the highest live id <= it was too
+        (every id above the reuse point had been deleted), so comparing the
+        top few live ids with the file detects reuse at the cost of one query.
+        """
+        state_max = int(state["max_vector_id"])
+        ids = vecs = None
+        for window in (64, 4096):
+            ids, vecs = self._fetch(after_id=max(0, state_max - window), batch=window, until=state_max)
+            if len(ids):
+                break
+        else:  # no live id near the top: look up the highest ones (rare)
+            live = self.source.live_vector_ids(self.space, self.model_id)
+            live = live[live <= state_max][-8:]
+            if not len(live):
+                return ""
+            parts = [self._fetch(after_id=int(i) - 1, batch=1, until=int(i)) for i in live]
+            ids = np.concatenate([p[0] for p in parts])
+            vecs = np.concatenate([p[1] for p in parts])
+        ids, vecs = ids[-8:], vecs[-8:]
+        try:
+            stored = np.asarray(index.get_items(ids), dtype=np.float32)
+        except RuntimeError:  # a live id <= max that the file does not hold
+            return "catalogue ids do not match the index (ids reused or catalogue replaced)"
+        if not np.array_equal(stored, vecs):
+            return "catalogue vectors differ from the index under the same ids (ids reused)"
+        return ""
+
     def _install(self, index: Any, state: dict) -> None:
         """Take a verified index: derive deletions and the exact tail from the source."""
         count = self.source.vector_count(self.space, self.model_id)
@@ -786,12 +832,24 @@ class VectorStore:
                 self._tail_ids, self._tail_vecs = self._tail_ids[keep], self._tail_vecs[keep]
         self._seen = (count, mx)
 
-    def _fetch(self, after_id: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fetch(
+        self, after_id: int, *, batch: int = _EXACT_BATCH, until: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Live vectors with after_id < id (<= until), concatenated."""
         ids_parts, vec_parts = [], []
-        for ids, vecs in self.source.iter_vectors(self.space, self.model_id, after_id=after_id):
-            self._check_batch(vecs)
-            ids_parts.append(np.asarray(ids, np.int64))
-            vec_parts.append(np.asarray(vecs, np.float32))
+        with contextlib.closing(
+            self.source.iter_vectors(self.space, self.model_id, after_id=after_id, batch=batch)
+        ) as it:
+            for ids, vecs in it:
+                self._check_batch(vecs)
+                ids = np.asarray(ids, np.int64)
+                if until is not None and len(ids) and ids[-1] > until:
+                    keep = ids <= until
+                    ids_parts.append(ids[keep])
+                    vec_parts.append(np.asarray(vecs, np.float32)[keep])
+                    break
+                ids_parts.append(ids)
+                vec_parts.append(np.asarray(vecs, np.float32))
         if not ids_parts:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
         return np.concatenate(ids_parts), np.concatenate(vec_parts)
@@ -946,6 +1004,7 @@ class VectorStore:
         self._mem_index, self._mem_state = index, dict(state)
         size, checksum = self._atomic_save(index, state)
         state.update(file_size=size, checksum=checksum)
+        self._mem_index = self._mem_state = None
         self._install(index, state)
         self._opened = True
         return state
