@@ -14,6 +14,7 @@ import pytest
 
 from xmr import paths
 from xmr.catalogue import Catalogue
+from xmr.vectorstore import EXACT_THRESHOLD
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
 
@@ -143,7 +144,7 @@ def test_sigkill_while_saving_the_vector_index(tmp_path: Path, fake_encoders: No
     from xmr.search import SearchOptions, search
 
     root = tmp_path / "big"
-    make_big_tree(root, 2300)  # above the exact-search threshold: an hnswlib file is kept
+    make_big_tree(root, EXACT_THRESHOLD + 300)  # above the exact-search threshold: an hnswlib file is kept
     index_dir = paths.index_dir()
     index([root], index_dir=index_dir, options=IndexOptions(workers=0))
     ann_dir = paths.ann_dir(index_dir)

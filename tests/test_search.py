@@ -19,7 +19,7 @@ from xmr.errors import MediaError, NoIndex, PathNotFound, UsageError
 from xmr.indexer import IndexOptions, index
 from xmr.query import QueryPart, parse_query
 from xmr.search import SearchOptions, search
-from xmr.vectorstore import file_checksum, index_file_name
+from xmr.vectorstore import EXACT_THRESHOLD, file_checksum, index_file_name
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "media"
@@ -182,7 +182,7 @@ def large(tmp_path: Path) -> Path:
     root = tmp_path / "large"
     rng = np.random.default_rng(3)
     words = "amber basalt cedar dune ember fjord glacier heath inlet juniper kelp loam".split()
-    for i in range(2300):
+    for i in range(EXACT_THRESHOLD + 300):
         d = root / f"d{i // 200}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"t{i}.txt").write_text(f"{i} " + " ".join(rng.choice(words, 12)))

@@ -77,7 +77,8 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX segments_hash ON segments(hash, space, model_id);
         CREATE TABLE vectors (
-            id INTEGER PRIMARY KEY,         -- the ANN label
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the ANN label: never reused, or a stale ANN file
+                                                   -- would answer for a vector that is gone
             segment_id INTEGER NOT NULL UNIQUE REFERENCES segments(id) ON DELETE CASCADE,
             space TEXT NOT NULL,
             model_id TEXT NOT NULL,
@@ -600,10 +601,10 @@ class Catalogue:
         ).fetchone()[0]
 
     def max_vector_id(self, space: str, model_id: str) -> int:
-        r = self.conn.execute(
-            "SELECT MAX(id) FROM vectors WHERE space = ? AND model_id = ?", (space, model_id)
-        ).fetchone()
-        return int(r[0] or 0)
+        """The highest vector id ever assigned (all spaces): never decreases, even when the
+        newest vectors are deleted, so the ANN cache can tell new vectors from old ones."""
+        r = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vectors'").fetchone()
+        return int(r[0]) if r else 0
 
     def iter_vectors(
         self, space: str, model_id: str, *, after_id: int = 0, batch: int = 20000

@@ -318,7 +318,7 @@ class _Run:
             if work:
                 self._process(work)
             self._delete(to_delete)
-            if self.options.checkpoint_ann and self.encoders:
+            if self.options.checkpoint_ann:
                 self._checkpoint_ann()
             if self.options.bridge_concepts and {"clip", "clap"} <= set(self.encoders):
                 self._embed_concepts()
@@ -496,8 +496,10 @@ class _Run:
                 while True:
                     # bounded by count and by the files' sizes: a decoded hour of audio is ~700 MB,
                     # so a few long recordings must not be decoded all at once
-                    while nxt is not None and len(pending) < max_in_flight and (
-                        not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT
+                    while (
+                        nxt is not None
+                        and len(pending) < max_in_flight
+                        and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
                     ):
                         pending[pool.submit(_prepare, nxt)] = nxt.size
                         nxt = next(items, None)
@@ -674,12 +676,35 @@ class _Run:
                 bridge.concept_matrix(self.cat, enc, concepts)
 
     def _checkpoint_ann(self) -> None:
+        """Bring each space's ANN cache up to date: after new work, or when a crash
+        left it behind (stale state row, replaced file, leftover temp file)."""
         from xmr.vectorstore import VectorStore
 
-        self.progress.phase("saving vector index", None)
-        for space, enc in self.encoders.items():
-            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, enc.info.model_id, enc.dim)
-            store.checkpoint()
+        ann = paths.ann_dir(self.cat.index_dir)
+        for space in self.spaces:
+            model_id = self.cat.active_model(space)
+            row = self.cat.model_row(model_id) if model_id else None
+            if row is None or not (space in self.encoders or self._ann_stale(ann, space, model_id)):
+                continue
+            self.progress.phase(f"saving vector index ({space})", None)
+            VectorStore(ann, self.cat, space, model_id, int(row["dim"])).checkpoint()
+
+    def _ann_stale(self, ann: Path, space: str, model_id: str) -> bool:
+        """Cheap checks only (no checksum): the store validates fully when it opens."""
+        from xmr.vectorstore import index_file_name
+
+        state = self.cat.get_ann_state(space, model_id)
+        if state is None:
+            return self.cat.vector_count(space, model_id) > 0
+        if int(state.get("max_vector_id", -1)) != self.cat.max_vector_id(space, model_id):
+            return True
+        path = ann / index_file_name(space, model_id)
+        if state.get("file"):
+            if not path.exists() or path.stat().st_size != int(state.get("file_size", -1)):
+                return True
+        elif path.exists():
+            return True
+        return any(ann.glob(f".{path.name}.*.tmp"))
 
 
 def _segment_estimate(p: _Prepared) -> int:
