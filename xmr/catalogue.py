@@ -193,6 +193,16 @@ def _under_clause(column: str, root: str) -> tuple[str, list[str]]:
     return f"({column} = ? OR ({column} >= ? AND {column} < ?))", [root, root + "/", root + "0"]
 
 
+def _under_any(column: str, roots: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL for 'column is at or below any of roots'."""
+    clauses, params = [], []
+    for root in roots:
+        clause, p = _under_clause(column, root)
+        clauses.append(clause)
+        params.extend(p)
+    return "(" + " OR ".join(clauses) + ")", params
+
+
 class Catalogue:
     """An open catalogue. Not thread-safe; one per process (or per thread)."""
 
@@ -650,12 +660,9 @@ class Catalogue:
         )
         params: list[Any] = [space, model_id, kind]
         if under:
-            clauses = []
-            for d in under:
-                clause, p = _under_clause("f.path", d)
-                clauses.append(clause)
-                params.extend(p)
-            sql += " AND s.hash IN (SELECT f.hash FROM files f WHERE " + " OR ".join(clauses) + ")"
+            clause, p = _under_any("f.path", under)
+            sql += f" AND s.hash IN (SELECT f.hash FROM files f WHERE {clause})"
+            params.extend(p)
         rows = self.conn.execute(sql + " ORDER BY v.id", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
@@ -679,12 +686,9 @@ class Catalogue:
             sql = f"SELECT hash, path, modality FROM files WHERE status = 'indexed' AND hash IN ({marks})"
             params: list[Any] = list(chunk)
             if under:
-                clauses = []
-                for d in under:
-                    clause, p = _under_clause("path", d)
-                    clauses.append(clause)
-                    params.extend(p)
-                sql += " AND (" + " OR ".join(clauses) + ")"
+                clause, p = _under_any("path", under)
+                sql += f" AND {clause}"
+                params.extend(p)
             for h, path, modality in self.conn.execute(sql + " ORDER BY path", params):
                 out.setdefault(h, []).append((path, modality))
         return out

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xmr.errors import MediaError
+from xmr.preprocess import read_error
 
 # Pillow's own hard limit (2 x its warning threshold) as our default: photos
 # from 100+ MP cameras pass, crafted "decompression bombs" do not.
@@ -178,12 +179,8 @@ def load_image(
                 return rgb
     except MediaError:
         raise
-    except FileNotFoundError:
-        raise MediaError("cannot read file: no such file", path=path) from None
-    except IsADirectoryError:
-        raise MediaError("cannot read file: is a directory", path=path) from None
-    except PermissionError:
-        raise MediaError("cannot read file: permission denied", path=path) from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise read_error(exc, path) from None
     except UnidentifiedImageError:
         raise MediaError("cannot decode image: unrecognised or unsupported image format", path=path) from None
     except Image.DecompressionBombError as exc:  # a frame inside the file, beyond the declared size

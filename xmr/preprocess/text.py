@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xmr.errors import MediaError
+from xmr.preprocess import read_error
 
 DEFAULT_MAX_TEXT_BYTES = 16 * 1024 * 1024  # bytes beyond this are not read (and not indexed)
 
@@ -125,14 +126,8 @@ def read_text(path: str | os.PathLike[str], *, max_bytes: int | None = DEFAULT_M
     try:
         with open(path, "rb") as fh:
             data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise MediaError("cannot read file: no such file", path=path) from None
-    except IsADirectoryError:
-        raise MediaError("cannot read file: is a directory", path=path) from None
-    except PermissionError:
-        raise MediaError("cannot read file: permission denied", path=path) from None
     except OSError as exc:
-        raise MediaError(f"cannot read file: {exc.strerror or exc}", path=path) from None
+        raise read_error(exc, path) from None
     truncated = max_bytes is not None and len(data) > max_bytes
     if truncated:
         data = data[:max_bytes]
