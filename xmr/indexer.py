@@ -156,11 +156,9 @@ class _WorkerConfig:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(config: _WorkerConfig) -> None:
+def _init_worker() -> None:
     # Ctrl-C is the parent's to handle; workers just stop when it shuts the pool down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker["config"] = config
-    _worker["catalogue"] = None
 
 
 def _worker_catalogue(config: _WorkerConfig) -> Catalogue:
@@ -187,9 +185,8 @@ def _hash_file(path: str) -> tuple[str, bytes, int]:
     return h.hexdigest(), head, n
 
 
-def _prepare(item: _Item, config: _WorkerConfig | None = None) -> _Prepared:
-    """Hash, classify and decode one file. Runs in a worker process."""
-    config = config or _worker["config"]
+def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
+    """Hash, classify and decode one file. Runs in a worker process (or inline)."""
     out = _Prepared(item=item)
     try:
         if item.known_hash is not None and item.known_modality is not None:
@@ -460,60 +457,76 @@ class _Run:
         )
 
     def _process(self, work: list[_Item]) -> None:
-        self._load_encoders()
-        config = self._worker_config()
-        self.progress.phase("indexing", len(work))
-        batch: list[_Prepared] = []
-        n_segments = 0
-        for prepared in self._prepared(work, config):
-            batch.append(prepared)
-            n_segments += _segment_estimate(prepared)
-            if n_segments >= self.options.commit_segments or len(batch) >= self.options.commit_files:
-                self._commit(batch)
-                batch, n_segments = [], 0
-        if batch:
-            self._commit(batch)
-
-    def _prepared(self, work: list[_Item], config: _WorkerConfig) -> Iterator[_Prepared]:
         workers = self.options.workers
         if workers is None:
             workers = max(1, min(4, (os.cpu_count() or 2) - 1))
         if workers == 0 or len(work) < 8:
-            for item in work:
-                yield _prepare(item, config)
+            self._load_encoders()
+            config = self._worker_config()
+            self._consume((_prepare(item, config) for item in work), len(work))
             return
         import multiprocessing
 
-        # spawn: forking a process that holds torch threads is unsafe
+        # Decoders and torch's OpenMP threads share the cores: spinning OpenMP threads
+        # starve the decoders (measured: 68% of the model-only rate with spinning, 77%
+        # passive; benchmarks/index.py). Only effective before torch is first imported.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # spawn: forking a process that holds torch threads is unsafe. The pool starts
+        # before the models load, so the workers' start-up overlaps it.
         ctx = multiprocessing.get_context("spawn")
-        # deep enough that workers prepare the next batch while the model encodes this one
-        max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
-            pending: dict[Future[_Prepared], int] = {}
-            items = iter(work)
-            nxt = next(items, None)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            for _ in range(workers):
+                pool.submit(int)  # starts a worker process now
             try:
-                while True:
-                    # bounded by count and by the files' sizes: a decoded hour of audio is ~700 MB,
-                    # so a few long recordings must not be decoded all at once
-                    while (
-                        nxt is not None
-                        and len(pending) < max_in_flight
-                        and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
-                    ):
-                        pending[pool.submit(_prepare, nxt)] = nxt.size
-                        nxt = next(items, None)
-                    if not pending:
-                        return
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        del pending[fut]
-                        yield fut.result()
+                self._load_encoders()
+                self._consume(self._pooled(pool, workers, work, self._worker_config()), len(work))
             except BaseException:
                 # let the running tasks (one file each) finish: tearing the pool down
                 # under its feeder thread prints errors at exit
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+    def _consume(self, prepared_items: Iterable[_Prepared], total: int) -> None:
+        """Group prepared files into batches and commit each."""
+        self.progress.phase("indexing", total)
+        batch: list[_Prepared] = []
+        n_segments = 0
+        # small first batches get the model going while the decoders fill the pipeline
+        limit = min(8, self.options.commit_segments)
+        for prepared in prepared_items:
+            batch.append(prepared)
+            n_segments += _segment_estimate(prepared)
+            if n_segments >= limit or len(batch) >= self.options.commit_files:
+                self._commit(batch)
+                batch, n_segments = [], 0
+                limit = min(2 * limit, self.options.commit_segments)
+        if batch:
+            self._commit(batch)
+
+    def _pooled(
+        self, pool: ProcessPoolExecutor, workers: int, work: list[_Item], config: _WorkerConfig
+    ) -> Iterator[_Prepared]:
+        # deep enough that workers prepare the next batch while the model encodes this one
+        max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
+        pending: dict[Future[_Prepared], int] = {}
+        items = iter(work)
+        nxt = next(items, None)
+        while True:
+            # bounded by count and by the files' sizes: a decoded hour of audio is ~700 MB,
+            # so a few long recordings must not be decoded all at once
+            while (
+                nxt is not None
+                and len(pending) < max_in_flight
+                and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
+            ):
+                pending[pool.submit(_prepare, nxt, config)] = nxt.size
+                nxt = next(items, None)
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                del pending[fut]
+                yield fut.result()
 
     # -- committing a batch ---------------------------------------------------------------
     def _commit(self, batch: list[_Prepared]) -> None:
