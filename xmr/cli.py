@@ -109,7 +109,8 @@ def _stderr_console(quiet: bool = False) -> Any:
 def _stdout_console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    # soft_wrap: never break long lines (paths) when stdout is a pipe
+    return Console(highlight=False, soft_wrap=True)
 
 
 def _emit_json(data: Any) -> None:
