@@ -138,8 +138,9 @@ def randomise_bn_stats(sd: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
-def save_published_checkpoint(path: Path, sd: dict[str, Any], *, module_prefix: bool = True,
-                              position_ids: bool = True) -> None:
+def save_published_checkpoint(
+    path: Path, sd: dict[str, Any], *, module_prefix: bool = True, position_ids: bool = True
+) -> None:
     """Save like LAION-CLAP's released files: {"epoch", "name", "state_dict"},
     keys prefixed "module." (DataParallel) and the position_ids buffer that
     transformers < 4.31 saved."""
@@ -214,7 +215,10 @@ def _offline_laion_clap_patches(tokenizer_dir: Path):
 
 
 def reference_clap_module(
-    tokenizer_dir: Path, state_dict: dict[str, Any] | None, *, amodel: str = "HTSAT-tiny",
+    tokenizer_dir: Path,
+    state_dict: dict[str, Any] | None,
+    *,
+    amodel: str = "HTSAT-tiny",
     enable_fusion: bool = False,
 ) -> Any:
     """laion-clap's own ``CLAP_Module`` holding ``state_dict`` (or its own random
@@ -245,12 +249,38 @@ def install_librosa_torchaudio_shim() -> None:
     data = sys.modules["laion_clap.training.data"]
 
     class MelSpectrogram:
-        def __init__(self, *, sample_rate, n_fft, win_length, hop_length, center, pad_mode, power, norm,
-                     onesided, n_mels, f_min, f_max):
+        def __init__(
+            self,
+            *,
+            sample_rate,
+            n_fft,
+            win_length,
+            hop_length,
+            center,
+            pad_mode,
+            power,
+            norm,
+            onesided,
+            n_mels,
+            f_min,
+            f_max,
+        ):
             assert norm is None and onesided and power == 2.0
-            self.kw = dict(sr=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
-                           center=center, pad_mode=pad_mode, power=power, n_mels=n_mels, fmin=f_min,
-                           fmax=f_max, htk=True, norm=None, window="hann")
+            self.kw = dict(
+                sr=sample_rate,
+                n_fft=n_fft,
+                win_length=win_length,
+                hop_length=hop_length,
+                center=center,
+                pad_mode=pad_mode,
+                power=power,
+                n_mels=n_mels,
+                fmin=f_min,
+                fmax=f_max,
+                htk=True,
+                norm=None,
+                window="hann",
+            )
 
         def to(self, device: Any) -> MelSpectrogram:
             return self

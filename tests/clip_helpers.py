@@ -68,14 +68,13 @@ def make_fake_hf_text_repo(cache: Path, repo: str = "xlm-roberta-base") -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, XLMRobertaConfig
 
-    words = ("<s> <pad> </s> <unk> a photo of the cat dog un une photo chat chien ein foto der katze "
-             "hund gato perro").split()
+    words = (
+        "<s> <pad> </s> <unk> a photo of the cat dog un une photo chat chien ein foto der katze hund gato perro"
+    ).split()
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -86,7 +85,14 @@ def make_fake_hf_text_repo(cache: Path, repo: str = "xlm-roberta-base") -> Path:
     (folder / "refs" / "main").write_text(REVISION)
     fast.save_pretrained(snap)
     XLMRobertaConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=80, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     ).save_pretrained(snap)
     return snap

@@ -51,8 +51,13 @@ class _Fake:
     dim = DIM
 
     def __init__(self, settings: object) -> None:
+        from xmr.settings import DEFAULT_CLAP_MODEL, DEFAULT_CLIP_MODEL
+
+        # the default spec is "v1"; any other spec is another model (for model-switch tests)
+        spec = getattr(settings, f"{self.space}_model", "")
+        version = "v1" if spec in (DEFAULT_CLIP_MODEL, DEFAULT_CLAP_MODEL, "") else spec
         self.info = ModelInfo(
-            model_id=f"fake-{self.space}:v1",
+            model_id=f"fake-{self.space}:{version}",
             space=self.space,
             name=f"fake-{self.space}",
             pretrained=None,

@@ -151,3 +151,17 @@ def _timed(cmd: list[str]) -> float:
     res = subprocess.run(cmd, capture_output=True, timeout=60)
     assert res.returncode == 0
     return time.perf_counter() - t0
+
+
+def test_file_names_that_look_like_markup_are_plain_text(tmp_path: Path) -> None:
+    root = tmp_path / "mk"
+    odd = root / "a[/x]" / "[bold]"
+    odd.mkdir(parents=True)
+    (odd / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    make_image(odd / "ok.png", 1)
+    res = invoke("index", str(root), "--workers", "0")
+    assert res.exit_code == 0, res.stderr
+    assert f"{odd / 'bad.png'}:" in res.stderr
+    assert json.loads(invoke("status", "--json").stdout)["files"] == 2
+    assert invoke("info", str(odd / "ok.png")).exit_code == 0
+    assert invoke("remove", str(odd)).exit_code == 0

@@ -65,8 +65,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny: tuple[Path, dict[str, Any]], tokenizer_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def encoder(
+    tiny: tuple[Path, dict[str, Any]], tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     from xmr.encoders.clap import ClapEncoder
 
     out = io.StringIO()
@@ -100,8 +101,9 @@ def reference(tiny: tuple[Path, dict[str, Any]], tokenizer_dir: Path) -> Iterato
 def _audio(seconds: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 48000)) / 48000
-    return (0.3 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 0.5 * t)
-            + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.05 * rng.standard_normal(t.shape)
+    ).astype(np.float32)
 
 
 def _embed_file_like(enc: Any, raw: np.ndarray) -> np.ndarray:
@@ -228,8 +230,9 @@ def test_text_matches_laion_clap(encoder: Any, reference: Any) -> None:
     assert diff <= 1e-5
     # and the same token ids as laion-clap's own tokenizer call
     ref_ids = reference.tokenizer(TEXTS)["input_ids"]
-    ours_ids = encoder._tokenizer(TEXTS, padding="max_length", truncation=True, max_length=77,
-                                  return_tensors="pt")["input_ids"]
+    ours_ids = encoder._tokenizer(TEXTS, padding="max_length", truncation=True, max_length=77, return_tensors="pt")[
+        "input_ids"
+    ]
     assert torch.equal(ref_ids, ours_ids) and ref_ids.shape == (len(TEXTS), 77)
 
 
@@ -278,9 +281,21 @@ def test_fusion_mel_matches_librosa() -> None:
     cfg = SimpleNamespace(sample_rate=48000, window_size=1024, hop_size=480, mel_bins=64, fmin=50, fmax=14000)
     x = quantize(_audio(10.0, seed=4))
     ours = _fusion_mel(torch.from_numpy(x)[None], cfg)[0].numpy()
-    mel = librosa.feature.melspectrogram(y=x.astype(np.float64), sr=48000, n_fft=1024, hop_length=480,
-                                         win_length=1024, center=True, pad_mode="reflect", power=2.0,
-                                         n_mels=64, fmin=50, fmax=14000, htk=True, norm=None)
+    mel = librosa.feature.melspectrogram(
+        y=x.astype(np.float64),
+        sr=48000,
+        n_fft=1024,
+        hop_length=480,
+        win_length=1024,
+        center=True,
+        pad_mode="reflect",
+        power=2.0,
+        n_mels=64,
+        fmin=50,
+        fmax=14000,
+        htk=True,
+        norm=None,
+    )
     ref = (10.0 * np.log10(np.maximum(mel, 1e-10))).T
     assert ours.shape == ref.shape == (1001, 64)
     assert np.abs(ours - ref).max() < 5e-3
@@ -300,8 +315,9 @@ def test_htsat_base_music_checkpoint_is_derived(tmp_path: Path, monkeypatch: pyt
     models = tmp_path / "models"
     (models / "clap").mkdir(parents=True)
     monkeypatch.setenv("XMR_MODELS_DIR", str(models))
-    saved = make_checkpoint(models / "clap" / name, amodel="HTSAT-base", seed=5, module_prefix=False,
-                            position_ids=False)
+    saved = make_checkpoint(
+        models / "clap" / name, amodel="HTSAT-base", seed=5, module_prefix=False, position_ids=False
+    )
     enc = ClapEncoder(Settings(clap_model=name, device="cpu"))
     assert enc.arch.amodel == "HTSAT-base" and not enc.arch.enable_fusion
     assert enc.info.model_id == "clap:music_audioset_epoch_15_esc_90.14:HTSAT-base"
@@ -321,7 +337,10 @@ def test_htsat_base_music_checkpoint_is_derived(tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.slow
 def test_named_checkpoint_in_hf_cache_without_prefix_or_position_ids(
-    tiny: tuple[Path, dict[str, Any]], encoder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny: tuple[Path, dict[str, Any]],
+    encoder: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The same weights saved without "module." and without position_ids, found
@@ -364,13 +383,20 @@ def test_derive_arch_rejects_foreign_state_dicts() -> None:
     from xmr.encoders.clap import derive_arch
 
     z = torch.zeros
-    base = {"audio_branch.patch_embed.proj.weight": z(96, 1, 4, 4),
-            "text_branch.embeddings.word_embeddings.weight": z(50265, 768)}
+    base = {
+        "audio_branch.patch_embed.proj.weight": z(96, 1, 4, 4),
+        "text_branch.embeddings.word_embeddings.weight": z(50265, 768),
+    }
     base.update({f"audio_branch.layers.2.blocks.{i}.norm1.weight": z(1) for i in range(6)})
     arch = derive_arch(base)
     assert (arch.amodel, arch.enable_fusion) == ("HTSAT-tiny", False)
-    fusion = dict(base, **{"audio_branch.patch_embed.mel_conv2d.weight": z(1),
-                           "audio_branch.patch_embed.fusion_model.local_att.0.weight": z(1)})
+    fusion = dict(
+        base,
+        **{
+            "audio_branch.patch_embed.mel_conv2d.weight": z(1),
+            "audio_branch.patch_embed.fusion_model.local_att.0.weight": z(1),
+        },
+    )
     assert derive_arch(fusion).fusion_type == "aff_2d"
     with pytest.raises(ModelError, match="not RoBERTa"):
         derive_arch(dict(base, **{"text_branch.embeddings.word_embeddings.weight": z(30522, 768)}))

@@ -55,8 +55,13 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, fmt)
         images.append(path)
     return SimpleNamespace(
-        root=root, model=model, preprocess=preprocess, weights=weights, sha=sha256_of(weights),
-        tokenizer=open_clip.get_tokenizer("ViT-B-32"), images=images,
+        root=root,
+        model=model,
+        preprocess=preprocess,
+        weights=weights,
+        sha=sha256_of(weights),
+        tokenizer=open_clip.get_tokenizer("ViT-B-32"),
+        images=images,
     )
 
 
@@ -107,8 +112,14 @@ def test_parse_spec_forms(tmp_path: Path) -> None:
     assert parse_spec("ViT-B-32:weights.safetensors").kind == "file"
     assert parse_spec("hf-hub:laion/some-repo").repo == "laion/some-repo"
     assert parse_spec(f"local-dir:{tmp_path}").path == tmp_path
-    for bad in ["", "ViT-B-32", "NoSuchArch-99:laion2b_s34b_b79k", "ViT-B-32:no_such_tag", "hf-hub:onlyorg",
-                "local-dir:"]:
+    for bad in [
+        "",
+        "ViT-B-32",
+        "NoSuchArch-99:laion2b_s34b_b79k",
+        "ViT-B-32:no_such_tag",
+        "hf-hub:onlyorg",
+        "local-dir:",
+    ]:
         with pytest.raises(UsageError):
             parse_spec(bad)
     with pytest.raises(UsageError, match="ViT-B-32"):  # close-match suggestion
@@ -122,8 +133,14 @@ def test_missing_weights_offline_fails_fast_with_instructions() -> None:
     assert time.monotonic() - t0 < 2.0
     msg = str(info.value)
     assert "\n" not in msg
-    for needed in (DEFAULT_SPEC, "--clip-model", "XMR_CLIP_MODEL", "xmr models download", "offline",
-                   "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"):
+    for needed in (
+        DEFAULT_SPEC,
+        "--clip-model",
+        "XMR_CLIP_MODEL",
+        "xmr models download",
+        "offline",
+        "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K",
+    ):
         assert needed in msg, needed
     st = ClipEncoder.status(Settings(clip_model=DEFAULT_SPEC))
     assert not st.present and st.source == "hf-cache" and "models--laion" in (st.location or "")
@@ -175,8 +192,9 @@ def test_multilingual_model_without_tokenizer_is_missing(tmp_path: Path) -> None
     cache = Path(os.environ["HF_HUB_CACHE"])  # per-test, empty
     dummy = tmp_path / "dummy.bin"
     dummy.write_bytes(b"not loaded")
-    put_in_hf_cache(cache, "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", "open_clip_pytorch_model.bin",
-                    dummy)
+    put_in_hf_cache(
+        cache, "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", "open_clip_pytorch_model.bin", dummy
+    )
     spec = "xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"
     t0 = time.monotonic()
     with pytest.raises(ModelMissing, match="xlm-roberta-base") as info:
@@ -254,16 +272,18 @@ def test_embeddings_are_deterministic_and_batch_independent(enc: ClipEncoder, re
 def test_split_text_fits_the_context(enc: ClipEncoder, ref: SimpleNamespace) -> None:
     from xmr.preprocess.text import normalise
 
-    words = ("The quick brown fox jumps over the lazy dog; supercalifragilisticexpialidocious! "
-             "東京 https://example.com/a/very/long/path?with=query&and=more ").split()
-    raw = "  \n".join(" ".join(words[(i * 7) % len(words):] + words[:(i * 7) % len(words)]) for i in range(40))
+    words = (
+        "The quick brown fox jumps over the lazy dog; supercalifragilisticexpialidocious! "
+        "東京 https://example.com/a/very/long/path?with=query&and=more "
+    ).split()
+    raw = "  \n".join(" ".join(words[(i * 7) % len(words) :] + words[: (i * 7) % len(words)]) for i in range(40))
     raw += " " + "x" * 600  # one "word" longer than the context
     text = normalise(raw)
     passages = enc.split_text(raw)
     assert len(passages) > 5
     sot, eot = ref.tokenizer.sot_token_id, ref.tokenizer.eot_token_id
     for p in passages:
-        assert text[p.start:p.end] == p.text and p.text
+        assert text[p.start : p.end] == p.text and p.text
         assert len(ref.tokenizer.encode(p.text)) <= 75
         row = ref.tokenizer([p.text])[0].tolist()  # nothing is cut off: EOT is the real end
         assert row[0] == sot and eot in row
@@ -273,9 +293,9 @@ def test_split_text_fits_the_context(enc: ClipEncoder, ref: SimpleNamespace) -> 
         assert a.start < b.start
         if b.start < a.end:  # shared words, at most the overlap budget
             overlapping += 1
-            assert len(ref.tokenizer.encode(text[b.start:a.end])) <= 16
+            assert len(ref.tokenizer.encode(text[b.start : a.end])) <= 16
         else:  # no gap: the next window starts at the next word
-            assert text[a.end:b.start].strip() == ""
+            assert text[a.end : b.start].strip() == ""
     assert overlapping >= len(passages) // 2
     assert passages[0].start == 0 and passages[-1].end == len(text)
 
@@ -283,9 +303,15 @@ def test_split_text_fits_the_context(enc: ClipEncoder, ref: SimpleNamespace) -> 
 def test_local_dir_spec(enc: ClipEncoder, ref: SimpleNamespace, tmp_path: Path) -> None:
     export = tmp_path / "my-export"
     export.mkdir()
-    cfg = {"model_cfg": open_clip.get_model_config("ViT-B-32"),
-           "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
-                              "interpolation": "bilinear", "resize_mode": "squash"}}
+    cfg = {
+        "model_cfg": open_clip.get_model_config("ViT-B-32"),
+        "preprocess_cfg": {
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+            "interpolation": "bilinear",
+            "resize_mode": "squash",
+        },
+    }
     (export / "open_clip_config.json").write_text(json.dumps(cfg))
     (export / "open_clip_pytorch_model.bin").symlink_to(ref.weights)
     spec = f"local-dir:{export}"
@@ -352,8 +378,9 @@ def test_multilingual_model_with_hf_tokenizer_from_cache(tmp_path: Path) -> None
         tokenizer = open_clip.get_tokenizer(arch)
     weights = tmp_path / "xlmr.pt"
     torch.save(model.state_dict(), weights)
-    put_in_hf_cache(cache, "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
-                    "open_clip_pytorch_model.bin", weights)
+    put_in_hf_cache(
+        cache, "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", "open_clip_pytorch_model.bin", weights
+    )
 
     spec = f"{arch}:laion5b_s13b_b90k"
     assert ClipEncoder.status(Settings(clip_model=spec)).present

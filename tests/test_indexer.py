@@ -284,3 +284,65 @@ def test_hidden_and_excluded_files(tree: Path) -> None:
     with _cat() as cat:
         names = {Path(p).name for p in cat.files_under(str(tree))}
     assert "secret.txt" in names and ".xmrignore" in names
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+def test_changed_file_does_not_take_the_vectors_of_a_copy_moved_in_the_same_run(tmp_path: Path) -> None:
+    root = tmp_path / "mg"
+    root.mkdir()
+    make_image(root / "a.png", 1)
+    _index(root)
+    (root / "a.png").rename(root / "b.png")  # b now holds a's old content ...
+    make_image(root / "a.png", 2)  # ... and a new content takes the old name
+    report = _index(root)
+    assert report.failed == 0
+    with _cat() as cat:
+        for name in ("a.png", "b.png"):
+            row = cat.file_by_path(str(root / name))
+            assert row.status == "indexed"
+            assert _vector_ids(cat, row.hash), f"{name} has no vectors"
+
+
+def test_whitespace_only_text_is_a_file_error_not_a_crash(tmp_path: Path) -> None:
+    root = tmp_path / "blank"
+    root.mkdir()
+    (root / "blank.txt").write_text("  \n\t\n")
+    make_text(root / "ok.txt", 1, words=20)
+    report = _index(root)
+    assert report.failed == 1 and report.embedded_files == 1
+    with _cat() as cat:
+        assert [Path(e["path"]).name for e in cat.errors()] == ["blank.txt"]
+
+
+def test_a_hidden_folder_indexed_by_name_survives_indexing_its_parent(tmp_path: Path) -> None:
+    root = tmp_path / "mh"
+    (root / ".secret").mkdir(parents=True)
+    make_image(root / ".secret" / "s.png", 1)
+    make_image(root / "v.png", 2)
+    _index(root / ".secret")
+    report = _index(root)
+    assert report.removed == 0
+    with _cat() as cat:
+        assert cat.file_by_path(str(root / ".secret" / "s.png")).status == "indexed"
+    (root / ".secret" / "s.png").unlink()
+    assert _index(root).removed == 1  # really gone: removed
+
+
+def test_files_of_other_roots_catch_up_after_a_model_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    for i, r in enumerate((r1, r2)):
+        r.mkdir()
+        make_image(r / "p.png", 10 + i)
+    index([r1, r2], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    monkeypatch.setenv("XMR_CLIP_MODEL", "ViT-B-16:other-tag")
+    index([r1], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    # r2 still has the old model's vectors only; the next run over it re-embeds it
+    report = index([r1, r2], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    assert report.embedded_files == 1
+    with _cat() as cat:
+        model = cat.active_model("clip")
+        assert model == "fake-clip:ViT-B-16:other-tag"
+        h = cat.file_by_path(str(r2 / "p.png")).hash
+        assert cat.encoded_spaces(h, {"clip": model}) == {"clip"}

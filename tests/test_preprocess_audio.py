@@ -64,8 +64,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("fmt", "subtype", "sr", "channels", "ext"), CASES)
-def test_load_matches_laion_clap_pipeline(tmp_path: Path, fmt: str, subtype: str, sr: int, channels: int,
-                                          ext: str) -> None:
+def test_load_matches_laion_clap_pipeline(
+    tmp_path: Path, fmt: str, subtype: str, sr: int, channels: int, ext: str
+) -> None:
     if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
         pytest.skip(f"libsndfile here cannot write {fmt}/{subtype}")
     path = _write(tmp_path / f"clip.{ext}", _signal(3.3, sr, channels), sr, fmt, subtype)
@@ -133,8 +134,7 @@ def test_short_clip_repeat_padding_equals_laion_clap(seconds: float) -> None:
     ws = windows(x)
     assert len(ws) == 1
     assert ws[0].start_s == 0.0 and ws[0].end_s == pytest.approx(x.shape[0] / SAMPLE_RATE)
-    sample = ref({}, torch.from_numpy(x), 480000, data_truncating="rand_trunc", data_filling="repeatpad",
-                 audio_cfg={})
+    sample = ref({}, torch.from_numpy(x), 480000, data_truncating="rand_trunc", data_filling="repeatpad", audio_cfg={})
     expected = sample["waveform"].numpy()
     assert expected.shape == (WINDOW_SAMPLES,)
     np.testing.assert_array_equal(ws[0].samples, expected)

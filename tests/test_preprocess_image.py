@@ -147,10 +147,12 @@ def test_rgb_passthrough_is_lossless(tmp_path: Path) -> None:
 # ------------------------------------------------------ orientation, animation
 
 
-@pytest.mark.parametrize("orientation,top_left,shape", [(1, RED, (40, 20)), (3, BLUE, (40, 20)),
-                                                       (6, RED, (20, 40)), (8, BLUE, (20, 40))])
-def test_exif_orientation(tmp_path: Path, orientation: int, top_left: tuple[int, int, int],
-                          shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    "orientation,top_left,shape", [(1, RED, (40, 20)), (3, BLUE, (40, 20)), (6, RED, (20, 40)), (8, BLUE, (20, 40))]
+)
+def test_exif_orientation(
+    tmp_path: Path, orientation: int, top_left: tuple[int, int, int], shape: tuple[int, int]
+) -> None:
     stored = Image.new("RGB", (40, 20), RED)
     stored.paste(BLUE, (20, 0, 40, 20))  # left half red, right half blue
     exif = Image.Exif()

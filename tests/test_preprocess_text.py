@@ -119,13 +119,13 @@ def simple_count(text: str) -> int:
 def check_passages(text: str, passages: list[Passage], count, max_tokens: int) -> None:  # noqa: ANN001
     assert passages, "no passages"
     for p in passages:
-        assert text[p.start:p.end] == p.text
+        assert text[p.start : p.end] == p.text
         assert p.text == p.text.strip() and p.text
         assert count(p.text) <= max_tokens
     assert passages[0].start == 0 and passages[-1].end == len(text)
     for a, b in zip(passages, passages[1:], strict=False):
         assert a.start < b.start and a.end < b.end
-        assert b.start <= a.end or text[a.end:b.start].strip() == ""  # no word is skipped
+        assert b.start <= a.end or text[a.end : b.start].strip() == ""  # no word is skipped
 
 
 def test_split_offsets_budget_and_overlap() -> None:
@@ -134,7 +134,7 @@ def test_split_offsets_budget_and_overlap() -> None:
     check_passages(text, passages, simple_count, 10)
     assert all(simple_count(p.text) == 10 for p in passages[:-1])  # greedy: full windows
     for a, b in zip(passages, passages[1:], strict=False):
-        assert simple_count(text[b.start:a.end]) == 3  # exactly the overlap
+        assert simple_count(text[b.start : a.end]) == 3  # exactly the overlap
     no_overlap = split_passages(text, simple_count, max_tokens=10, overlap_tokens=0)
     assert len(no_overlap) == 10 and [p.text.split()[0] for p in no_overlap][:3] == ["w0", "w10", "w20"]
     assert split_passages("", simple_count, 10, 2) == []
@@ -155,13 +155,31 @@ def test_split_with_the_real_clip_tokenizer() -> None:
         return len(tok.encode(s))
 
     rnd = random.Random(0)
-    vocab = ["the", "cat", "sat", "on", "mat,", "photograph", "of", "a", "Zürich", "東京タワー", "émigré",
-             "don't", "x86_64", "https://example.org/path?q=1", "(parenthesis)", "well-known", "3.14159", "🎉"]
+    vocab = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "mat,",
+        "photograph",
+        "of",
+        "a",
+        "Zürich",
+        "東京タワー",
+        "émigré",
+        "don't",
+        "x86_64",
+        "https://example.org/path?q=1",
+        "(parenthesis)",
+        "well-known",
+        "3.14159",
+        "🎉",
+    ]
     text = normalise(" ".join(rnd.choice(vocab) for _ in range(3000)) + " " + "a" * 900 + " tail")
     passages = split_passages(text, count, max_tokens=75, overlap_tokens=16)
     check_passages(text, passages, count, 75)
     assert max(count(p.text) for p in passages) >= 70  # windows are filled, not tiny
-    overlaps = [count(text[b.start:a.end]) for a, b in zip(passages, passages[1:], strict=False) if b.start < a.end]
+    overlaps = [count(text[b.start : a.end]) for a, b in zip(passages, passages[1:], strict=False) if b.start < a.end]
     assert len(overlaps) >= len(passages) // 2 and max(overlaps) <= 16
     # the 900-character "word" was cut into pieces that each fit
     assert sum("a" * 50 in p.text for p in passages) >= 2

@@ -225,3 +225,38 @@ def test_vectors_committed_after_the_checkpoint_are_found(large: Path) -> None:
     index([large], index_dir=paths.index_dir(), options=IndexOptions(workers=0, checkpoint_ann=False))
     res = _search([QueryPart("text_file", str(fresh))], k=1)
     assert res.results[0].path == str(fresh)
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+def test_k_counts_files_even_when_one_long_file_fills_the_candidates(tmp_path: Path) -> None:
+    root = tmp_path / "mt"
+    root.mkdir()
+    make_text(root / "long.txt", 1, words=40_000)  # hundreds of passages
+    for i in range(30):
+        make_text(root / f"short{i}.txt", 100 + i, words=20)
+    _index(root)
+    for exact in (False, True):
+        assert len(_search("stars", k=10, exact=exact).results) == 10
+
+
+def test_under_matches_paths_as_indexed_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    make_image(real / "sub" / "a.png", 1)
+    make_image(real / "b.png", 2)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    _index(link)
+    res = _search("x", k=10, under=[str(link / "sub")])
+    assert _paths(res) == [str(link / "sub" / "a.png")]
+
+
+def test_a_mistyped_query_path_is_an_error_not_a_text_query(tmp_path: Path) -> None:
+    with pytest.raises(PathNotFound):
+        parse_query(f"{tmp_path}/nope.jpg")
+    with pytest.raises(PathNotFound):
+        parse_query("./nope.jpg")
+    assert parse_query('"./nope.jpg"') == [QueryPart("text", "./nope.jpg")]
+    assert parse_query("AC/DC live") == [QueryPart("text", "AC/DC live")]

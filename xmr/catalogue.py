@@ -13,6 +13,7 @@ short ``transaction()`` so an interrupted run keeps what it committed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -167,6 +168,7 @@ class FileRow:
     hash: str | None
     modality: str | None
     status: str
+    root: str | None = None
 
     @property
     def fs_path(self) -> str:
@@ -187,7 +189,7 @@ class SegmentData:
 
 def _under_clause(column: str, root: str) -> tuple[str, list[str]]:
     """SQL for 'column is root or below it' without LIKE (paths may contain % or _)."""
-    root = root.rstrip("/") or "/"
+    root = path_key(root)[0].rstrip("/") or "/"
     if root == "/":
         return f"{column} >= '/'", []
     return f"({column} = ? OR ({column} >= ? AND {column} < ?))", [root, root + "/", root + "0"]
@@ -337,7 +339,7 @@ class Catalogue:
     def files_under(self, root: str) -> dict[str, FileRow]:
         clause, params = _under_clause("path", root)
         rows = self.conn.execute(
-            "SELECT id, path, path_bytes, size, mtime_ns, hash, modality, status FROM files WHERE " + clause,
+            "SELECT id, path, path_bytes, size, mtime_ns, hash, modality, status, root FROM files WHERE " + clause,
             params,
         )
         return {r[1]: FileRow(*r) for r in rows}
@@ -366,6 +368,7 @@ class Catalogue:
     ) -> tuple[int, str | None]:
         """Insert or update a file row; returns (id, previous hash)."""
         key, raw = path_key(path)
+        root = path_key(root)[0]
         old = self.conn.execute("SELECT id, hash FROM files WHERE path = ?", (key,)).fetchone()
         if old is None:
             cur = self.conn.execute(
@@ -737,6 +740,27 @@ class SegmentRef:
     char_start: int | None
     char_end: int | None
     text: str | None
+
+
+@contextmanager
+def index_lock(index_dir: Path) -> Iterator[None]:
+    """One writer of files and vectors at a time (searches need no lock)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(index_dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CatalogueError(
+                "another 'xmr index' or 'xmr remove' is running on this index",
+                path=index_dir,
+                hint="wait for it to finish",
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def _statements(script: str) -> Iterator[str]:

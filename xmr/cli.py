@@ -103,14 +103,15 @@ BatchOpt = Annotated[
 def _stderr_console(quiet: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
+    # markup off: file names such as "a[/x]" are text, never markup
+    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True, markup=False)
 
 
 def _stdout_console() -> Any:
     from rich.console import Console
 
     # soft_wrap: never break long lines (paths) when stdout is a pipe
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def _emit_json(data: Any) -> None:
@@ -187,7 +188,9 @@ class _RichProgress:
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+            from rich.text import Text
+
+            self.console.print(Text.assemble(("warning: ", "yellow"), message))
 
 
 # -- index -------------------------------------------------------------------------------------
@@ -347,7 +350,6 @@ def _where(hit: Any) -> str:
 
 
 def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_edge=False, header_style="bold")
@@ -359,7 +361,7 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
     if explain:
         table.add_column("explain", overflow="fold")
     for i, r in enumerate(response.results, 1):
-        row = [str(i), f"{r.score:.2f}", r.modality, escape(r.path), escape(_where(r.best))]
+        row = [str(i), f"{r.score:.2f}", r.modality, r.path, _where(r.best)]
         if explain:
             b = r.best
             lines = [f"{b.space} {b.model_id} {b.route} raw={b.raw:.3f}"]
@@ -368,11 +370,11 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
                 if c["concepts"]:
                     line += " via " + ", ".join(x["concept"] for x in c["concepts"][:4])
                 lines.append(line)
-            row.append(escape("\n".join(lines)))
+            row.append("\n".join(lines))
         table.add_row(*row)
         if all_segments:
             for seg in r.segments[1:]:
-                table.add_row("", f"{seg.score:.2f}", seg.space, "", escape(_where(seg)), *([""] if explain else []))
+                table.add_row("", f"{seg.score:.2f}", seg.space, "", _where(seg), *([""] if explain else []))
     _stdout_console().print(table)
 
 

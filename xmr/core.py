@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from xmr import __version__, paths
-from xmr.catalogue import Catalogue, path_key
+from xmr.catalogue import Catalogue, index_lock, path_key
 from xmr.errors import NoIndex, PathNotFound
 
 
@@ -47,7 +47,7 @@ def info(path: str | os.PathLike[str], index_dir: Path | None = None) -> dict[st
 def remove(targets: list[str], index_dir: Path | None = None) -> dict[str, Any]:
     """Forget files (a folder: everything under it). Their vectors go unless another path has the content."""
     index_dir = index_dir or paths.index_dir()
-    with Catalogue.open(index_dir) as cat:
+    with index_lock(index_dir), Catalogue.open(index_dir) as cat:
         ids: list[int] = []
         missing: list[str] = []
         for t in targets:

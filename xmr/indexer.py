@@ -20,7 +20,6 @@ half-done files stay ``pending``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import signal
@@ -34,10 +33,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from xmr import paths
-from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
+from xmr.catalogue import Catalogue, FileRow, SegmentData, index_lock, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
 from xmr.encoders import SPACES_FOR_MODALITY, load_encoder, model_status
-from xmr.errors import CatalogueError, Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
+from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
 from xmr.settings import Settings
 from xmr.sniff import HEAD_BYTES, classify
 
@@ -225,6 +224,9 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
             from xmr.preprocess.text import normalise, read_text
 
             out.text = normalise(read_text(item.path, max_bytes=config.max_text_bytes))
+            if not out.text:
+                out.text = None
+                out.error = "no text to index (only whitespace)"
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
@@ -233,24 +235,6 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
 
 
 # -- the run -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _index_lock(index_dir: Path) -> Iterator[None]:
-    index_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(index_dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CatalogueError(
-                "another 'xmr index' is running on this index", path=index_dir, hint="wait for it to finish"
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
 
 
 def _resolve_roots(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -282,7 +266,7 @@ def index(
     if bad:
         raise UsageError(f"unknown modality {sorted(bad)[0]!r}; choose from {', '.join(MODALITIES)}")
     root_paths = _resolve_roots(roots)
-    with _index_lock(index_dir), Catalogue.open(index_dir, create=True) as cat:
+    with index_lock(index_dir), Catalogue.open(index_dir, create=True) as cat:
         return _Run(cat, root_paths, settings, options, progress).execute()
 
 
@@ -303,7 +287,10 @@ class _Run:
         self.run_id = cat.start_run("index", args)
         self.report = IndexReport(run_id=self.run_id, roots=roots)
         self.vanished_hashes: set[str] = set()
+        self.replaced_hashes: set[str] = set()
+        self.warnings: list[str] = []
         self.stale_spaces = self._stale_spaces()
+        self._encoded_cache: dict[str, set[str]] = {}
 
     # -- phases -----------------------------------------------------------------------
     def execute(self) -> IndexReport:
@@ -382,10 +369,16 @@ class _Run:
             self.cat.touch_files(unchanged, self.seen_at, self.run_id)
             for err in walk_errors:
                 self._record_error(str(err.path), str(err.root), err.reason, size=0, mtime_ns=0, modality=None)
+        self._flush_warnings()
+        roots = {path_key(r)[0] for r in self.roots}
         vanished = [
             row
             for key, row in existing.items()
-            if key not in seen and not any(key == d or key.startswith(d + "/") for d in error_dirs)
+            if key not in seen
+            and not any(key == d or key.startswith(d + "/") for d in error_dirs)
+            # a file indexed through another root (say a hidden folder named explicitly) that
+            # this walk skipped is only gone if it no longer exists
+            and (row.root in roots or not os.path.lexists(row.fs_path))
         ]
         # rows recorded for unreadable folders are refreshed, not vanished
         return work, vanished
@@ -403,8 +396,21 @@ class _Run:
         )
 
     def _needs_spaces(self, row: FileRow) -> bool:
-        """An indexed file needs work again only when a space it belongs to switched model."""
-        return bool(set(self.spaces_for.get(row.modality or "", ())) & self.stale_spaces)
+        """An indexed file needs work again when a space it belongs to lacks its vectors by the
+        active model: after a model switch, also one made earlier on other roots only."""
+        for space in self.spaces_for.get(row.modality or "", ()):
+            if space in self.stale_spaces or row.hash not in self._encoded_by_active(space):
+                return True
+        return False
+
+    def _encoded_by_active(self, space: str) -> set[str]:
+        if space not in self._encoded_cache:
+            model_id = self.cat.active_model(space)
+            rows = self.cat.conn.execute(
+                "SELECT hash FROM encodings WHERE space = ? AND model_id = ?", (space, model_id)
+            )
+            self._encoded_cache[space] = {h for (h,) in rows}
+        return self._encoded_cache[space]
 
     def _stale_spaces(self) -> set[str]:
         """Spaces whose configured model differs from the one the catalogue was built with."""
@@ -536,6 +542,7 @@ class _Run:
         for space, enc in self.encoders.items():
             encoded.update(self._encode_space(space, enc, batch, failed))
         written: set[tuple[str, str]] = set()
+        models = {space: enc.info.model_id for space, enc in self.encoders.items()}
         with self.cat.transaction():
             for i, p in enumerate(batch):
                 self.report.bytes_read += p.bytes_read
@@ -552,6 +559,11 @@ class _Run:
                     self._upsert(p, status)
                     if status == "skipped":
                         self.report.skipped += 1
+                    continue
+                if p.spaces_done - self.cat.encoded_spaces(p.hash, models):
+                    # its vectors went since the worker looked (e.g. `xmr remove` meanwhile):
+                    # leave it pending so the next run embeds it
+                    self._upsert(p, "pending")
                     continue
                 wrote = False
                 for space in spaces:
@@ -570,6 +582,7 @@ class _Run:
                     else:
                         self.report.duplicates += 1
                 self._upsert(p, "indexed")
+        self._flush_warnings()
         self.progress.advance(len(batch))
 
     def _encode_space(
@@ -587,7 +600,6 @@ class _Run:
                 continue
             if p.hash in planned:
                 continue  # identical content twice in one batch: embedded once
-            planned.add(p.hash)
             if p.modality == "image" and p.pixels is not None:
                 jobs.append((i, [SegmentData(kind="image")]))
                 pixels.append(p.pixels)
@@ -604,10 +616,23 @@ class _Run:
                     SegmentData(kind="text_passage", char_start=ps.start, char_end=ps.end, text=ps.text)
                     for ps in passages
                 ]
+                if not segs:
+                    failed[i] = "no text to embed"
+                    continue
                 jobs.append((i, segs))
                 texts.extend(ps.text for ps in passages)
             else:
                 failed[i] = f"nothing decoded for the {space} space"
+                continue
+            planned.add(p.hash)
+        # a copy of content that failed above fails the same way
+        for i, p in enumerate(batch):
+            if i not in failed and p.hash not in planned and not p.error:
+                if space in self.spaces_for.get(p.modality, ()) and space not in p.spaces_done:
+                    failed[i] = next(
+                        (failed[j] for j, q in enumerate(batch) if q.hash == p.hash and j in failed),
+                        f"nothing decoded for the {space} space",
+                    )
         if not jobs:
             return out
         vec_parts = []
@@ -621,7 +646,7 @@ class _Run:
         arrays = dict(vec_parts)
         for i, segs in jobs:
             kind = batch[i].modality
-            start = cursors[kind]
+            start = cursors.get(kind, 0)
             cursors[kind] = start + len(segs)
             vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
             out[(batch[i].hash, space)] = (segs, vecs)
@@ -641,8 +666,9 @@ class _Run:
             seen=self.seen_at,
         )
         if old_hash and old_hash != p.hash:
-            # the file changed: its previous content goes unless another file still has it
-            self.cat.gc_contents([old_hash])
+            # the file changed: its previous content goes at the end of the run unless another
+            # file has it by then (a copy or a move found later in this run may still need it)
+            self.replaced_hashes.add(old_hash)
 
     def _record_error(
         self,
@@ -667,17 +693,24 @@ class _Run:
             seen=self.seen_at,
         )
         if old_hash and old_hash != h:
-            self.cat.gc_contents([old_hash])
+            self.replaced_hashes.add(old_hash)
         self.report.failed += 1
         self.report.errors.append({"path": path_key(path)[0], "error": reason})
-        self.progress.warn(f"{path_key(path)[0]}: {reason}")
+        # shown after the commit: a failing progress display must not roll the batch back
+        self.warnings.append(f"{path_key(path)[0]}: {reason}")
+
+    def _flush_warnings(self) -> None:
+        for message in self.warnings:
+            self.progress.warn(message)
+        self.warnings.clear()
 
     def _delete(self, rows: Iterable[FileRow]) -> None:
+        """Remove vanished files, then content nothing refers to any more."""
         ids = [r.id for r in rows]
-        if not ids:
-            return
         with self.cat.transaction():
-            self.report.removed += self.cat.delete_files(ids)
+            if ids:
+                self.report.removed += self.cat.delete_files(ids)
+            self.cat.gc_contents(self.replaced_hashes)
 
     def _embed_concepts(self) -> None:
         from xmr import bridge

@@ -31,17 +31,19 @@ class QueryPart:
 
     def label(self) -> str:
         w = "" if self.weight == 1.0 else f"{self.weight:g}:"
-        shown = self.value if self.kind == "text" else f"{self.kind}:{self.value}"
+        from xmr.catalogue import path_key
+
+        shown = self.value if self.kind == "text" else f"{self.kind}:{path_key(self.value)[0]}"
         return f"{w}{shown}"
 
 
-def _split_terms(query: str) -> list[tuple[float, str]]:
+def _split_terms(query: str) -> list[tuple[float, str, bool]]:
     """Split on standalone + and - (whitespace on both sides) outside double quotes.
 
     Apostrophes are ordinary characters ("don't stop" is one term); a term in
     double or single quotes as a whole has them removed.
     """
-    terms: list[tuple[float, str]] = []
+    terms: list[tuple[float, str]] = []  # (sign, raw term); returned with a "was quoted" flag
     sign, buf, quoted = 1.0, [], False
     text = f" {query.strip()} "
     i = 0
@@ -63,7 +65,7 @@ def _split_terms(query: str) -> list[tuple[float, str]]:
     term = "".join(buf).strip()
     if term:
         terms.append((sign, term))
-    return [(sg, _unquote(t)) for sg, t in terms]
+    return [(sg, _unquote(t), _unquote(t) != t) for sg, t in terms]
 
 
 def _unquote(term: str) -> str:
@@ -118,6 +120,16 @@ def _file_part(raw: str, expect: str | None, sign: float = 1.0) -> QueryPart:
     return QueryPart(kind=kind, value=path, weight=sign * weight)
 
 
+def _meant_as_file(value: str) -> bool:
+    """A term that is surely a path: ./x, ../x, ~/x, or /dir/x where /dir exists."""
+    if " " in value:
+        return False
+    if value.startswith(("./", "../", "~/")):
+        return True
+    parent = os.path.dirname(value)
+    return value.startswith("/") and parent not in ("", "/") and os.path.isdir(parent)
+
+
 def parse_query(
     query: str | None = None,
     *,
@@ -133,13 +145,17 @@ def parse_query(
             if stdin is None:
                 raise UsageError("query '-' needs standard input")
             query = stdin.read()
-        for sign, term in _split_terms(query):
+        for sign, term, quoted in _split_terms(query):
             weight, value = _weighted(term)
             if not value:
                 continue
             looks_like_path = value.startswith(("/", "./", "../", "~")) or os.sep in value
             if looks_like_path and os.path.isfile(os.path.expanduser(value)):
                 part = _file_part(term, None, sign)
+            elif not quoted and _meant_as_file(value):
+                raise PathNotFound(
+                    "query file not found", path=value, hint="to search for that text, put it in double quotes"
+                )
             else:
                 part = QueryPart(kind="text", value=value, weight=sign * weight)
             parts.append(part)

@@ -20,6 +20,7 @@ passages) or spaces collapse into one result per file, best segment first.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from xmr import paths
-from xmr.catalogue import Catalogue, SegmentRef
+from xmr.catalogue import Catalogue, SegmentRef, path_key
 from xmr.errors import MediaError, NoIndex, UsageError
 from xmr.query import QueryPart
 from xmr.settings import Settings
@@ -130,6 +131,21 @@ class Result:
 
 
 @dataclass
+class _GroupPlan:
+    """One (space, segment kind) group to search for one query."""
+
+    space: str
+    model_id: str
+    kind: str
+    q: np.ndarray
+    store: Any
+    candidates: np.ndarray | None
+    n_candidates: int
+    calibrators: list[Any]
+    bridged: bool
+
+
+@dataclass
 class Route:
     space: str
     model_id: str
@@ -147,7 +163,7 @@ class SearchResponse:
     def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
         return {
             "schema": SCHEMA_ID,
-            "query": [{"kind": p.kind, "value": p.value, "weight": p.weight} for p in self.query],
+            "query": [{"kind": p.kind, "value": path_key(p.value)[0], "weight": p.weight} for p in self.query],
             "results": [r.as_dict(explain=explain, all_segments=all_segments) for r in self.results],
             "routes": [r.__dict__ for r in self.routes] if explain else None,
             "searched": self.searched if explain else None,
@@ -253,7 +269,8 @@ class _Search:
         self.settings = settings
         self.options = options
         self.encoders = _Encoders(cat, settings)
-        self.under = [str(Path(u).expanduser().resolve()) for u in options.under]
+        # as the indexer stores them: absolute, symlinks not resolved
+        self.under = [os.path.abspath(os.path.expanduser(u)) for u in options.under]
         self._native: dict[tuple[int, str], np.ndarray] = {}
         self._concepts: list[str] | None = None
         self._concept_mats: dict[str, np.ndarray] = {}
@@ -354,11 +371,10 @@ class _Search:
 
         groups = self._groups()
         opts = self.options
-        k_fetch = max(50, opts.k * 5)
-        hits: list[SegmentHit] = []
         routes: list[Route] = []
         searched: list[dict[str, Any]] = []
         part_vectors: dict[str, list[dict[str, Any]]] = {}
+        plans: list[_GroupPlan] = []
         for space in sorted({g[0] for g in groups}):
             q, info = self._query_vectors(space)
             part_vectors[space] = info
@@ -377,9 +393,6 @@ class _Search:
                 if not len(cand):
                     continue
                 only_group = len(group_ids) == self.cat.vector_count(space, model_id)
-                cand_arg = None if (only_group and not self.under) else cand
-                search_fn = store.exact_search if opts.exact else store.search
-                ids, sims = search_fn(q, k_fetch, candidate_ids=cand_arg)
                 bg = background_sample(
                     self.cat,
                     space,
@@ -388,16 +401,28 @@ class _Search:
                     ids=group_ids,
                     cache_dir=self.cat.index_dir / "calibration",
                 )
-                route = "bridge" if bridged else "direct"
-                discount = BRIDGE_DISCOUNT if bridged else 1.0
-                # each query row is calibrated against its own background distribution
-                for row_ids, row_sims, cal in zip(ids, sims, fit_calibrators(q, bg), strict=True):
-                    z = np.asarray(cal.calibrate(row_sims)) * discount
-                    if not bridged:
-                        z = np.where(row_sims >= IDENTICAL_COSINE, np.maximum(z, IDENTICAL_SCORE), z)
-                    for vid, raw, score in zip(row_ids.tolist(), row_sims.tolist(), z.tolist(), strict=True):
-                        hits.append(SegmentHit(space, model_id, kind, route, int(vid), float(raw), float(score)))
-        results = self._collapse(hits)
+                plans.append(
+                    _GroupPlan(
+                        space,
+                        model_id,
+                        kind,
+                        q,
+                        store,
+                        None if (only_group and not self.under) else cand,
+                        len(cand),
+                        fit_calibrators(q, bg),
+                        bridged,
+                    )
+                )
+        # results collapse per file: fetch more segments until k files are found or groups run dry
+        k_fetch = max(50, opts.k * 5)
+        while True:
+            hits = [h for plan in plans for h in self._group_hits(plan, k_fetch)]
+            results = self._collapse(hits)
+            if len(results) >= opts.k or all(k_fetch >= plan.n_candidates for plan in plans):
+                break
+            k_fetch *= 4
+        results = results[: opts.k]
         self._explain(results, part_vectors)
         return SearchResponse(
             query=self.parts,
@@ -406,6 +431,21 @@ class _Search:
             elapsed_s=time.perf_counter() - t0,
             searched=searched,
         )
+
+    def _group_hits(self, plan: _GroupPlan, k_fetch: int) -> list[SegmentHit]:
+        search_fn = plan.store.exact_search if self.options.exact else plan.store.search
+        ids, sims = search_fn(plan.q, k_fetch, candidate_ids=plan.candidates)
+        route = "bridge" if plan.bridged else "direct"
+        discount = BRIDGE_DISCOUNT if plan.bridged else 1.0
+        out = []
+        # each query row is calibrated against its own background distribution
+        for row_ids, row_sims, cal in zip(ids, sims, plan.calibrators, strict=True):
+            z = np.asarray(cal.calibrate(row_sims)) * discount
+            if not plan.bridged:
+                z = np.where(row_sims >= IDENTICAL_COSINE, np.maximum(z, IDENTICAL_SCORE), z)
+            for vid, raw, score in zip(row_ids.tolist(), row_sims.tolist(), z.tolist(), strict=True):
+                out.append(SegmentHit(plan.space, plan.model_id, plan.kind, route, int(vid), float(raw), float(score)))
+        return out
 
     def _collapse(self, hits: list[SegmentHit]) -> list[Result]:
         """One result per file: its best segment; filters and k applied."""
@@ -432,7 +472,7 @@ class _Search:
         ranked = sorted(by_path.values(), key=lambda r: (-r.score, -r.best.raw, r.path))
         if self.options.min_score is not None:
             ranked = [r for r in ranked if r.score >= self.options.min_score]
-        return ranked[: self.options.k]
+        return ranked
 
     def _explain(self, results: list[Result], part_vectors: dict[str, list[dict[str, Any]]]) -> None:
         """Per result: each query part's cosine with the best segment, and its route."""

@@ -19,9 +19,7 @@ def _truthy(value: str | None) -> bool:
 
 def offline_mode() -> bool:
     """True when nothing may touch the network (xmr's or Hugging Face's variables)."""
-    return any(
-        _truthy(os.environ.get(name)) for name in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+    return any(_truthy(os.environ.get(name)) for name in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def absolute_spec(spec: str) -> str:

@@ -180,7 +180,8 @@ def _missing_checkpoint(ck: _Checkpoint) -> ModelMissing:
     how = "pass --clap-model /path/to/file.pt or set XMR_CLAP_MODEL"
     if ck.name is None:
         return ModelMissing(
-            "CLAP checkpoint file not found", path=ck.searched[0],
+            "CLAP checkpoint file not found",
+            path=ck.searched[0],
             hint=f"{how}, or name a published checkpoint ({', '.join(sorted(PUBLISHED))})",
         )
     return ModelMissing(
@@ -395,7 +396,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError("checkpoint holds no state_dict of tensors", path=path)
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -438,10 +439,22 @@ def _fusion_mel(wav: Any, audio_cfg: Any) -> Any:
 
     n_fft, hop, sr = int(audio_cfg.window_size), int(audio_cfg.hop_size), int(audio_cfg.sample_rate)
     window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
-    spec = torch.stft(
-        wav, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window, center=True,
-        pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
-    ).abs().pow(2.0)  # (B, freqs, frames)
+    spec = (
+        torch.stft(
+            wav,
+            n_fft=n_fft,
+            hop_length=hop,
+            win_length=n_fft,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        .abs()
+        .pow(2.0)
+    )  # (B, freqs, frames)
     # torchaudio.functional.melscale_fbanks(norm=None, mel_scale="htk")
     n_freqs = n_fft // 2 + 1
     all_freqs = torch.linspace(0, sr // 2, n_freqs)
@@ -573,13 +586,20 @@ class ClapEncoder:
         arch_note = f"{arch[0]}{' fusion' if arch[1] else ''}; " if arch else ""
         if ck.path is None:
             return ModelStatus(
-                space=SPACE, spec=settings.clap_model, source="local-file" if ck.name is None else "missing",
-                location=ck.searched[0], present=False,
+                space=SPACE,
+                spec=settings.clap_model,
+                source="local-file" if ck.name is None else "missing",
+                location=ck.searched[0],
+                present=False,
                 detail=f"{arch_note}checkpoint not found (looked in {'; '.join(ck.searched)}); {tok_note}",
             )
         return ModelStatus(
-            space=SPACE, spec=settings.clap_model, source=ck.source, location=str(ck.path),
-            present=tok_dir is not None, size_bytes=ck.path.stat().st_size,
+            space=SPACE,
+            spec=settings.clap_model,
+            source=ck.source,
+            location=str(ck.path),
+            present=tok_dir is not None,
+            size_bytes=ck.path.stat().st_size,
             sha256=_known_sha256(ck.path),
             detail=f"{arch_note}{tok_note}",
         )
@@ -595,8 +615,10 @@ class ClapEncoder:
             raise _missing_checkpoint(ck)  # a local path: nothing to download
         if settings.offline or offline_mode():
             what = ck.name if ck.path is None else "the roberta-base tokenizer"
-            raise ModelMissing(f"cannot download {what}: offline mode is on",
-                               hint="unset XMR_OFFLINE/HF_HUB_OFFLINE, or provide the files locally")
+            raise ModelMissing(
+                f"cannot download {what}: offline mode is on",
+                hint="unset XMR_OFFLINE/HF_HUB_OFFLINE, or provide the files locally",
+            )
         try:
             from huggingface_hub import hf_hub_download
         except ImportError as exc:  # pragma: no cover - a dependency
@@ -606,8 +628,10 @@ class ClapEncoder:
             try:
                 hf_hub_download(repo_id=HF_REPO, filename=ck.name)
             except Exception as exc:
-                raise ModelMissing(f"cannot download {ck.name} from {HF_REPO}: {_first_line(exc)}",
-                                   hint="check the network, or pass --clap-model /path/to/file.pt") from exc
+                raise ModelMissing(
+                    f"cannot download {ck.name} from {HF_REPO}: {_first_line(exc)}",
+                    hint="check the network, or pass --clap-model /path/to/file.pt",
+                ) from exc
         if tok_dir is None and not os.environ.get(TOKENIZER_ENV):
             repo = ROBERTA_REPOS[1]
             for fname in _TOKENIZER_DOWNLOAD:
@@ -615,8 +639,9 @@ class ClapEncoder:
                     hf_hub_download(repo_id=repo, filename=fname)
                 except Exception as exc:
                     if fname in ("vocab.json", "merges.txt"):
-                        raise ModelMissing(f"cannot download the roberta-base tokenizer ({fname}) from {repo}: "
-                                           f"{_first_line(exc)}") from exc
+                        raise ModelMissing(
+                            f"cannot download the roberta-base tokenizer ({fname}) from {repo}: {_first_line(exc)}"
+                        ) from exc
         return cls.status(settings)
 
     # ---------------------------------------------------------------- text
@@ -662,10 +687,13 @@ class ClapEncoder:
         with torch.inference_mode():
             for a, b in self._batches(len(texts), 32, 256):
                 # exactly laion-clap's CLAP_Module.tokenizer()
-                tok = self._tokenizer(texts[a:b], padding="max_length", truncation=True,
-                                      max_length=CONTEXT_LENGTH, return_tensors="pt")
-                data = {"input_ids": tok["input_ids"].to(self.device),
-                        "attention_mask": tok["attention_mask"].to(self.device)}
+                tok = self._tokenizer(
+                    texts[a:b], padding="max_length", truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt"
+                )
+                data = {
+                    "input_ids": tok["input_ids"].to(self.device),
+                    "attention_mask": tok["attention_mask"].to(self.device),
+                }
                 emb = F.normalize(self.model.encode_text(data, device=self.device), dim=-1)
                 out.append(self._finish(emb))
         return np.concatenate(out, axis=0)

@@ -56,13 +56,18 @@ OPTION_HINT = "--clip-model / XMR_CLIP_MODEL"
 HF_SAFE_WEIGHTS = "open_clip_model.safetensors"
 HF_WEIGHTS = "open_clip_pytorch_model.bin"
 HF_CONFIG = "open_clip_config.json"
-LOCAL_DIR_WEIGHTS = (HF_SAFE_WEIGHTS, "open_clip_pytorch_model.safetensors", HF_WEIGHTS,
-                     "open_clip_pytorch_model.pth")
+LOCAL_DIR_WEIGHTS = (HF_SAFE_WEIGHTS, "open_clip_pytorch_model.safetensors", HF_WEIGHTS, "open_clip_pytorch_model.pth")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 # files an HF text tower / tokenizer needs (its weights come from the CLIP checkpoint)
 HF_TEXT_PATTERNS = ["*.json", "*.model", "*.txt", "*.tiktoken"]
-HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model", "spiece.model",
-                      "vocab.json", "vocab.txt")
+HF_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "vocab.json",
+    "vocab.txt",
+)
 
 PASSAGE_OVERLAP_TOKENS = 16
 DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 32}
@@ -88,12 +93,12 @@ def parse_spec(spec: str) -> ClipSpec:
     raw = (spec or "").strip()
     usage = f"expected ARCH:TAG, ARCH:/path/to/weights, hf-hub:ORG/REPO or local-dir:FOLDER ({OPTION_HINT})"
     if raw.startswith("hf-hub:"):
-        repo = raw[len("hf-hub:"):].strip().strip("/")
+        repo = raw[len("hf-hub:") :].strip().strip("/")
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise UsageError(f"invalid CLIP model {raw!r}: hf-hub needs ORG/REPO", hint=usage)
         return ClipSpec(raw, "hf-hub", repo=repo)
     if raw.startswith("local-dir:"):
-        folder = raw[len("local-dir:"):].strip()
+        folder = raw[len("local-dir:") :].strip()
         if not folder:
             raise UsageError(f"invalid CLIP model {raw!r}: local-dir needs a folder", hint=usage)
         return ClipSpec(raw, "local-dir", path=Path(folder).expanduser().resolve())
@@ -103,7 +108,10 @@ def parse_spec(spec: str) -> ClipSpec:
         raise UsageError(f"invalid CLIP model {raw!r}", hint=usage)
     _check_arch(arch, raw)
     looks_like_path = (
-        "/" in rest or os.sep in rest or rest.startswith(("~", ".")) or rest.lower().endswith(WEIGHT_SUFFIXES)
+        "/" in rest
+        or os.sep in rest
+        or rest.startswith(("~", "."))
+        or rest.lower().endswith(WEIGHT_SUFFIXES)
         or os.path.exists(os.path.expanduser(rest))
     )
     if looks_like_path:
@@ -365,8 +373,9 @@ def _resolve_tag(spec: ClipSpec) -> _Resolved:
     assert spec.arch and spec.tag
     cfg = _pretrained_cfg(spec.arch, spec.tag)
     model_cfg = _arch_config(spec.arch)
-    res = _Resolved(spec, spec.arch, spec.tag, model_cfg, preprocess=_tag_preprocess(cfg),
-                    quick_gelu=bool(cfg.get("quick_gelu")))
+    res = _Resolved(
+        spec, spec.arch, spec.tag, model_cfg, preprocess=_tag_preprocess(cfg), quick_gelu=bool(cfg.get("quick_gelu"))
+    )
     xmr_dir = models_dir() / "clip" / spec.arch / spec.tag
     if cfg.get("hf_hub"):
         res.hub_repo, res.hub_files = _weight_candidates(cfg["hf_hub"])
@@ -398,8 +407,15 @@ def _resolve_tag(spec: ClipSpec) -> _Resolved:
 
 def _resolve_file(spec: ClipSpec) -> _Resolved:
     assert spec.arch and spec.path
-    res = _Resolved(spec, spec.arch, None, _arch_config(spec.arch), preprocess=_arch_preprocess(spec.arch),
-                    source="local-file", looked=[str(spec.path)])
+    res = _Resolved(
+        spec,
+        spec.arch,
+        None,
+        _arch_config(spec.arch),
+        preprocess=_arch_preprocess(spec.arch),
+        source="local-file",
+        looked=[str(spec.path)],
+    )
     if spec.path.is_file():
         res.checkpoint = spec.path
     elif spec.path.exists():
@@ -420,8 +436,14 @@ def _read_export_config(path: Path) -> dict[str, Any]:
 
 def _resolve_hub(spec: ClipSpec) -> _Resolved:
     assert spec.repo
-    res = _Resolved(spec, spec.repo.split("/")[-1], f"hf-hub:{spec.repo}", None, hub_repo=spec.repo,
-                    hub_files=(HF_SAFE_WEIGHTS, HF_WEIGHTS))
+    res = _Resolved(
+        spec,
+        spec.repo.split("/")[-1],
+        f"hf-hub:{spec.repo}",
+        None,
+        hub_repo=spec.repo,
+        hub_files=(HF_SAFE_WEIGHTS, HF_WEIGHTS),
+    )
     res.looked.append(f"the Hugging Face cache ({_hf_repo_folder(spec.repo)})")
     xmr_dir = models_dir() / "clip" / spec.repo.replace("/", "--")
     config = _hf_cached(spec.repo, HF_CONFIG)
@@ -603,8 +625,10 @@ def _looks_missing(exc: BaseException) -> bool:
 
 def _checkpoint_mismatch(exc: BaseException, arch: str) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
-                  lines[-1] if lines else type(exc).__name__)
+    detail = next(
+        (ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+        lines[-1] if lines else type(exc).__name__,
+    )
     mismatches = sum(ln.startswith("size mismatch") for ln in lines)
     more = f" ({mismatches} tensors differ)" if mismatches > 1 else ""
     if len(detail) > 220:
@@ -815,8 +839,16 @@ class ClipEncoder:
             except ModelMissing as exc:
                 detail = str(exc)
         location = str(res.checkpoint) if res.checkpoint else "; ".join(res.looked)
-        return ModelStatus(space=SPACE, spec=spec.raw, source=res.source, location=location,
-                           present=res.present, size_bytes=size, sha256=sha, detail=detail)
+        return ModelStatus(
+            space=SPACE,
+            spec=spec.raw,
+            source=res.source,
+            location=location,
+            present=res.present,
+            size_bytes=size,
+            sha256=sha,
+            detail=detail,
+        )
 
     @classmethod
     def download(cls, settings: Settings) -> ModelStatus:

@@ -250,8 +250,9 @@ def windows(
     return out
 
 
-def window_count(n_samples: int, *, window_s: float = WINDOW_S, hop_s: float = WINDOW_S,
-                 sample_rate: int = SAMPLE_RATE) -> int:
+def window_count(
+    n_samples: int, *, window_s: float = WINDOW_S, hop_s: float = WINDOW_S, sample_rate: int = SAMPLE_RATE
+) -> int:
     """How many windows ``windows`` makes for ``n_samples`` (without building them)."""
     if n_samples <= 0:
         return 0

@@ -248,8 +248,11 @@ def _keep_ratio_hw(img: Image.Image, target_hw: tuple[int, int], longest: bool) 
     return [round(x * 1.0 / ratio) for x in (h, w)]
 
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-             "random": Image.Resampling.BICUBIC}  # open_clip evaluates "random" as bicubic
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "random": Image.Resampling.BICUBIC,
+}  # open_clip evaluates "random" as bicubic
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def decode_text(data: bytes, *, truncated: bool = False) -> str:
     for bom, enc in _BOMS:
         if data.startswith(bom):
             try:
-                text = _decode_prefix(data[len(bom):], enc, truncated)
+                text = _decode_prefix(data[len(bom) :], enc, truncated)
             except UnicodeDecodeError as exc:
                 # FF FE 00 00 is UTF-32's BOM or UTF-16's followed by NUL: try the next
                 failure = MediaError(f"cannot decode text: invalid {enc} data at byte {exc.start + len(bom)}")
