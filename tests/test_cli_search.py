@@ -159,3 +159,21 @@ def test_search_while_indexing_sees_what_was_committed(tmp_path: Path, xmr_cmd: 
     assert committed <= found <= expected
     assert overlapped, "the search ran while the indexer was still running"
     assert indexer.returncode == 0, indexer.stderr.read().decode()
+
+
+def test_names_that_are_not_utf8_come_out_exactly(tmp_path: Path, xmr_cmd: list[str]) -> None:
+    from test_indexer import make_image
+
+    root = tmp_path / "mu"
+    root.mkdir()
+    raw = os.fsencode(root) + b"/caf\xe9.png"
+    make_image(Path(os.fsdecode(raw)), 1)
+    assert invoke("index", str(root), "--quiet", "--workers", "0").exit_code == 0
+    out = subprocess.run(xmr_cmd + ["search", "x", "--paths"], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == raw + b"\n"
+    out = subprocess.run(xmr_cmd + ["search", "x", "-0"], capture_output=True, timeout=120)
+    assert out.stdout.split(b"\0")[0] == raw and os.path.exists(out.stdout.split(b"\0")[0])
+    doc = json.loads(subprocess.run(xmr_cmd + ["search", "x", "--json"], capture_output=True, timeout=120).stdout)
+    assert doc["results"][0]["path"].endswith("caf\\xe9.png")  # JSON carries the escaped form
+    assert invoke("remove", os.fsdecode(raw)).exit_code == 0

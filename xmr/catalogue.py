@@ -681,19 +681,21 @@ class Catalogue:
                 out[int(row[0])] = SegmentRef(*row)
         return out
 
-    def files_for_hashes(self, hashes: Iterable[str], *, under: Sequence[str] = ()) -> dict[str, list[tuple[str, str]]]:
-        """hash -> [(path, modality)] of indexed files holding that content."""
-        out: dict[str, list[tuple[str, str]]] = {}
+    def files_for_hashes(
+        self, hashes: Iterable[str], *, under: Sequence[str] = ()
+    ) -> dict[str, list[tuple[str, str, bytes | None]]]:
+        """hash -> [(path, modality, raw path bytes or None)] of indexed files holding that content."""
+        out: dict[str, list[tuple[str, str, bytes | None]]] = {}
         for chunk in _chunks(list(set(hashes)), 500):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT hash, path, modality FROM files WHERE status = 'indexed' AND hash IN ({marks})"
+            sql = f"SELECT hash, path, modality, path_bytes FROM files WHERE status = 'indexed' AND hash IN ({marks})"
             params: list[Any] = list(chunk)
             if under:
                 clause, p = _under_any("path", under)
                 sql += f" AND {clause}"
                 params.extend(p)
-            for h, path, modality in self.conn.execute(sql + " ORDER BY path", params):
-                out.setdefault(h, []).append((path, modality))
+            for h, path, modality, raw in self.conn.execute(sql + " ORDER BY path", params):
+                out.setdefault(h, []).append((path, modality, raw))
         return out
 
     def segment_kinds(self, space: str, model_id: str) -> dict[str, int]:

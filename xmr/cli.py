@@ -328,15 +328,19 @@ def search_cmd(
         for r in response.results:
             line = json.dumps(r.as_dict(explain=explain, all_segments=all_segments), ensure_ascii=False, default=str)
             sys.stdout.write(line + "\n")
-    elif paths_out:
-        sys.stdout.write("".join(f"{r.path}\n" for r in response.results))
-    elif null:
-        sys.stdout.write("".join(f"{r.path}\0" for r in response.results))
+    elif paths_out or null:
+        # exact names, as bytes: a name that is not UTF-8 still reaches `xargs -0 ls` intact
+        end = b"\0" if null else b"\n"
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(r.path_bytes + end for r in response.results))
+        sys.stdout.buffer.flush()
     elif sys.stdout.isatty():
         _render_results_table(response, explain=explain, all_segments=all_segments)
     else:
         # plain "score<TAB>path" lines for pipes, like rclip
-        sys.stdout.write("".join(f"{r.score:.3f}\t{r.path}\n" for r in response.results))
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(b"%.3f\t%s\n" % (r.score, r.path_bytes) for r in response.results))
+        sys.stdout.buffer.flush()
     if not response.results and not quiet:
         _stderr_console().print("no results")
 

@@ -103,6 +103,12 @@ class Result:
     best: SegmentHit
     segments: list[SegmentHit] = field(default_factory=list)
     contributions: list[dict[str, Any]] = field(default_factory=list)
+    raw_path: bytes | None = None  # the exact file-system name when ``path`` had to be escaped
+
+    @property
+    def path_bytes(self) -> bytes:
+        """The name to hand to other programs (``--paths``, ``-0``): exact, even when not UTF-8."""
+        return self.raw_path if self.raw_path is not None else os.fsencode(self.path)
 
     def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
         b = self.best
@@ -461,12 +467,14 @@ class _Search:
             hit.char_start, hit.char_end = ref.char_start, ref.char_end
             if ref.text is not None:
                 hit.snippet = _snippet(ref.text)
-            for path, modality in files.get(ref.hash, []):
+            for path, modality, raw in files.get(ref.hash, []):
                 if modality not in types:
                     continue
                 res = by_path.get(path)
                 if res is None:
-                    by_path[path] = Result(path=path, modality=modality, score=hit.score, best=hit, segments=[hit])
+                    by_path[path] = Result(
+                        path=path, modality=modality, score=hit.score, best=hit, segments=[hit], raw_path=raw
+                    )
                 else:
                     res.segments.append(hit)
         ranked = sorted(by_path.values(), key=lambda r: (-r.score, -r.best.raw, r.path))
