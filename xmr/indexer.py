@@ -653,22 +653,7 @@ class _Run:
         return out
 
     def _upsert(self, p: _Prepared, status: str) -> None:
-        _, old_hash = self.cat.upsert_file(
-            p.item.path,
-            root=p.item.root,
-            size=p.item.size,
-            mtime_ns=p.item.mtime_ns,
-            hash=p.hash,
-            modality=p.modality,
-            status=status,
-            error=None,
-            run_id=self.run_id,
-            seen=self.seen_at,
-        )
-        if old_hash and old_hash != p.hash:
-            # the file changed: its previous content goes at the end of the run unless another
-            # file has it by then (a copy or a move found later in this run may still need it)
-            self.replaced_hashes.add(old_hash)
+        self._write_row(p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, None)
 
     def _record_error(
         self,
@@ -680,6 +665,23 @@ class _Run:
         modality: str | None,
         h: str | None = None,
     ) -> None:
+        self._write_row(path, root, size, mtime_ns, h, modality, "error", reason)
+        self.report.failed += 1
+        self.report.errors.append({"path": path_key(path)[0], "error": reason})
+        # shown after the commit: a failing progress display must not roll the batch back
+        self.warnings.append(f"{path_key(path)[0]}: {reason}")
+
+    def _write_row(
+        self,
+        path: str,
+        root: str,
+        size: int,
+        mtime_ns: int,
+        h: str | None,
+        modality: str | None,
+        status: str,
+        error: str | None,
+    ) -> None:
         _, old_hash = self.cat.upsert_file(
             path,
             root=root,
@@ -687,17 +689,15 @@ class _Run:
             mtime_ns=mtime_ns,
             hash=h,
             modality=modality,
-            status="error",
-            error=reason,
+            status=status,
+            error=error,
             run_id=self.run_id,
             seen=self.seen_at,
         )
         if old_hash and old_hash != h:
+            # the file changed: its previous content goes at the end of the run unless another
+            # file has it by then (a copy or a move found later in this run may still need it)
             self.replaced_hashes.add(old_hash)
-        self.report.failed += 1
-        self.report.errors.append({"path": path_key(path)[0], "error": reason})
-        # shown after the commit: a failing progress display must not roll the batch back
-        self.warnings.append(f"{path_key(path)[0]}: {reason}")
 
     def _flush_warnings(self) -> None:
         for message in self.warnings:
