@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import xmr.vectorstore as vs
+from benchmarks.search import clustered  # the benchmark's generator: one definition of the data
 from xmr.errors import CatalogueError, UsageError
 from xmr.vectorstore import HnswParams, MemoryVectorSource, VectorSource, VectorStore, file_checksum
 
@@ -19,25 +20,6 @@ EXHAUSTIVE = HnswParams(M=16, ef_construction=100, ef_search=1000)
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def clustered(n: int, dim: int, *, seed: int = 0, draw: int = 0) -> np.ndarray:
-    """Same generator as benchmarks/search.py: clusters on a 64-d subspace + a common direction."""
-    rng = np.random.default_rng(seed)
-    latent, n_clusters = 64, 256
-    basis = np.linalg.qr(rng.standard_normal((dim, latent)))[0].T.astype(np.float32)
-    common = rng.standard_normal(dim).astype(np.float32)
-    common /= np.linalg.norm(common)
-    centers = rng.standard_normal((n_clusters, latent)).astype(np.float32)
-    spreads = rng.uniform(0.4, 0.9, n_clusters).astype(np.float32)
-    weights = rng.dirichlet(np.full(n_clusters, 2.0))
-    r = np.random.default_rng([seed, draw, 0])
-    c = r.choice(n_clusters, p=weights, size=n)
-    z = centers[c] + spreads[c, None] * r.standard_normal((n, latent), dtype=np.float32)
-    x = z @ basis + 0.5 * np.sqrt(latent / dim) * r.standard_normal((n, dim), dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x += 0.8 * common
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
