@@ -983,12 +983,7 @@ class VectorStore:
         else:
             mode = "incremental"
         state = {
-            "format": STATE_FORMAT,
-            "generation": generation,
-            "space": self.space,
-            "model_id": self.model_id,
-            "dim": self.dim,
-            "metric": METRIC,
+            **self._state_base(generation),
             "file": self.path.name,
             "element_count": int(index.element_count),
             "deleted_count": int(deleted),
@@ -1009,14 +1004,20 @@ class VectorStore:
         self._opened = True
         return state
 
-    def _checkpoint_exact(self, prev: dict | None, generation: int) -> dict:
-        state = {
+    def _state_base(self, generation: int) -> dict:
+        """The fields every state row has, whatever the build."""
+        return {
             "format": STATE_FORMAT,
             "generation": generation,
             "space": self.space,
             "model_id": self.model_id,
             "dim": self.dim,
             "metric": METRIC,
+        }
+
+    def _checkpoint_exact(self, prev: dict | None, generation: int) -> dict:
+        state = {
+            **self._state_base(generation),
             "file": None,
             "element_count": 0,
             "deleted_count": 0,
