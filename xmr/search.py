@@ -390,6 +390,7 @@ class _Search:
                 continue
             bridged = all(d["route"] == "bridge" for d in info if d["weight"] > 0)
             store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, q.shape[1])
+            space_total = self.cat.vector_count(space, model_id)
             for g_space, _model, kind, n in groups:
                 if g_space != space:
                     continue
@@ -398,7 +399,7 @@ class _Search:
                 searched.append({"space": space, "kind": kind, "vectors": int(n), "candidates": int(len(cand))})
                 if not len(cand):
                     continue
-                only_group = len(group_ids) == self.cat.vector_count(space, model_id)
+                only_group = len(group_ids) == space_total
                 bg = background_sample(
                     self.cat,
                     space,
