@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_indexer import make_audio, make_image, make_text
 
-from xmr import paths
+from xmr import core, paths
 from xmr.catalogue import Catalogue
 from xmr.errors import MediaError, NoIndex, PathNotFound, UsageError
 from xmr.indexer import IndexOptions, index
@@ -192,7 +192,7 @@ def large(tmp_path: Path) -> Path:
     return root
 
 
-def test_ann_results_match_exact_and_damaged_files_are_rebuilt(large: Path) -> None:
+def test_ann_results_match_exact_and_damaged_files_are_answered_exactly_then_rebuilt(large: Path) -> None:
     with Catalogue.open(paths.index_dir(), readonly=True) as cat:
         model = cat.active_model("clip")
     ann = paths.ann_dir(paths.index_dir()) / index_file_name("clip", model)
@@ -207,15 +207,28 @@ def test_ann_results_match_exact_and_damaged_files_are_rebuilt(large: Path) -> N
     exact = [ranked(q, True) for q in queries]
     recall = np.mean([len(set(ranked(q, False)) & set(e)) / len(e) for q, e in zip(queries, exact, strict=True)])
     assert recall >= 0.95
-    for damage in ("truncate", "garbage"):
-        data = ann.read_bytes()
-        ann.write_bytes(data[: len(data) // 2] if damage == "truncate" else os.urandom(len(data)))
-        assert [ranked(q, False) for q in queries] == [ranked(q, False) for q in queries]
-        assert np.mean([len(set(ranked(q, False)) & set(e)) / 10 for q, e in zip(queries, exact, strict=True)]) >= 0.95
-        # the damaged file was replaced by a valid one that matches its state row again
+    for damage in ("truncate", "garbage", "bitflip"):
+        data = bytearray(ann.read_bytes())
+        if damage == "truncate":
+            data = data[: len(data) // 2]
+        elif damage == "garbage":
+            data = bytearray(os.urandom(len(data)))
+        else:
+            data[len(data) // 2] ^= 0x08  # same size, same header: only the full check sees it
+        ann.write_bytes(bytes(data))
+        if damage == "bitflip":
+            report = core.check(paths.index_dir())
+            assert not report["ok"] and any("checksum mismatch" in p for p in report["problems"])
+            assert not ann.exists()  # the damaged cache is dropped
+        # search never writes: a file it cannot use is answered exactly from the catalogue
+        assert [ranked(q, False) for q in queries] == exact
+        # the next index run rebuilds a file that matches its state row again
+        index([large], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
         with Catalogue.open(paths.index_dir(), readonly=True) as cat:
             state = cat.get_ann_state("clip", model)
         assert ann.stat().st_size == state["file_size"] and file_checksum(ann) == state["checksum"]
+        assert core.check(paths.index_dir())["ok"]
+        assert np.mean([len(set(ranked(q, False)) & set(e)) / 10 for q, e in zip(queries, exact, strict=True)]) >= 0.95
 
 
 def test_vectors_committed_after_the_checkpoint_are_found(large: Path) -> None:

@@ -214,6 +214,40 @@ def corrupt_stale_checksum(store: VectorStore, src) -> None:
     src.put_ann_state(SPACE, MODEL, state)
 
 
+def corrupt_bit_flip(store: VectorStore, src) -> None:
+    """One flipped bit in the middle of the file: same size, same header."""
+    data = bytearray(store.path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    store.path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_stale_checksum, corrupt_bit_flip])
+def test_damage_behind_a_valid_header_is_found_by_the_full_check(tmp_path, corrupt):
+    """A reader's open checks only what is cheap; verify() (xmr status --check) and every writer hash it all."""
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    assert store.verify() == ""
+    corrupt(store, src)
+    assert new_store(tmp_path, src).verify().startswith("checksum mismatch")
+    # a writer never builds on it: the next checkpoint rebuilds from the source
+    writer = new_store(tmp_path, src)
+    state = writer.checkpoint()
+    assert state["build"] == "full" and "checksum" in writer.last_rebuild_reason
+    assert writer.verify() == ""
+    assert_same_as_exact(new_store(tmp_path, src), unit(rng, 8), 10)
+
+
+def test_a_reader_answers_exactly_instead_of_rebuilding(tmp_path):
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    corrupt_truncate(store, src)
+    before = store.path.read_bytes()
+    reader = VectorStore(tmp_path / "ann", src, SPACE, MODEL, DIM, exact_threshold=0, readonly=True)
+    assert_same_as_exact(reader, unit(rng, 8), 10)
+    assert reader.degraded and reader.stats()["mode"] == "exact"
+    assert store.path.read_bytes() == before  # nothing written
+
+
 def corrupt_missing(store: VectorStore, src) -> None:
     store.path.unlink()
 
@@ -235,7 +269,6 @@ def corrupt_no_state(store: VectorStore, src) -> None:
         corrupt_garbage,
         corrupt_garbage_with_matching_state,
         corrupt_wrong_dim,
-        corrupt_stale_checksum,
         corrupt_missing,
         corrupt_state_dim,
         corrupt_no_state,

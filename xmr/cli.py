@@ -397,12 +397,25 @@ def _human_bytes(n: int | None) -> str:
 
 
 @app.command("status")
-def status_cmd(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+def status_cmd(
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="also verify everything: PRAGMA integrity_check, every vector finite and unit-norm, every vector "
+        "index file's checksum (a damaged one is removed and rebuilt by the next 'xmr index'); exits 11 on damage",
+    ),
+) -> None:
     """Show the index location, what it holds, the models that made it and the last run."""
     from xmr import core
 
     data = core.status(_index_dir(index))
+    if check and data["exists"]:
+        data["check"] = core.check(_index_dir(index))
     if json_out:
+        _emit_json(data)
+        _fail_on_damage(data)
         _emit_json(data)
         return
     out = _stdout_console()
@@ -427,6 +440,20 @@ def status_cmd(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
             f"last run: {run['started']} {run['status']}: {c.get('embedded_files', 0)} indexed, "
             f"{c.get('unchanged', 0)} unchanged, {c.get('removed', 0)} removed, {c.get('failed', 0)} failed"
         )
+    if "check" in data:
+        ch = data["check"]["checked"]
+        out.print(
+            f"check: integrity {ch['integrity_check']}; {ch['vectors']} vectors; {ch['ann_files']} vector index files"
+        )
+    _fail_on_damage(data)
+
+
+def _fail_on_damage(data: dict[str, Any]) -> None:
+    problems = data.get("check", {}).get("problems")
+    if problems:
+        from xmr.errors import IndexDamaged
+
+        raise IndexDamaged("index damaged: " + "; ".join(problems), hint="see 'xmr status --check --json'")
 
 
 @app.command("errors")

@@ -30,6 +30,52 @@ def status(index_dir: Path | None = None) -> dict[str, Any]:
     return out
 
 
+def check(index_dir: Path | None = None) -> dict[str, Any]:
+    """Full integrity check (``xmr status --check``): the catalogue, every vector, every ANN file.
+
+    Returns ``{"ok", "problems", "checked"}``. An ANN file that fails its
+    checksum is a damaged cache: it is removed (when the directory allows),
+    so searches answer exactly from the catalogue until the next ``xmr index``
+    rebuilds it.
+    """
+    import numpy as np
+
+    from xmr.vectorstore import VectorStore
+
+    index_dir = index_dir or paths.index_dir()
+    problems: list[str] = []
+    checked: dict[str, Any] = {"vectors": 0, "ann_files": 0}
+    with Catalogue.open(index_dir, readonly=True) as cat:
+        result = cat.integrity_check()
+        checked["integrity_check"] = result
+        if result != "ok":
+            problems.append(f"catalogue: PRAGMA integrity_check says {result}")
+        for model in cat.models():
+            space, model_id, dim = model["space"], model["id"], int(model["dim"])
+            bad = 0
+            for ids, vecs in cat.iter_vectors(space, model_id):
+                checked["vectors"] += len(ids)
+                norms = np.linalg.norm(vecs, axis=1)
+                bad += int(np.count_nonzero(~np.isfinite(vecs).all(axis=1) | (np.abs(norms - 1.0) > 1e-3)))
+            if bad:
+                problems.append(f"{space} {model_id}: {bad} vectors not finite or not unit-norm")
+            store = VectorStore(paths.ann_dir(index_dir), cat, space, model_id, dim, readonly=True)
+            if not store.path.exists() and cat.get_ann_state(space, model_id) is None:
+                continue
+            checked["ann_files"] += 1
+            why = store.verify()
+            if why:
+                note = ""
+                if store.path.exists():
+                    try:
+                        store.path.unlink()
+                        note = "; removed it (a cache: searches answer exactly until 'xmr index' rebuilds it)"
+                    except OSError:
+                        note = "; run 'xmr index' to rebuild it"
+                problems.append(f"{space} vector index {store.path.name}: {why}{note}")
+    return {"ok": not problems, "problems": problems, "checked": checked}
+
+
 def errors(index_dir: Path | None = None) -> list[dict[str, Any]]:
     with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
         return cat.errors()

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     CATALOGUE = 7  # catalogue unreadable, locked for too long, or from a newer xmr
     MODEL = 8  # model weights present but unusable (wrong architecture, bad checkpoint)
     DEVICE = 9  # requested device not available
+    DAMAGED = 11  # `xmr status --check` found the index damaged (the message says what)
     INTERRUPTED = 130  # Ctrl-C; committed work is kept
 
 
@@ -74,6 +75,10 @@ class MediaError(XmrError):
 
 class CatalogueError(XmrError):
     exit_code = ExitCode.CATALOGUE
+
+
+class IndexDamaged(XmrError):
+    exit_code = ExitCode.DAMAGED
 
 
 class DeviceError(XmrError):

@@ -736,21 +736,18 @@ class _Run:
             VectorStore(ann, self.cat, space, model_id, int(row["dim"])).checkpoint()
 
     def _ann_stale(self, ann: Path, space: str, model_id: str) -> bool:
-        """Cheap checks only (no checksum): the store validates fully when it opens."""
-        from xmr.vectorstore import index_file_name
+        """Cheap checks only (size, header, state row; no checksum): the checkpoint verifies fully."""
+        from xmr.vectorstore import VectorStore, index_file_name
 
         state = self.cat.get_ann_state(space, model_id)
         if state is None:
             return self.cat.vector_count(space, model_id) > 0
         if int(state.get("max_vector_id", -1)) != self.cat.max_vector_id(space, model_id):
             return True
-        path = ann / index_file_name(space, model_id)
-        if state.get("file"):
-            if not path.exists() or path.stat().st_size != int(state.get("file_size", -1)):
-                return True
-        elif path.exists():
+        row = self.cat.model_row(model_id)
+        if row and VectorStore(ann, self.cat, space, model_id, int(row["dim"])).cheap_problem():
             return True
-        return any(ann.glob(f".{path.name}.*.tmp"))
+        return any(ann.glob(f".{index_file_name(space, model_id)}.*.tmp"))
 
 
 def _segment_estimate(p: _Prepared) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,31 +178,21 @@ class SearchResponse:
 
 
 class _Encoders:
-    """Loads the encoder of a space lazily, with the model the index was built with."""
+    """The query encoder of each space, built lazily, with the model the index was built with."""
 
-    def __init__(self, cat: Catalogue, settings: Settings):
+    def __init__(self, cat: Catalogue, settings: Settings, notify: Callable[[str], None] | None = None):
         self.cat = cat
         self.settings = settings
+        self.notify = notify
         self.loaded: dict[str, Any] = {}
 
     def get(self, space: str) -> Any:
         if space not in self.loaded:
-            from dataclasses import replace
-
-            from xmr.encoders import load_encoder
+            from xmr.encoders.query import query_encoder
 
             model_id = self.cat.active_model(space)
             row = self.cat.model_row(model_id) if model_id else None
-            settings = self.settings
-            if row and row.get("spec"):
-                settings = replace(settings, **{f"{space}_model": row["spec"]})
-            enc = load_encoder(space, settings)
-            if model_id and enc.info.model_id != model_id:
-                raise UsageError(
-                    f"the {space} model resolves to {enc.info.model_id}, but the index was built with {model_id}",
-                    hint="re-index with the model you want to search with",
-                )
-            self.loaded[space] = enc
+            self.loaded[space] = query_encoder(space, row, self.settings, notify=self.notify)
         return self.loaded[space]
 
 
@@ -250,8 +240,13 @@ def search(
     index_dir: Path | None = None,
     settings: Settings | None = None,
     options: SearchOptions | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> SearchResponse:
-    """Run one query against the index; see the module docstring."""
+    """Run one query against the index; see the module docstring.
+
+    ``notify`` receives one-line notices (a one-time model preparation, a
+    damaged ANN file answered exactly); the library never prints.
+    """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
     options = options or SearchOptions()
@@ -264,17 +259,25 @@ def search(
     parts = list(parts)
     if not parts:
         raise UsageError("empty query")
-    with Catalogue.open(index_dir) as cat:
-        return _Search(cat, parts, settings, options).run(t0)
+    with Catalogue.open(index_dir, readonly=True) as cat:
+        return _Search(cat, parts, settings, options, notify).run(t0)
 
 
 class _Search:
-    def __init__(self, cat: Catalogue, parts: list[QueryPart], settings: Settings, options: SearchOptions):
+    def __init__(
+        self,
+        cat: Catalogue,
+        parts: list[QueryPart],
+        settings: Settings,
+        options: SearchOptions,
+        notify: Callable[[str], None] | None = None,
+    ):
         self.cat = cat
         self.parts = parts
         self.settings = settings
         self.options = options
-        self.encoders = _Encoders(cat, settings)
+        self.notify = notify
+        self.encoders = _Encoders(cat, settings, notify)
         # as the indexer stores them: absolute, symlinks not resolved
         self.under = [os.path.abspath(os.path.expanduser(u)) for u in options.under]
         self._native: dict[tuple[int, str], np.ndarray] = {}
@@ -389,7 +392,7 @@ class _Search:
             if q is None:
                 continue
             bridged = all(d["route"] == "bridge" for d in info if d["weight"] > 0)
-            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, q.shape[1])
+            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, q.shape[1], readonly=True)
             space_total = self.cat.vector_count(space, model_id)
             for g_space, _model, kind, n in groups:
                 if g_space != space:
@@ -430,6 +433,13 @@ class _Search:
                 break
             k_fetch *= 4
         results = results[: opts.k]
+        if self.notify is not None:
+            for plan in {id(p.store): p for p in plans}.values():
+                if plan.store.degraded:
+                    self.notify(
+                        f"the {plan.space} vector index is unusable ({plan.store.degraded}); searching exactly "
+                        "until 'xmr index' rebuilds it"
+                    )
         self._explain(results, part_vectors)
         return SearchResponse(
             query=self.parts,

@@ -45,6 +45,7 @@ class Settings:
     clap_model: str = DEFAULT_CLAP_MODEL
     batch_size: int | None = None  # None: the backend chooses for the device
     offline: bool = False
+    query_engine: str = "onnx"  # onnx (per-tower ONNX Runtime) | torch (the backends)
     # space name -> "module:factory"; lets a custom backend replace a built-in one
     backends: dict[str, str] = field(default_factory=dict)
 
@@ -57,6 +58,7 @@ class Settings:
             clap_model=env.get("XMR_CLAP_MODEL", DEFAULT_CLAP_MODEL),
             batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
             offline=offline_mode(),
+            query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
         )
         for space in ("clip", "clap"):
             spec = env.get(f"XMR_BACKEND_{space.upper()}")

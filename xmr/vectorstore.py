@@ -457,6 +457,7 @@ class VectorStore:
         exact_threshold: int = EXACT_THRESHOLD,
         params: HnswParams = DEFAULT_PARAMS,
         num_threads: int = -1,
+        readonly: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.source = source
@@ -466,6 +467,9 @@ class VectorStore:
         self.exact_threshold = int(exact_threshold)
         self.params = params
         self.num_threads = num_threads
+        # a reader (search) never writes: an unusable file is answered exactly, not rebuilt
+        self.readonly = readonly
+        self.degraded: str | None = None
         self.path = self.directory / index_file_name(space, model_id)
         self._mutex = threading.RLock()
         self._reset()
@@ -629,14 +633,20 @@ class VectorStore:
         self._seen = (count, mx)
 
     def _open_ann(self) -> None:
-        index, state, why = self._load_valid()
+        # a writer builds on the file, so it checks every byte (a flipped bit would
+        # otherwise be re-checksummed into the next checkpoint); a reader checks what is cheap
+        index, state, why = self._load_valid(full=not self.readonly)
+        if index is None and self.readonly:
+            self.degraded = why
+            self._open_exact()
+            return
         if index is None:
             # Serialise with other writers, then look again: another process
             # may have rebuilt it while we waited.
             with contextlib.suppress(OSError):
                 self.directory.mkdir(parents=True, exist_ok=True)
             with _flock(self._lock_path("build"), True, create=True) as locked:
-                index, state, _ = self._load_valid()
+                index, state, _ = self._load_valid(full=True)
                 if index is None:
                     self.last_rebuild_reason = why
                     self._mem_index = self._mem_state = None
@@ -653,7 +663,7 @@ class VectorStore:
                         self._mem_index = self._mem_state = None
         self._install(index, state)
 
-    def _load_valid(self) -> tuple[Any, dict | None, str]:
+    def _load_valid(self, *, full: bool) -> tuple[Any, dict | None, str]:
         """(index, state, "") for a valid file, else (None, state, why)."""
         why = "no state"
         state = None
@@ -664,7 +674,7 @@ class VectorStore:
                 if fd is None:
                     return None, state, why
                 try:
-                    why = self._verify_fd(fd, size, state)
+                    why = self._verify_fd(fd, size, state, full=full)
                     if not why:
                         index, why = self._load_fd(fd, state)
                         why = why or self._ids_reused(index, state)
@@ -713,16 +723,59 @@ class VectorStore:
             return f"index file unreadable: {e}", None, 0
         return "", fd, os.fstat(fd).st_size
 
-    def _verify_fd(self, fd: int, size: int, state: dict) -> str:
+    def _verify_fd(self, fd: int, size: int, state: dict, *, full: bool = False) -> str:
+        """Why the open file does not match its state row ("" when it does).
+
+        On open only what is cheap: the size and the header (dimension, element
+        count, layout), and after loading the newest vectors against the
+        catalogue (``_ids_reused``). The whole-file checksum, written at every
+        checkpoint, is verified by ``verify()`` (``xmr status --check``).
+        """
         if size != int(state["file_size"]):
             return f"checksum: size {size} != {state['file_size']} (truncated or replaced)"
         try:
-            if _checksum_fd(fd, size) != state.get("checksum"):
+            if full and _checksum_fd(fd, size) != state.get("checksum"):
                 return "checksum mismatch (corrupt or stale)"
             header = _pread(fd, _HEADER.size, 0)
         except OSError as e:
             return f"index file unreadable: {e}"
         return _check_header(header, dim=self.dim, element_count=int(state["element_count"]), file_size=size) or ""
+
+    def cheap_problem(self) -> str:
+        """What is wrong with the ANN file that costs nothing to see (size, header, state row), or ""."""
+        with self._mutex:
+            state = self._safe_state()
+            if state is not None and state.get("file") is None:
+                return "a vector index file exists without a state row" if self.path.exists() else ""
+            why, fd, size = self._precheck(state)
+            if fd is None:
+                return why
+            try:
+                return self._verify_fd(fd, size, state)  # type: ignore[arg-type]
+            finally:
+                os.close(fd)
+
+    def verify(self) -> str:
+        """Full check of the ANN file against its state row: "" when sound, else what is wrong.
+
+        Hashes the whole file (seconds at millions of vectors). A store that
+        holds no ANN file (below the exact threshold) is sound.
+        """
+        with self._mutex:
+            state = self._safe_state()
+            if self.source.vector_count(self.space, self.model_id) < self.exact_threshold and (
+                state is None or state.get("file") is None
+            ):
+                return ""
+            with _flock(self._lock_path("swap"), False, create=False):
+                state = self._safe_state()
+                why, fd, size = self._precheck(state)
+                if fd is None:
+                    return why
+                try:
+                    return self._verify_fd(fd, size, state, full=True)  # type: ignore[arg-type]
+                finally:
+                    os.close(fd)
 
     def _load_fd(self, fd: int, state: dict) -> tuple[Any, str]:
         import hnswlib
@@ -938,7 +991,7 @@ class VectorStore:
                 for label in np.setdiff1d(self._index_ids, self._index_live, assume_unique=True).tolist():
                     index.unmark_deleted(label)  # the file carries no deletion marks
             else:
-                index, _, reason = self._load_valid()
+                index, _, reason = self._load_valid(full=True)
         self._reset()  # the in-memory view is rebuilt below
         added = 0
         if index is not None:

@@ -1,0 +1,101 @@
+"""The encoders a search uses: the index's own models, as fast per-tower query encoders.
+
+``query_encoder`` returns, for a space, an object with the ``Encoder`` methods
+a search calls. By default that is :class:`xmr.encoders.towers.OnnxQueryEncoder`
+(ONNX Runtime, one tower at a time, exported on first use); the backend itself
+(torch) serves where that engine does not apply: ``XMR_QUERY_ENGINE=torch``, an
+explicit GPU device, a custom backend, or a model the exporter does not cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from xmr.encoders import towers
+from xmr.encoders.base import ModelInfo
+from xmr.errors import UsageError
+from xmr.settings import Settings
+
+ENGINES = ("onnx", "torch")
+
+
+def backend_encoder(space: str, row: dict[str, Any] | None, settings: Settings) -> Any:
+    """The backend encoder of ``space`` with the model the index was built with."""
+    from xmr.encoders import load_encoder
+
+    if row and row.get("spec"):
+        settings = replace(settings, **{f"{space}_model": row["spec"]})
+    enc = load_encoder(space, settings)
+    if row and enc.info.model_id != row["id"]:
+        raise UsageError(
+            f"the {space} model resolves to {enc.info.model_id}, but the index was built with {row['id']}",
+            hint="re-index with the model you want to search with",
+        )
+    return enc
+
+
+def _uses_backend(space: str, settings: Settings) -> bool:
+    engine = (settings.query_engine or "onnx").lower()
+    if engine not in ENGINES:
+        raise UsageError(f"unknown query engine {engine!r} (XMR_QUERY_ENGINE); choose from {', '.join(ENGINES)}")
+    device = (settings.device or "auto").lower()
+    return (
+        engine == "torch"
+        or device.startswith(("cuda", "mps"))
+        or space in settings.backends
+        or not towers.available()
+    )
+
+
+def model_info(row: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        model_id=row["id"],
+        space=row["space"],
+        name=row.get("name") or "",
+        pretrained=row.get("pretrained"),
+        checkpoint_sha256=row.get("checkpoint_sha256"),
+        dim=int(row["dim"]),
+        preprocessing=row.get("preprocessing") or {},
+    )
+
+
+def query_encoder(
+    space: str, row: dict[str, Any] | None, settings: Settings, *, notify: Callable[[str], None] | None = None
+) -> Any:
+    if row is None or _uses_backend(space, settings) or not row.get("checkpoint_sha256"):
+        return backend_encoder(space, row, settings)
+    info = model_info(row)
+    if towers.unsupported_reason(info):
+        return backend_encoder(space, row, settings)
+
+    def export(_names: list[str]) -> None:
+        from xmr.encoders.tower_export import export_towers
+
+        if notify is not None:
+            notify(f"preparing fast {space} query encoders for {info.model_id} (once per model; this takes a while)")
+        enc = backend_encoder(space, row, settings)
+        try:
+            export_towers(enc, list(towers.TOWERS[space]))
+        except towers.TowerUnsupported as exc:
+            towers.remember_unsupported(info, str(exc))
+            raise
+        except OSError as exc:  # a models dir that cannot be written: this process uses the backend
+            raise towers.TowerUnsupported(f"cannot write the query towers: {exc}") from exc
+
+    return towers.OnnxQueryEncoder(
+        space, info, export=export, fallback=lambda: backend_encoder(space, row, settings)
+    )
+
+
+def prepare(space: str, row: dict[str, Any], settings: Settings) -> list[str]:
+    """Export every tower of one indexed model now (``xmr models prepare``); returns what was done."""
+    from xmr.encoders.tower_export import export_towers
+
+    info = model_info(row)
+    enc = towers.OnnxQueryEncoder(space, info)
+    missing = [t for t in towers.TOWERS[space] if not enc.ready(t)]
+    if missing:
+        export_towers(backend_encoder(space, row, settings), missing)
+    return missing

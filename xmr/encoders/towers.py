@@ -1,0 +1,256 @@
+"""Query towers: each encoder tower on its own, in ONNX Runtime, so a query pays only for what it needs.
+
+A search embeds one text, image or recording. Through the backends that means
+importing torch (2-3 s on two cores), open_clip or laion-clap's model code, and
+building both towers of every model. Here each tower (CLIP text, CLIP image,
+CLAP text, CLAP audio) is an ONNX model of its own, exported once per
+checkpoint (:mod:`xmr.encoders.tower_export`) into xmr's models dir, keyed by
+the model id and the checkpoint's sha256, and loaded with ONNX Runtime (about
+0.1 s to import) only when a query needs it: a text query never touches an
+image or audio tower, torch, librosa or numba.
+
+Vectors equal the backend's within ``MAX_EXPORT_DIFF`` (checked at export on
+probe inputs, and by the tests on real inputs for every tower). Models the
+exporter does not cover (Hugging Face text towers, fusion CLAP, fp16 devices)
+keep using the backend; so does ``XMR_QUERY_ENGINE=torch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import json
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmr.encoders.base import ModelInfo
+from xmr.paths import models_dir
+
+FORMAT = 1
+MAX_EXPORT_DIFF = 1e-5
+TOWERS = {"clip": ("text", "image"), "clap": ("text", "audio")}
+# what each query part kind needs, per space
+TOWER_FOR_KIND = {"text": "text", "text_file": "text", "image": "image", "audio": "audio"}
+UNSUPPORTED_FILE = "unsupported.json"
+
+# towers built in this process, for tests and --explain: (model_id, tower)
+LOADED: list[tuple[str, str]] = []
+
+
+class TowerUnsupported(Exception):
+    """The query engine does not cover this model or tower; use the backend."""
+
+
+def available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnx_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("onnxruntime")
+    except Exception:
+        return None
+
+
+def towers_root() -> Path:
+    return models_dir() / "towers"
+
+
+def model_dir(model_id: str, sha256: str | None, *, root: Path | None = None) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)[:60]
+    key = (sha256 or hashlib.sha256(model_id.encode()).hexdigest())[:16]
+    return (root or towers_root()) / f"{slug}-{key}"
+
+
+def tower_dir(model_id: str, sha256: str | None, tower: str, *, root: Path | None = None) -> Path:
+    return model_dir(model_id, sha256, root=root) / tower
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class _Tower:
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+
+        self.folder = folder
+        self.manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if self.manifest.get("format") != FORMAT:
+            raise TowerUnsupported(f"tower format {self.manifest.get('format')!r} in {folder}")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised at export
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
+
+    def run(self, **inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, inputs)[0]
+
+
+def _or_backend(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the ONNX path; where the model turns out not to be covered, the backend's method."""
+
+    @functools.wraps(method)
+    def wrapper(self: OnnxQueryEncoder, *args: Any, **kwargs: Any) -> Any:
+        if self._backend is None:
+            try:
+                return method(self, *args, **kwargs)
+            except TowerUnsupported as exc:
+                if self._fallback is None:
+                    raise
+                self.fallback_reason = str(exc)
+                self._backend = self._fallback()
+        return getattr(self._backend, method.__name__)(*args, **kwargs)
+
+    return wrapper
+
+
+class OnnxQueryEncoder:
+    """The query side of one model: the ``Encoder`` methods a search uses, tower by tower."""
+
+    def __init__(
+        self,
+        space: str,
+        info: ModelInfo,
+        *,
+        root: Path | None = None,
+        export: Callable[[list[str]], None] | None = None,
+        fallback: Callable[[], Any] | None = None,
+    ) -> None:
+        self.space = space
+        self.info = info
+        self.dim = info.dim
+        self.modalities = frozenset({"text", "image"} if space == "clip" else {"text", "audio"})
+        self._root = root
+        self._export = export  # builds missing tower folders (loads the backend once)
+        self._towers: dict[str, _Tower] = {}
+        self._lock = threading.Lock()
+        self._tokenizer: Any = None
+        self._fallback = fallback  # builds the backend encoder when a tower cannot be had
+        self._backend: Any = None
+        self.fallback_reason: str | None = None
+
+    @property
+    def engine(self) -> str:
+        return "onnx" if self._backend is None else "backend"
+
+    def folder(self, tower: str) -> Path:
+        return tower_dir(self.info.model_id, self.info.checkpoint_sha256, tower, root=self._root)
+
+    def ready(self, tower: str) -> bool:
+        return (self.folder(tower) / "manifest.json").is_file()
+
+    def tower(self, name: str) -> _Tower:
+        with self._lock:
+            if name not in self._towers:
+                if name not in TOWERS[self.space]:
+                    raise TowerUnsupported(f"no {name} tower in the {self.space} space")
+                if not self.ready(name):
+                    if self._export is None:
+                        raise TowerUnsupported(f"the {name} tower of {self.info.model_id} is not prepared")
+                    self._export([name])
+                self._towers[name] = _Tower(self.folder(name))
+                LOADED.append((self.info.model_id, name))
+            return self._towers[name]
+
+    # -- text
+    def _text_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            t = self.tower("text")
+            if self.space == "clip":
+                from xmr.encoders.clip_tokenizer import ClipTokenizer
+
+                self._tokenizer = ClipTokenizer(context_length=int(t.manifest.get("context_length", 77)))
+            else:
+                from xmr.encoders.roberta_tokenizer import RobertaTokenizer
+
+                self._tokenizer = RobertaTokenizer(t.folder / t.manifest["tokenizer"], t.manifest["context_length"])
+        return self._tokenizer
+
+    @_or_backend
+    def count_tokens(self, text: str) -> int:
+        tok = self._text_tokenizer()
+        return len(tok.encode(text)) if self.space == "clip" else tok.count_tokens(text)
+
+    @_or_backend
+    def split_text(self, text: str) -> list[Any]:
+        """The same passages as the backend's ``split_text``."""
+        from xmr.preprocess.text import normalise, split_passages
+
+        if self.space == "clip":
+            from xmr.encoders.clip import PASSAGE_OVERLAP_TOKENS
+
+            limit = self._text_tokenizer().context_length - 2
+            return split_passages(normalise(text), self.count_tokens, limit, min(PASSAGE_OVERLAP_TOKENS, limit // 4))
+        from xmr.encoders.clap import TEXT_MAX_TOKENS, TEXT_OVERLAP_TOKENS
+
+        return split_passages(text, self.count_tokens, TEXT_MAX_TOKENS, TEXT_OVERLAP_TOKENS)
+
+    @_or_backend
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tower, tok = self.tower("text"), self._text_tokenizer()
+        out = []
+        for i in range(0, len(texts), 64):
+            chunk = list(texts[i : i + 64])
+            if self.space == "clip":
+                out.append(tower.run(tokens=tok(chunk)))
+            else:
+                out.append(tower.run(**tok(chunk)))
+        return _unit(np.concatenate(out))
+
+    # -- images
+    @_or_backend
+    def image_preprocessor(self) -> Any:
+        from xmr.preprocess.image import ImagePreprocessor
+
+        if self.space != "clip":
+            raise NotImplementedError("the clap space embeds audio and text, not images")
+        return ImagePreprocessor(**self.tower("image").manifest["preprocess"])
+
+    @_or_backend
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(pixels, dtype=np.float32)
+        if len(x) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        tower = self.tower("image")
+        return _unit(np.concatenate([tower.run(pixels=x[i : i + 16]) for i in range(0, len(x), 16)]))
+
+    # -- audio
+    @_or_backend
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if len(x) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        tower = self.tower("audio")
+        # exported for one window at a time (HTS-AT's window partition fixes the batch in the graph)
+        return _unit(np.concatenate([tower.run(waveform=x[i : i + 1]) for i in range(len(x))]))
+
+
+def unsupported_reason(info: ModelInfo, *, root: Path | None = None) -> str | None:
+    """Why an earlier export gave up on this model (remembered so it is not retried every query)."""
+    f = model_dir(info.model_id, info.checkpoint_sha256, root=root) / UNSUPPORTED_FILE
+    try:
+        return str(json.loads(f.read_text(encoding="utf-8")).get("reason") or "unsupported")
+    except (OSError, ValueError):
+        return None
+
+
+def remember_unsupported(info: ModelInfo, reason: str, *, root: Path | None = None) -> None:
+    folder = model_dir(info.model_id, info.checkpoint_sha256, root=root)
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / UNSUPPORTED_FILE).write_text(json.dumps({"reason": reason}), encoding="utf-8")
