@@ -62,6 +62,30 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="session")
+def real_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The default architectures (ViT-B-32, HTSAT-tiny) with random weights, saved as checkpoint
+    files, with a RoBERTa-layout tokenizer and one models dir for the whole session, so the
+    per-tower query encoders are exported once. As environment variables."""
+    import open_clip
+    import torch
+    from clap_helpers import build_roberta_tokenizer, make_checkpoint
+
+    root = tmp_path_factory.mktemp("real-models")
+    torch.manual_seed(0)
+    clip_ckpt = root / "clip-vit-b-32.pt"
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), clip_ckpt)
+    clap_ckpt = root / "clap-htsat-tiny.pt"
+    make_checkpoint(clap_ckpt, seed=1)
+    return {
+        "XMR_CLIP_MODEL": f"ViT-B-32:{clip_ckpt}",
+        "XMR_CLAP_MODEL": str(clap_ckpt),
+        "XMR_CLAP_TOKENIZER": str(build_roberta_tokenizer(root / "roberta")),
+        "XMR_MODELS_DIR": str(root / "xmr-models"),
+        "XMR_DEVICE": "cpu",
+    }
+
+
 @pytest.fixture
 def fake_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route both spaces to the deterministic test encoders (also in subprocesses)."""

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from clap_helpers import build_roberta_tokenizer, make_checkpoint
 
 from xmr.catalogue import Catalogue
 from xmr.indexer import IndexOptions, index
@@ -43,28 +42,16 @@ CONCEPTS = [
 
 
 @pytest.fixture(scope="module")
-def real_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    import open_clip
-    import torch
-
-    root = tmp_path_factory.mktemp("real-models")
-    torch.manual_seed(0)
-    clip_ckpt = root / "clip-vit-b-32.pt"
-    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), clip_ckpt)
-    clap_ckpt = root / "clap-htsat-tiny.pt"
-    make_checkpoint(clap_ckpt, seed=1)
-    tokenizer = build_roberta_tokenizer(root / "roberta")
+def real_env(real_models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("real-search")
     concepts = root / "concepts.txt"
     concepts.write_text("\n".join(CONCEPTS) + "\n")
     media = root / "media"
     shutil.copytree(FIXTURES, media)
     return {
-        "XMR_CLIP_MODEL": f"ViT-B-32:{clip_ckpt}",
-        "XMR_CLAP_MODEL": str(clap_ckpt),
-        "XMR_CLAP_TOKENIZER": str(tokenizer),
+        **real_models,
         "XMR_CONCEPTS": str(concepts),
         "XMR_CONCEPTS_ONLY": "1",
-        "XMR_DEVICE": "cpu",
         "media": str(media),
         "index": str(root / "index"),
     }

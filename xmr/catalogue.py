@@ -130,6 +130,27 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        3,
+        """
+        -- vectors per (space, model), kept by triggers (cascaded deletes included), so a search
+        -- learns counts and the catalogue's generation in O(1) instead of counting rows
+        CREATE TABLE vector_counts (
+            space TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (space, model_id)
+        );
+        INSERT INTO vector_counts (space, model_id, n) SELECT space, model_id, COUNT(*) FROM vectors GROUP BY 1, 2;
+        CREATE TRIGGER vectors_counted_insert AFTER INSERT ON vectors BEGIN
+            INSERT INTO vector_counts (space, model_id, n) VALUES (NEW.space, NEW.model_id, 1)
+                ON CONFLICT (space, model_id) DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER vectors_counted_delete AFTER DELETE ON vectors BEGIN
+            UPDATE vector_counts SET n = n - 1 WHERE space = OLD.space AND model_id = OLD.model_id;
+        END;
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -609,9 +630,16 @@ class Catalogue:
 
     # -- xmr.vectorstore.VectorSource ------------------------------------------------------
     def vector_count(self, space: str, model_id: str) -> int:
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM vectors WHERE space = ? AND model_id = ?", (space, model_id)
-        ).fetchone()[0]
+        r = self.conn.execute(
+            "SELECT n FROM vector_counts WHERE space = ? AND model_id = ?", (space, model_id)
+        ).fetchone()
+        return int(r[0]) if r else 0
+
+    def generation(self) -> tuple[int, int]:
+        """(vectors, highest vector id ever assigned): changes with every insert and every delete,
+        since ids are never reused. What derived caches of the vectors are keyed by."""
+        n = self.conn.execute("SELECT COALESCE(SUM(n), 0) FROM vector_counts").fetchone()[0]
+        return int(n), self.max_vector_id("", "")
 
     def max_vector_id(self, space: str, model_id: str) -> int:
         """The highest vector id ever assigned (all spaces): never decreases, even when the

@@ -567,6 +567,20 @@ def models_download_cmd(
         _stderr_console().print(f"{r.space}: {r.spec} -> {r.location}")
 
 
+@models_app.command("prepare")
+def models_prepare_cmd(index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Export the index's models as per-tower query encoders now (otherwise the first search does it)."""
+    from xmr import core
+
+    done = core.prepare_query_encoders(_index_dir(index), _settings(None, None, None, None))
+    if json_out:
+        _emit_json(done)
+        return
+    for model_id, towers in done.items():
+        what = ", ".join(towers) if towers else "already prepared"
+        _stderr_console().print(f"{model_id}: {what}")
+
+
 # -- entry point -------------------------------------------------------------------------------------
 
 

@@ -76,6 +76,19 @@ def check(index_dir: Path | None = None) -> dict[str, Any]:
     return {"ok": not problems, "problems": problems, "checked": checked}
 
 
+def prepare_query_encoders(index_dir: Path | None, settings: Any) -> dict[str, list[str]]:
+    """Export the per-tower query encoders of the index's active models (``xmr models prepare``)."""
+    from xmr.encoders.query import prepare
+
+    out: dict[str, list[str]] = {}
+    with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
+        rows = [cat.model_row(m) for m in (cat.active_model("clip"), cat.active_model("clap")) if m]
+    for row in rows:
+        assert row is not None
+        out[row["id"]] = prepare(row["space"], row, settings)
+    return out
+
+
 def errors(index_dir: Path | None = None) -> list[dict[str, Any]]:
     with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
         return cat.errors()

@@ -33,6 +33,7 @@ from xmr import paths
 from xmr.catalogue import Catalogue, SegmentRef, path_key
 from xmr.errors import MediaError, NoIndex, UsageError
 from xmr.query import QueryPart
+from xmr.query_cache import CachedSource
 from xmr.settings import Settings
 
 # (space, segment kind) -> the modality of the files it represents
@@ -149,6 +150,7 @@ class _GroupPlan:
     n_candidates: int
     calibrators: list[Any]
     bridged: bool
+    floor: float = float("inf")  # the highest of the query rows' lowest fetched scores
 
 
 @dataclass
@@ -259,20 +261,29 @@ def search(
     parts = list(parts)
     if not parts:
         raise UsageError("empty query")
+    from xmr.query_cache import EmbeddingCache, StateCache
+
     with Catalogue.open(index_dir, readonly=True) as cat:
-        return _Search(cat, parts, settings, options, notify).run(t0)
+        source = CachedSource(cat, StateCache(index_dir, cat.generation()))
+        embeddings = EmbeddingCache(index_dir)
+        try:
+            return _Search(source, parts, settings, options, notify, embeddings).run(t0)  # type: ignore[arg-type]
+        finally:
+            embeddings.close()
 
 
 class _Search:
     def __init__(
         self,
-        cat: Catalogue,
+        cat: CachedSource,
         parts: list[QueryPart],
         settings: Settings,
         options: SearchOptions,
         notify: Callable[[str], None] | None = None,
+        embeddings: Any = None,
     ):
         self.cat = cat
+        self.embeddings = embeddings  # xmr.query_cache.EmbeddingCache or None
         self.parts = parts
         self.settings = settings
         self.options = options
@@ -308,7 +319,20 @@ class _Search:
     def _native_rows(self, i: int, space: str) -> np.ndarray:
         key = (i, space)
         if key not in self._native:
-            self._native[key] = _embed_native(self.parts[i], space, self.encoders.get(space))
+            part = self.parts[i]
+            cache_key = None
+            if self.embeddings is not None:
+                from xmr.query_cache import part_key
+
+                cache_key = part_key(self.cat.active_model(space) or "", part.kind, part.value)
+                rows = self.embeddings.get(cache_key)
+                if rows is not None:
+                    self._native[key] = rows
+                    return rows
+            rows = _embed_native(part, space, self.encoders.get(space))
+            if self.embeddings is not None:
+                self.embeddings.put(cache_key, self.cat.active_model(space) or "", rows)
+            self._native[key] = rows
         return self._native[key]
 
     def _native_vec(self, i: int, space: str) -> np.ndarray:
@@ -403,13 +427,16 @@ class _Search:
                 if not len(cand):
                     continue
                 only_group = len(group_ids) == space_total
-                bg = background_sample(
-                    self.cat,
-                    space,
-                    model_id,
-                    n=opts.background,
-                    ids=group_ids,
-                    cache_dir=self.cat.index_dir / "calibration",
+                bg = self.cat.cached(
+                    f"background\0{space}\0{model_id}\0{kind}\0{opts.background}",
+                    lambda space=space, model_id=model_id, group_ids=group_ids: background_sample(
+                        self.cat,
+                        space,
+                        model_id,
+                        n=opts.background,
+                        ids=group_ids,
+                        cache_dir=self.cat.index_dir / "calibration",
+                    ),
                 )
                 plans.append(
                     _GroupPlan(
@@ -427,9 +454,14 @@ class _Search:
         # results collapse per file: fetch more segments until k files are found or groups run dry
         k_fetch = max(50, opts.k * 5)
         while True:
-            hits = [h for plan in plans for h in self._group_hits(plan, k_fetch)]
-            results = self._collapse(hits)
+            results = self._collapse([h for plan in plans for h in self._group_hits(plan, k_fetch)])
             if len(results) >= opts.k or all(k_fetch >= plan.n_candidates for plan in plans):
+                break
+            # with --min-score, a group whose every query row already fetched a hit below the
+            # threshold has nothing more to give (scores fall with rank): stop instead of growing k to N
+            if opts.min_score is not None and all(
+                k_fetch >= plan.n_candidates or plan.floor < opts.min_score for plan in plans
+            ):
                 break
             k_fetch *= 4
         results = results[: opts.k]
@@ -455,11 +487,14 @@ class _Search:
         route = "bridge" if plan.bridged else "direct"
         discount = BRIDGE_DISCOUNT if plan.bridged else 1.0
         out = []
+        plan.floor = float("-inf")
         # each query row is calibrated against its own background distribution
         for row_ids, row_sims, cal in zip(ids, sims, plan.calibrators, strict=True):
             z = np.asarray(cal.calibrate(row_sims)) * discount
             if not plan.bridged:
                 z = np.where(row_sims >= IDENTICAL_COSINE, np.maximum(z, IDENTICAL_SCORE), z)
+            if len(z):
+                plan.floor = max(plan.floor, float(z.min()))
             for vid, raw, score in zip(row_ids.tolist(), row_sims.tolist(), z.tolist(), strict=True):
                 out.append(SegmentHit(plan.space, plan.model_id, plan.kind, route, int(vid), float(raw), float(score)))
         return out

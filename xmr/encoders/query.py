@@ -97,5 +97,9 @@ def prepare(space: str, row: dict[str, Any], settings: Settings) -> list[str]:
     enc = towers.OnnxQueryEncoder(space, info)
     missing = [t for t in towers.TOWERS[space] if not enc.ready(t)]
     if missing:
-        export_towers(backend_encoder(space, row, settings), missing)
+        try:
+            export_towers(backend_encoder(space, row, settings), missing)
+        except towers.TowerUnsupported as exc:
+            towers.remember_unsupported(info, str(exc))
+            return [f"not covered ({exc}): queries use the backend"]
     return missing

@@ -131,7 +131,7 @@ class OnnxQueryEncoder:
         self.info = info
         self.dim = info.dim
         self.modalities = frozenset({"text", "image"} if space == "clip" else {"text", "audio"})
-        self._root = root
+        self._root = root or towers_root()  # fixed for this encoder's life
         self._export = export  # builds missing tower folders (loads the backend once)
         self._towers: dict[str, _Tower] = {}
         self._lock = threading.Lock()

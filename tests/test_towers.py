@@ -1,0 +1,159 @@
+"""Per-tower ONNX query encoders against the full models (random weights, real architectures).
+
+Each tower, exported once and loaded alone, must give the vectors the backend
+gives for the same inputs within 1e-5, and the torch-free tokenizers the ids
+of the backends' own tokenizers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xmr.encoders import load_encoder, towers
+from xmr.encoders.query import query_encoder
+from xmr.preprocess.audio import load_audio, windows
+from xmr.settings import Settings
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "media"
+TEXTS = [
+    "a dog barking",
+    "",
+    "Hello, World! &amp; caf\u00e9 \u00fcber 123 4.5",
+    "  multiple   spaces\n\tand a newline ",
+    "It's what they'd've done, <mask> or not",
+    "\u6f22\u5b57\u3068\u304b\u306a \U0001f600 emoji",
+    "the tide came in over the rocks and the gulls rose from the water " * 8,  # truncated at 77 tokens
+    "x" * 400,
+]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models(real_models: dict[str, str]) -> dict[str, tuple[object, object]]:
+    """space -> (full backend encoder, ONNX query encoder of the same model)."""
+    mp = pytest.MonkeyPatch()
+    for key, value in real_models.items():
+        mp.setenv(key, value)
+    settings = Settings.from_env()
+    out = {}
+    for space in ("clip", "clap"):
+        full = load_encoder(space, settings)
+        info = full.info
+        row = {
+            "id": info.model_id,
+            "space": space,
+            "spec": settings.clip_model if space == "clip" else settings.clap_model,
+            "name": info.name,
+            "pretrained": info.pretrained,
+            "checkpoint_sha256": info.checkpoint_sha256,
+            "dim": info.dim,
+            "preprocessing": info.preprocessing,
+        }
+        q = query_encoder(space, row, settings)
+        assert isinstance(q, towers.OnnxQueryEncoder)
+        out[space] = (full, q)
+    out["settings"] = settings
+    yield out
+    mp.undo()
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape and a.dtype == np.float32
+    return float(np.max(np.abs(a - b)))
+
+
+@pytest.mark.parametrize("space", ["clip", "clap"])
+def test_text_tower_equals_the_full_model(models, space: str) -> None:
+    full, q = models[space]
+    got, want = q.embed_texts(TEXTS), full.embed_texts(TEXTS)
+    assert q.engine == "onnx"
+    assert _max_diff(got, want) < 1e-5
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_clip_image_tower_equals_the_full_model(models) -> None:
+    full, q = models["clip"]
+    assert q.image_preprocessor().describe() == full.image_preprocessor().describe()
+    files = sorted(p for p in (FIXTURES / "images").iterdir() if p.suffix in (".jpg", ".png", ".webp", ".gif"))
+    pixels = np.stack([full.image_preprocessor()(p) for p in files])
+    assert len(pixels) >= 5
+    assert _max_diff(q.embed_images(pixels), full.embed_images(pixels)) < 1e-5
+    assert q.engine == "onnx"
+
+
+def test_clap_audio_tower_equals_the_full_model(models) -> None:
+    full, q = models["clap"]
+    # a 10 s window, a short clip (repeat-padded) and the windows of a 35 s file
+    names = ["chord_c_major.wav", "high_voice.mp3", "long_35s.ogg"]
+    wins = np.stack([w.samples for n in names for w in windows(load_audio(FIXTURES / "audio" / n))])
+    assert len(wins) >= 5
+    assert _max_diff(q.embed_audio(wins), full.embed_audio(wins)) < 1e-5
+    assert q.engine == "onnx"
+
+
+@pytest.mark.parametrize("space", ["clip", "clap"])
+def test_text_passages_and_token_counts_match_the_backend(models, space: str) -> None:
+    full, q = models[space]
+    text = (FIXTURES / "text" / "lighthouses_long.txt").read_text(encoding="utf-8")
+    assert [(p.text, p.char_start, p.char_end) for p in q.split_text(text)] == [
+        (p.text, p.char_start, p.char_end) for p in full.split_text(text)
+    ]
+    for t in TEXTS:
+        assert q.count_tokens(t) == full.count_tokens(t)
+
+
+def test_clip_tokenizer_matches_open_clip() -> None:
+    import open_clip
+
+    from xmr.encoders.clip_tokenizer import ClipTokenizer
+
+    corpus = [*TEXTS, "&lt;b&gt;bold&lt;/b&gt;", "\u00c9COLE \u00e9l\u00e8ve", "A\u0301 combining", "12,345.67%", "\t"]
+    assert np.array_equal(ClipTokenizer()(corpus), open_clip.get_tokenizer("ViT-B-32")(corpus).numpy())
+
+
+def test_roberta_tokenizer_matches_the_backend(models, tmp_path: Path) -> None:
+    from xmr.encoders.clap import CONTEXT_LENGTH
+    from xmr.encoders.roberta_tokenizer import RobertaTokenizer, save_backend_tokenizer
+
+    full, _ = models["clap"]
+    save_backend_tokenizer(full._tokenizer, tmp_path / "tokenizer.json")
+    mine = RobertaTokenizer(tmp_path / "tokenizer.json", CONTEXT_LENGTH)
+    want = full._tokenizer(TEXTS, padding="max_length", truncation=True, max_length=CONTEXT_LENGTH, return_tensors="np")
+    got = mine(TEXTS)
+    assert np.array_equal(got["input_ids"], want["input_ids"])
+    assert np.array_equal(got["attention_mask"], want["attention_mask"])
+
+
+def test_each_tower_is_its_own_file_keyed_by_the_checkpoint(models) -> None:
+    for space in ("clip", "clap"):
+        full, q = models[space]
+        for tower in towers.TOWERS[space]:
+            folder = q.folder(tower)
+            assert (folder / "manifest.json").is_file() and (folder / "model.onnx").is_file()
+            assert full.info.checkpoint_sha256[:16] in str(folder)
+            assert folder.stat().st_mode & 0o077 == 0  # private, like the index
+
+
+def test_a_tower_the_exporter_does_not_cover_falls_back_to_the_backend(models, monkeypatch) -> None:
+    full, _ = models["clip"]
+    info = full.info
+    # another sha256: a tower folder of its own that does not exist yet
+    settings = models["settings"]
+    row = {"id": info.model_id, "space": "clip", "spec": settings.clip_model, "name": info.name,
+           "pretrained": info.pretrained, "checkpoint_sha256": "0" * 64, "dim": info.dim, "preprocessing": {}}
+    calls = []
+
+    def refuse(enc, names, **kw):
+        calls.append(names)
+        raise towers.TowerUnsupported("not covered in this test")
+
+    monkeypatch.setattr("xmr.encoders.tower_export.export_towers", refuse)
+    fallback = query_encoder("clip", row, settings)
+    got = fallback.embed_texts(["a dog barking"])
+    assert calls and fallback.engine == "backend" and "not covered" in fallback.fallback_reason
+    assert _max_diff(got, full.embed_texts(["a dog barking"])) == 0.0
+    # remembered: the next query encoder goes to the backend without trying again
+    assert not isinstance(query_encoder("clip", row, settings), towers.OnnxQueryEncoder)

@@ -1,0 +1,206 @@
+"""Caches a search keeps beside the index (``INDEX/cache/``): never the catalogue, never required.
+
+* **Query embeddings** (``queries.db``): the rows a query part embeds to, keyed
+  by the model, the part's kind and a hash of its text or file content, so a
+  repeated query (the same text, or the same file under any name) runs no
+  encoder. Bounded: the least recently used entries go beyond ``MAX_ENTRIES``.
+* **Search state** (``state-*.npz``): per (space, model) the arrays a search
+  derives from the catalogue in O(N) (live vector ids, the ids of each segment
+  kind, calibration backgrounds), valid for one catalogue *generation* (its
+  vector count and highest vector id, which change with every insert or delete).
+
+Everything here fails silently: a cache that cannot be read or written (a
+read-only index directory, a full disk) is simply not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+CACHE_DIR = "cache"
+MAX_ENTRIES = 4096
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    key TEXT PRIMARY KEY,           -- blake2b of (model id, kind, content)
+    model_id TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    vectors BLOB NOT NULL,          -- float32 little-endian, rows x dim
+    used REAL NOT NULL
+)
+"""
+
+
+def cache_dir(index_dir: Path) -> Path:
+    return Path(index_dir) / CACHE_DIR
+
+
+def part_key(model_id: str, kind: str, value: str) -> str | None:
+    """The cache key of one query part: text by its value, files by their bytes (None: unreadable)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{model_id}\0{kind}\0".encode())
+    if kind == "text":
+        h.update(value.encode("utf-8", "surrogatepass"))
+    else:
+        try:
+            with open(value, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            return None
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    def __init__(self, index_dir: Path) -> None:
+        self.path = cache_dir(index_dir) / "queries.db"
+        self._conn: sqlite3.Connection | None = None
+        self._failed = False
+
+    def _db(self, *, create: bool) -> sqlite3.Connection | None:
+        if self._conn is not None or self._failed:
+            return self._conn
+        if not create and not self.path.exists():
+            return None
+        try:
+            if create:
+                self.path.parent.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+            conn = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+            conn.execute(_SCHEMA)
+            self._conn = conn
+        except (OSError, sqlite3.Error):
+            self._failed = True
+        return self._conn
+
+    def get(self, key: str | None) -> np.ndarray | None:
+        db = self._db(create=False) if key else None
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT rows, dim, vectors FROM embeddings WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            with contextlib.suppress(sqlite3.Error):  # a read-only cache still answers
+                db.execute("UPDATE embeddings SET used = ? WHERE key = ?", (time.time(), key))
+        except sqlite3.Error:
+            return None
+        n, dim, blob = row
+        return np.frombuffer(blob, dtype="<f4").reshape(n, dim).astype(np.float32)
+
+    def put(self, key: str | None, model_id: str, rows: np.ndarray) -> None:
+        db = self._db(create=True) if key else None
+        if db is None:
+            return
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO embeddings (key, model_id, rows, dim, vectors, used) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, model_id, int(rows.shape[0]), int(rows.shape[1]), rows.tobytes(), time.time()),
+            )
+            n = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            if n > MAX_ENTRIES:
+                db.execute(
+                    "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)",
+                    (n - MAX_ENTRIES,),
+                )
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class StateCache:
+    """O(N) arrays of one catalogue generation, as ``.npz`` files named by the generation."""
+
+    def __init__(self, index_dir: Path, generation: tuple[int, ...] | None) -> None:
+        self.dir = cache_dir(index_dir)
+        self.generation = generation
+        self._mem: dict[str, np.ndarray] = {}
+
+    def _file(self, name: str) -> Path:
+        gen = "-".join(str(g) for g in self.generation or ())
+        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+        return self.dir / f"state-{gen}-{digest}.npy"
+
+    def get(self, name: str) -> np.ndarray | None:
+        if name in self._mem:
+            return self._mem[name]
+        if self.generation is None:
+            return None
+        try:
+            arr = np.load(self._file(name), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        self._mem[name] = arr
+        return arr
+
+    def put(self, name: str, arr: np.ndarray) -> None:
+        self._mem[name] = arr
+        if self.generation is None:
+            return
+        target = self._file(name)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            os.replace(tmp, target)
+            self._prune(target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _prune(self, keep: Path) -> None:
+        """Files of older generations are dead weight: drop them."""
+        prefix = "state-" + "-".join(str(g) for g in self.generation or ()) + "-"
+        for p in self.dir.glob("state-*.npy"):
+            if not p.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
+class CachedSource:
+    """The catalogue as a ``VectorSource`` whose O(N) id lists come from a ``StateCache``."""
+
+    def __init__(self, cat: object, state: StateCache) -> None:
+        self._cat = cat
+        self.state = state
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cat, name)
+
+    def cached(self, name: str, compute: object) -> np.ndarray:
+        arr = self.state.get(name)
+        if arr is None:
+            arr = np.asarray(compute())  # type: ignore[operator]
+            self.state.put(name, arr)
+        return arr
+
+    def live_vector_ids(self, space: str, model_id: str) -> np.ndarray:
+        return self.cached(f"live\0{space}\0{model_id}", lambda: self._cat.live_vector_ids(space, model_id))
+
+    def group_vector_ids(self, space: str, model_id: str, kind: str, *, under: tuple[str, ...] = ()) -> np.ndarray:
+        if under:  # depends on paths too: not cached
+            return self._cat.group_vector_ids(space, model_id, kind, under=under)
+        return self.cached(
+            f"group\0{space}\0{model_id}\0{kind}", lambda: self._cat.group_vector_ids(space, model_id, kind)
+        )
+
+    def segment_kinds(self, space: str, model_id: str) -> dict[str, int]:
+        arr = self.cached(
+            f"kinds\0{space}\0{model_id}",
+            lambda: np.array([f"{k}\t{n}" for k, n in sorted(self._cat.segment_kinds(space, model_id).items())]),
+        )
+        return {k: int(n) for k, n in (str(x).split("\t") for x in arr.tolist())}
