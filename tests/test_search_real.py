@@ -123,3 +123,62 @@ def test_image_to_audio_goes_through_the_bridge(indexed: tuple[Path, Path]) -> N
     assert res.results and all(r.modality == "audio" and r.best.route == "bridge" for r in res.results)
     concepts = next(r for r in res.routes if r.space == "clap").parts[0]["concepts"]
     assert {c["concept"] for c in concepts} <= set(CONCEPTS)
+
+
+_QUERY_CHILD = """
+import json, sys
+from pathlib import Path
+from xmr.encoders import towers
+from xmr.query import QueryPart, parse_query
+from xmr.search import search
+kind, value, index = sys.argv[1:4]
+parts = parse_query(value) if kind == "text" else [QueryPart(kind, value)]
+res = search(parts, index_dir=Path(index))
+heavy = ("torch", "torchvision", "librosa", "numba", "torchlibrosa", "open_clip", "transformers", "laion_clap",
+         "_xmr_laion_clap", "timm", "pandas", "sympy", "wandb")
+print(json.dumps({"heavy": sorted(m for m in heavy if m in sys.modules), "towers": sorted(towers.LOADED),
+                  "first": res.results[0].path}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "towers"),
+    [
+        ("text", "waves on a beach at night", {("clip", "text"), ("clap", "text")}),
+        ("image", "images/gradient.jpg", {("clip", "image")}),
+        ("audio", "audio/chord_c_major.wav", {("clap", "audio")}),
+    ],
+)
+def test_a_query_builds_only_the_towers_it_needs(indexed: tuple[Path, Path], kind: str, value: str, towers) -> None:
+    """A fresh process: no torch, no audio front end for text, only the needed towers."""
+    import json
+    import subprocess
+    import sys
+
+    from xmr import core
+
+    media, index_dir = indexed
+    core.prepare_query_encoders(index_dir, Settings.from_env())  # exported once (shared models dir)
+    if kind != "text":
+        value = str(media / value)
+    child = subprocess.run(
+        [sys.executable, "-c", _QUERY_CHILD, kind, value, str(index_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr
+    out = json.loads(child.stdout)
+    assert out["heavy"] == []
+    with Catalogue.open(index_dir, readonly=True) as cat:
+        ids = {cat.active_model("clip"): "clip", cat.active_model("clap"): "clap"}
+    assert {(ids[m], t) for m, t in out["towers"]} == towers
+    if kind != "text":
+        assert out["first"] == value  # and it finds itself
+
+
+def test_the_torch_engine_gives_the_same_ranking(indexed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, index_dir = indexed
+    fast = _run(parse_query("waves on a beach at night"), index_dir, k=20)
+    shutil.rmtree(index_dir / "cache")  # or the embedding would come from the query cache
+    monkeypatch.setenv("XMR_QUERY_ENGINE", "torch")
+    slow = _run(parse_query("waves on a beach at night"), index_dir, k=20)
+    assert [r.path for r in fast.results] == [r.path for r in slow.results]
+    assert max(abs(a.score - b.score) for a, b in zip(fast.results, slow.results, strict=True)) < 1e-3

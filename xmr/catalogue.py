@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from xmr import __version__, paths
 from xmr.errors import CatalogueError, NoIndex
@@ -232,7 +231,13 @@ class Catalogue:
     def __init__(self, index_dir: Path, conn: sqlite3.Connection):
         self.index_dir = index_dir
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
+
+    @property
+    def db(self) -> Any:
+        """The connection as a ``sqlite_utils.Database``; imported on use (it costs half a second)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     # -- opening -----------------------------------------------------------------
     @classmethod

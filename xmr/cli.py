@@ -321,7 +321,14 @@ def search_cmd(
         concepts_file=str(concepts) if concepts else None,
     )
     settings = _settings(device, None, None, None)
-    response = search(parts, index_dir=_index_dir(index), settings=settings, options=options)
+    err = _stderr_console(quiet)
+    response = search(
+        parts,
+        index_dir=_index_dir(index),
+        settings=settings,
+        options=options,
+        notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
+    )
     if json_out:
         _emit_json(response.as_dict(explain=explain, all_segments=all_segments))
     elif jsonl:
@@ -416,7 +423,6 @@ def status_cmd(
     if json_out:
         _emit_json(data)
         _fail_on_damage(data)
-        _emit_json(data)
         return
     out = _stdout_console()
     out.print(f"index: {data['index']}")

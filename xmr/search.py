@@ -33,7 +33,7 @@ from xmr import paths
 from xmr.catalogue import Catalogue, SegmentRef, path_key
 from xmr.errors import MediaError, NoIndex, UsageError
 from xmr.query import QueryPart
-from xmr.query_cache import CachedSource
+from xmr.query_cache import CachedSource, cache_dir
 from xmr.settings import Settings
 
 # (space, segment kind) -> the modality of the files it represents
@@ -435,7 +435,7 @@ class _Search:
                         model_id,
                         n=opts.background,
                         ids=group_ids,
-                        cache_dir=self.cat.index_dir / "calibration",
+                        cache_dir=cache_dir(self.cat.index_dir) / "calibration",
                     ),
                 )
                 plans.append(

@@ -1,0 +1,187 @@
+"""What a repeated or read-only search costs and touches (deterministic test encoders)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import fake_encoders
+import numpy as np
+import pytest
+from test_indexer import make_image, make_text
+
+from xmr import paths
+from xmr.catalogue import Catalogue
+from xmr.indexer import IndexOptions, index
+from xmr.query import QueryPart, parse_query
+from xmr.search import SearchOptions, search
+
+pytestmark = pytest.mark.usefixtures("fake_encoders")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "media"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    shutil.copytree(FIXTURES, root)
+    index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    return root
+
+
+def _search(parts, **opts):
+    if isinstance(parts, str):
+        parts = parse_query(parts)
+    return search(parts, index_dir=paths.index_dir(), options=SearchOptions(**opts))
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        # the caches may change; so does the WAL index (-shm), which every SQLite reader updates
+        if p.is_file() and "cache" not in p.relative_to(folder).parts and not p.name.endswith("-shm")
+    }
+
+
+def test_a_repeated_query_reuses_its_embedding(media: Path) -> None:
+    first = _search("a lighthouse on the coast", k=5)
+    calls = dict(fake_encoders.CALLS)
+    again = _search("a lighthouse on the coast", k=5)
+    assert fake_encoders.CALLS == calls  # no encoder ran
+    assert [(r.path, r.score) for r in again.results] == [(r.path, r.score) for r in first.results]
+    # the same file content under another name is the same query
+    img = media / "images" / "gradient.jpg"
+    copy = media.parent / "elsewhere.jpg"
+    shutil.copy(img, copy)
+    _search([QueryPart("image", str(img))], k=3)
+    calls = dict(fake_encoders.CALLS)
+    assert _search([QueryPart("image", str(copy))], k=3).results[0].path == str(img)
+    assert fake_encoders.CALLS == calls
+    # another text is embedded
+    _search("something else entirely", k=3)
+    assert fake_encoders.CALLS["texts"] > calls["texts"]
+
+
+def test_the_embedding_cache_is_bounded(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xmr import query_cache
+
+    monkeypatch.setattr(query_cache, "MAX_ENTRIES", 5)
+    for i in range(12):
+        _search(f"query number {i}", k=1)
+    db = query_cache.cache_dir(paths.index_dir()) / "queries.db"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        keys = conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+    assert keys == 5
+
+
+def test_a_repeated_query_does_no_o_n_catalogue_work(media: Path) -> None:
+    _search("a lighthouse on the coast", k=5)
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        # (below the exact threshold a store still reads its few vectors: that is the search itself)
+        for name in ("live_vector_ids", "group_vector_ids", "segment_kinds"):
+            orig = getattr(Catalogue, name)
+
+            def spy(self, *a, _orig=orig, _name=name, **k):
+                calls.append(_name)
+                return _orig(self, *a, **k)
+
+            mp.setattr(Catalogue, name, spy)
+        _search("a lighthouse on the coast", k=5)
+        assert calls == []
+    # a change to the vectors is a new generation: the arrays are derived again
+    make_text(media / "text" / "new.txt", 77)
+    index([media], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    res = _search([QueryPart("text_file", str(media / "text" / "new.txt"))], k=1)
+    assert res.results[0].path == str(media / "text" / "new.txt")
+
+
+def test_min_score_does_not_grow_the_fetch_towards_n(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(400):
+        make_text(root / f"t{i}.txt", i, words=8)
+    make_image(root / "pic.png", 1)
+    index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    from xmr import search as search_mod
+
+    fetched: list[int] = []
+    orig = search_mod._Search._group_hits
+
+    def spy(self, plan, k_fetch):
+        fetched.append(k_fetch)
+        return orig(self, plan, k_fetch)
+
+    monkeypatch.setattr(search_mod._Search, "_group_hits", spy)
+    res = _search("unrelated words here", k=100, min_score=3.0)
+    assert all(r.score >= 3.0 for r in res.results) and len(res.results) < 100
+    assert max(fetched) <= 100 * 5  # the first fetch was enough to see every group fall below 3.0
+    # without a threshold the same query does fetch more to fill k
+    fetched.clear()
+    assert len(_search("unrelated words here", k=100).results) == 100
+
+
+def test_search_writes_nothing_to_the_index(media: Path) -> None:
+    index_dir = paths.index_dir()
+    before = _digest(index_dir)
+    _search("a lighthouse on the coast", k=5)
+    _search([QueryPart("image", str(media / "images" / "gradient.jpg"))], k=5)
+    assert _digest(index_dir) == before
+
+
+_SEARCH_CHILD = """
+import json, os, sys
+from pathlib import Path
+from xmr.query import parse_query
+from xmr.search import search
+res = search(parse_query(sys.argv[2]), index_dir=Path(sys.argv[1]))
+print(json.dumps([r.path for r in res.results]))
+"""
+
+
+def test_search_works_on_an_index_directory_it_cannot_write(media: Path) -> None:
+    """A copy of the index, owned by root and read-only to everyone; the search runs as 'nobody'."""
+    base = Path(tempfile.mkdtemp(prefix="xmr-ro-"))
+    try:
+        ro = base / "index"
+        shutil.copytree(paths.index_dir(), ro)
+        shutil.rmtree(ro / "cache", ignore_errors=True)
+        for p in [base, *ro.rglob("*"), ro]:
+            os.chmod(p, 0o555 if p.is_dir() else 0o444)
+        want = [r.path for r in _search("a lighthouse on the coast").results]
+        cmd = [sys.executable, "-c", _SEARCH_CHILD, str(ro), "a lighthouse on the coast"]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "util-linux setpriv is needed to drop root privileges for this test"
+            cmd = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+        env = {**os.environ, "HOME": str(base), "XMR_MODELS_DIR": str(base / "no-models")}
+        child = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        assert child.returncode == 0, child.stderr
+        assert json.loads(child.stdout) == want
+        assert not (ro / "cache").exists()
+    finally:
+        for p in [base, *base.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(base)
+
+
+def test_state_cache_arrays_equal_the_catalogue(media: Path) -> None:
+    from xmr.query_cache import CachedSource, StateCache
+
+    _search("a lighthouse on the coast", k=5)
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        src = CachedSource(cat, StateCache(paths.index_dir(), cat.generation()))
+        for space in ("clip", "clap"):
+            model = cat.active_model(space)
+            assert np.array_equal(src.live_vector_ids(space, model), cat.live_vector_ids(space, model))
+            assert src.segment_kinds(space, model) == cat.segment_kinds(space, model)
+            assert cat.vector_count(space, model) == len(cat.live_vector_ids(space, model))
