@@ -161,6 +161,7 @@ def test_a_query_builds_only_the_towers_it_needs(indexed: tuple[Path, Path], kin
     core.prepare_query_encoders(index_dir, Settings.from_env())  # exported once (shared models dir)
     if kind != "text":
         value = str(media / value)
+    shutil.rmtree(index_dir / "cache", ignore_errors=True)  # an embedding from the query cache would load no tower
     child = subprocess.run(
         [sys.executable, "-c", _QUERY_CHILD, kind, value, str(index_dir)], capture_output=True, text=True, timeout=300
     )

@@ -559,3 +559,19 @@ def test_readers_never_see_a_half_replaced_index(tmp_path):
     assert writer.wait() == 0, writer.stderr.read().decode()
     assert src.get_ann_state(SPACE, MODEL)["generation"] == 9
     assert opens >= 2
+
+
+def test_a_large_candidate_share_is_searched_by_overfetching(tmp_path):
+    """A segment kind's ids (a large share of the index): one unfiltered query, filtered after."""
+    src, store, ids, rng = make(tmp_path, 3000, params=HnswParams())
+    store.checkpoint()
+    members = np.sort(rng.choice(ids, 900, replace=False))  # 30 %
+    q = unit(rng, 20)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VectorStore, "_exact_from_index", lambda *a, **k: pytest.fail("no get_items for a large share"))
+        got, sims = store.search(q, 10, candidate_ids=members)
+    assert np.isin(got, members).all() and got.shape == (20, 10)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+    want, _ = store.exact_search(q, 10, candidate_ids=members)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), want.tolist(), strict=True)])
+    assert recall >= 0.95
