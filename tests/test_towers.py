@@ -98,8 +98,8 @@ def test_clap_audio_tower_equals_the_full_model(models) -> None:
 def test_text_passages_and_token_counts_match_the_backend(models, space: str) -> None:
     full, q = models[space]
     text = (FIXTURES / "text" / "lighthouses_long.txt").read_text(encoding="utf-8")
-    assert [(p.text, p.char_start, p.char_end) for p in q.split_text(text)] == [
-        (p.text, p.char_start, p.char_end) for p in full.split_text(text)
+    assert [(p.text, p.start, p.end) for p in q.split_text(text)] == [
+        (p.text, p.start, p.end) for p in full.split_text(text)
     ]
     for t in TEXTS:
         assert q.count_tokens(t) == full.count_tokens(t)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from xmr.encoders import towers
@@ -70,16 +71,16 @@ def query_encoder(
     if towers.unsupported_reason(info):
         return backend_encoder(space, row, settings)
 
-    def export(_names: list[str]) -> None:
+    def export(_names: list[str], root: Path) -> None:
         from xmr.encoders.tower_export import export_towers
 
         if notify is not None:
             notify(f"preparing fast {space} query encoders for {info.model_id} (once per model; this takes a while)")
         enc = backend_encoder(space, row, settings)
         try:
-            export_towers(enc, list(towers.TOWERS[space]))
+            export_towers(enc, list(towers.TOWERS[space]), root=root)
         except towers.TowerUnsupported as exc:
-            towers.remember_unsupported(info, str(exc))
+            towers.remember_unsupported(info, str(exc), root=root)
             raise
         except OSError as exc:  # a models dir that cannot be written: this process uses the backend
             raise towers.TowerUnsupported(f"cannot write the query towers: {exc}") from exc

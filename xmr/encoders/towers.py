@@ -91,6 +91,9 @@ class _Tower:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised at export
         so.log_severity_level = 3
+        # no busy-waiting worker threads: one query gains nothing by them, and on a loaded machine
+        # spinning threads steal the cores the work needs
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
 
     def run(self, **inputs: np.ndarray) -> np.ndarray:
@@ -124,7 +127,7 @@ class OnnxQueryEncoder:
         info: ModelInfo,
         *,
         root: Path | None = None,
-        export: Callable[[list[str]], None] | None = None,
+        export: Callable[[list[str], Path], None] | None = None,
         fallback: Callable[[], Any] | None = None,
     ) -> None:
         self.space = space
@@ -158,7 +161,7 @@ class OnnxQueryEncoder:
                 if not self.ready(name):
                     if self._export is None:
                         raise TowerUnsupported(f"the {name} tower of {self.info.model_id} is not prepared")
-                    self._export([name])
+                    self._export([name], self._root)
                 self._towers[name] = _Tower(self.folder(name))
                 LOADED.append((self.info.model_id, name))
             return self._towers[name]
