@@ -62,6 +62,7 @@ _PAGE_CSP = (
 )
 _FILE_CSP = "default-src 'none'; sandbox"
 _MAX_K = 1000
+_PARAMS = frozenset({"q", "parts", "like", "type", "under", "k", "min_score", "explain", "all_segments", "exact"})
 
 
 @dataclass
@@ -132,10 +133,7 @@ class _Guard:
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, counted_receive, send_with_headers)
-        except _TooLarge:
-            await _plain(413, f"upload larger than {limit} bytes")(scope, receive, send)
+        await self.app(scope, counted_receive, send_with_headers)  # _TooLarge -> 413 (exception handler)
 
     def _refusal(self, scope: dict, headers: dict[str, str]) -> Response | None:
         if headers.get("host", "").lower() not in self.hosts:
@@ -232,6 +230,9 @@ class Api:
         return _json_object(body.decode("utf-8", "replace") or "{}"), []
 
     def _run_search(self, params: dict[str, Any], uploads: list[Upload]) -> tuple[dict[str, Any], dict[str, str]]:
+        unknown = sorted(set(params) - _PARAMS)
+        if unknown:  # e.g. concepts_file: nothing the API takes names a file on the server
+            raise UsageError(f"unknown search parameter {unknown[0]!r}; known: {', '.join(sorted(_PARAMS))}")
         options, explain, all_segments = _options(params)
         parts = _text_parts(params)
         likes = [self.lookup.get(_int(v, "like")) for v in _list(params.get("like"))]
@@ -399,6 +400,11 @@ def create_app(config: ServerConfig, warm: WarmIndex, sandbox: Sandbox | None = 
         Route("/api/search", api.search, methods=["POST"]),
         Route("/api/files/{file_id:int}", api.file),
     ]
-    app = Starlette(routes=routes)
+    limit = config.max_upload_bytes
+
+    async def too_large(request: Request, exc: Exception) -> Response:
+        return _plain(413, f"upload larger than {limit} bytes")
+
+    app = Starlette(routes=routes, exception_handlers={_TooLarge: too_large})
     app.state.api = api
     return _Guard(app, config)
