@@ -105,7 +105,9 @@ function explainPanel(r) {
     const concepts = (c.concepts || []).slice(0, 5).map((x) => x.concept).join(", ");
     list.append(el("li", {}, `${c.part}: cosine ${c.cosine.toFixed(3)} (${c.route})` + (concepts ? " via " + concepts : "")));
   }
-  return el("details", { class: "explain" },
+  const attrs = { class: "explain" };
+  if ($("#explain").checked) attrs.open = "";
+  return el("details", attrs,
     el("summary", {}, "explain"),
     el("dl", {},
       el("dt", {}, "route"), el("dd", {}, e.route),
@@ -196,8 +198,13 @@ async function main() {
     if (q) runSearch({ q });
   });
   for (const c of document.querySelectorAll("#filters input, #filters select")) {
+    if (c.id === "explain") continue;
     c.addEventListener("change", () => { if (state.lastQuery) runSearch(state.lastQuery); });
   }
+  // the explain box opens or closes every result's explain panel (the API always explains)
+  $("#explain").addEventListener("change", (e) => {
+    for (const d of document.querySelectorAll("#results details.explain")) d.open = e.target.checked;
+  });
   if (await authenticate()) { document.body.dataset.ready = "1"; }
 }
 
