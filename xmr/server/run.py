@@ -93,6 +93,7 @@ def serve(
         raise UsageError(f"a server is already running on this index at {previous.url} (pid {previous.pid})")
     warm = WarmIndex(index_dir, settings, idle_unload_s=options.idle_unload_min * 60)
     sandbox = Sandbox()
+    sandbox.start()
     sock = None
     token = new_token()
     try:

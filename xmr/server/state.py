@@ -86,6 +86,12 @@ class CachedCatalogue:
         self._version = None  # re-read after our own commit too
         return self._cat.transaction()
 
+    def put_ann_state(self, space: str, model_id: str, state: dict[str, Any]) -> None:
+        # a store that rebuilt its ANN file writes outside transaction(): our own write does not
+        # change data_version for this connection, so forget the memo here
+        self._memo.clear()
+        self._cat.put_ann_state(space, model_id, state)
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._cat, name)
         if name not in _MEMOISED:

@@ -97,6 +97,10 @@ class Sandbox:
                     proc.kill()
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def start(self) -> None:
+        """Start the decoder process now, so the first upload does not wait for it."""
+        self._get().submit(int)
+
     def check(self, path: str, expect: str | None, name: str) -> str:
         try:
             return self._get().submit(_decode_check, path, expect).result(timeout=DECODE_TIMEOUT_S)
