@@ -14,6 +14,7 @@ import jsonschema
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import invoke
 from PIL import Image
 from server_helpers import Server, index_media, running_server
 
@@ -190,6 +191,20 @@ def test_errors_are_json_with_the_cli_exit_codes(server: Server, media: Path) ->
         body = reply.json()
         assert body["exit_code"] == code and body["error"] and "Traceback" not in body["error"]
     assert "t.jpg" in cases[4][0].json()["error"]
+    from server_helpers import multipart
+
+    photo = (media / "images" / "cmyk.jpg").read_bytes()
+    for fields, files in [
+        ({}, [("query", "q.json", b"{}"), ("image", "a.jpg", photo)]),  # the options sent as a file
+        ({"query": '{"file_weights": ["heavy"]}'}, [("image", "a.jpg", photo)]),
+        ({"query": '{"k": 3}'}, [("video", "a.jpg", photo)]),  # unknown upload field
+    ]:
+        body, ctype = multipart(fields, files)
+        reply = server.request("POST", "/api/search", body=body, headers={"Content-Type": ctype})
+        assert reply.status == 400 and reply.json()["exit_code"] == 2, reply.body
+    weighted, ctype = multipart({"query": '{"q": "night", "file_weights": [2.5], "k": 2}'}, [("image", "a.jpg", photo)])
+    doc = server.request("POST", "/api/search", body=weighted, headers={"Content-Type": ctype}).json()
+    assert [(p["kind"], p["weight"]) for p in doc["query"]] == [("text", 1.0), ("image", 2.5)]
 
 
 def test_status_and_the_openapi_description(server: Server) -> None:
@@ -233,6 +248,30 @@ def test_the_address_file_is_private_and_removed_on_exit(tmp_path: Path, fake_en
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
         assert json.loads(f.read_text())["token"] == server.token
         assert server.url.startswith("http://127.0.0.1:")
+        # one server per index: a second one is refused and leaves the first one's file alone
+        second = invoke("serve", "--port", "0")
+        assert second.exit_code == 2 and "already running" in second.stderr and str(server.proc.pid) in second.stderr
+        assert json.loads(f.read_text())["token"] == server.token
     assert server.proc.returncode is not None
     assert not f.exists()
     assert os.path.exists(paths.catalogue_path(paths.index_dir()))
+
+
+def test_serve_without_an_index_says_so(tmp_path: Path) -> None:
+    res = invoke("serve", "--port", "0", "--index", str(tmp_path / "none"))
+    assert res.exit_code == 4 and "no index" in res.stderr
+
+
+def test_the_page_and_its_assets_ship_in_the_package(server: Server) -> None:
+    import re
+
+    page = server.request("GET", "/", token=False)
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.body.decode())
+    assert refs and all(r.startswith("/static/") for r in refs), refs  # no CDN, nothing off the machine
+    for ref in refs:
+        asset = server.request("GET", ref, token=False)
+        assert asset.status == 200 and asset.body
+        assert resources.files("xmr").joinpath("web", ref.removeprefix("/static/")).read_bytes() == asset.body
+    script = server.request("GET", "/static/app.js", token=False).body
+    assert b"http:" not in script and b"https:" not in script  # the script fetches only from its own origin

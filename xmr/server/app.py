@@ -215,11 +215,16 @@ class Api:
         if ctype.startswith("multipart/form-data"):
             form = await request.form(max_files=16, max_fields=32)
             try:
-                params = _json_object(form.get("query") or "{}")
-                weights = params.pop("file_weights", None) or []
+                query = form.get("query") or "{}"
+                if not isinstance(query, str):
+                    raise UsageError("the 'query' field must be text (a JSON object), not a file")
+                params = _json_object(query)
+                weights = _list(params.pop("file_weights", None))
+                if any(isinstance(w, bool) or not isinstance(w, (int, float)) for w in weights):
+                    raise UsageError("file_weights must be numbers")
                 uploads = []
                 for name, value in form.multi_items():
-                    if hasattr(value, "read"):
+                    if not isinstance(value, str):
                         data = await value.read()
                         w = float(weights[len(uploads)]) if len(uploads) < len(weights) else 1.0
                         uploads.append(Upload(name, value.filename or "upload", data, w))

@@ -146,6 +146,8 @@ class WarmIndex:
         state = self.catalogue.get_ann_state(space, model_id)
         entry = self._stores.get(key)
         if entry is None:
+            for old in [k for k in self._stores if k[0] == space]:  # the space's model changed
+                self._stores.pop(old)[0].close()
             store = VectorStore(paths.ann_dir(self.index_dir), self.catalogue, space, model_id, dim)
         else:
             store = entry[0]
