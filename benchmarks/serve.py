@@ -184,7 +184,7 @@ def bench_cli(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
     report = index([str(media)], index_dir=index_dir, settings=Settings.from_env(),
                    options=IndexOptions(workers=0, bridge_concepts=False))
     print(f"  indexed {report.embedded_files} files of fixtures/media in {time.perf_counter() - t0:.1f}s "
-          "(random-weight ViT-B-32 + HTS-AT tiny/RoBERTa-base)")
+          f"({os.environ.get('XMR_BACKEND_CLIP') or 'random-weight ViT-B-32 + HTS-AT tiny/RoBERTa-base'})")
     from xmr.encoders import release
 
     release()
@@ -287,8 +287,29 @@ def bench_api(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
         print(f"  target <= 50 ms p50: {'met' if pct(wall, 50) <= 0.05 else 'NOT met'}")
     finally:
         server.stop()
-    # baseline: the library without warm state (catalogue and ANN opened per call), encoder already loaded
+    # where the served time goes: the same warm state in this process, the text embedding timed apart
+    from xmr.server.state import WarmIndex
+
     settings = Settings.from_env()
+    warm = WarmIndex(index_dir, settings, idle_unload_s=0)
+    try:
+        warm.search([QueryPart("text", "warm up")], SearchOptions(k=10))
+        enc = warm.call(lambda: warm.encoders(settings).get("clip"))
+        embed, total = [], []
+        for q in texts[: args.split_queries]:
+            t0 = time.perf_counter()
+            warm.call(enc.embed_texts, [q])
+            embed.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            warm.search([QueryPart("text", q)], SearchOptions(k=10))
+            total.append(time.perf_counter() - t0)
+        rest = [t - e for t, e in zip(total, embed, strict=True)]
+        print(f"  split, warm state in process, {len(total)} queries: whole search p50 {ms(pct(total, 50))}; "
+              f"CLIP text embedding alone p50 {ms(pct(embed, 50))}; the rest (ANN, calibration, catalogue) "
+              f"p50 {ms(pct(rest, 50))} p95 {ms(pct(rest, 95))}")
+    finally:
+        warm.close()
+    # baseline: the library without warm state (catalogue and ANN opened per call), encoder already loaded
     cold = []
     search([QueryPart("text", "warm the encoder")], index_dir=index_dir, settings=settings)
     for q in texts[: args.cold_runs]:
@@ -305,15 +326,30 @@ def main() -> None:
     ap.add_argument("--cold-runs", type=int, default=5, help="in-process baseline runs (each loads the models)")
     ap.add_argument("--vectors", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--split-queries", type=int, default=50, help="queries for the embed / search split")
     ap.add_argument("--only", choices=["cli", "api"])
+    ap.add_argument(
+        "--encoders",
+        choices=["random", "fake"],
+        default="random",
+        help="fake: part 1 with the deterministic test encoders (no model cost: the client/server path alone)",
+    )
     args = ap.parse_args()
     print(f"xmr serve benchmark: {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}, "
           f"load average {load_avg()}")
     with tempfile.TemporaryDirectory(prefix="xmr-bench-serve-") as tmp_s:
         tmp = Path(tmp_s)
-        env = dict(os.environ, **make_models(tmp), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
-        env.pop("XMR_BACKEND_CLIP", None)
-        env.pop("XMR_BACKEND_CLAP", None)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+        if args.encoders == "fake":
+            if args.only != "cli":
+                raise SystemExit("--encoders fake is for part 1 only (--only cli): the test encoders are 32-d")
+            env.update(XMR_BACKEND_CLIP="fake_encoders:FakeClip", XMR_BACKEND_CLAP="fake_encoders:FakeClap",
+                       XMR_OFFLINE="1")
+        else:
+            env.update(make_models(tmp))
+            env.pop("XMR_BACKEND_CLIP", None)
+            env.pop("XMR_BACKEND_CLAP", None)
+        print(f"encoders: {args.encoders}")
         if args.only in (None, "cli"):
             bench_cli(args, tmp, env)
         if args.only in (None, "api"):
