@@ -450,7 +450,13 @@ def serve_cmd(
         idle_unload_min=idle_unload,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
     )
-    serve(_index_dir(index), _settings(device, None, None, None), options, on_ready=ready)
+    serve(
+        _index_dir(index),
+        _settings(device, None, None, None),
+        options,
+        on_ready=ready,
+        notify=lambda message: err.print(f"xmr serve: {message}"),
+    )
 
 
 # -- status / errors / info / remove ----------------------------------------------------------------

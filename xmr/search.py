@@ -443,7 +443,8 @@ class _Search:
             if self.warm is not None:
                 store = self.warm.store(space, model_id, q.shape[1])
             else:
-                store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, q.shape[1], readonly=True)
+                ann = paths.ann_dir(self.cat.index_dir)
+                store = VectorStore(ann, self.cat, space, model_id, q.shape[1], readonly=True)
             space_total = self.cat.vector_count(space, model_id)
             for g_space, _model, kind, n in groups:
                 if g_space != space:

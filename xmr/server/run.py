@@ -68,8 +68,10 @@ def serve(
     options: ServeOptions | None = None,
     *,
     on_ready: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the server until interrupted. ``on_ready(launch_url)`` is called once it listens.
+    """Run the server until interrupted. ``on_ready(launch_url)`` is called once it listens;
+    ``notify`` gets the searches' one-line notices (a one-time model preparation, a damaged ANN file).
 
     The launch URL carries the token in its fragment (``#token=``), which the
     browser never sends to the server.
@@ -91,7 +93,7 @@ def serve(
     previous = read_address(index_dir)
     if previous is not None and previous.alive() and previous.pid != os.getpid():
         raise UsageError(f"a server is already running on this index at {previous.url} (pid {previous.pid})")
-    warm = WarmIndex(index_dir, settings, idle_unload_s=options.idle_unload_min * 60)
+    warm = WarmIndex(index_dir, settings, idle_unload_s=options.idle_unload_min * 60, notify=notify)
     sandbox = Sandbox()
     sandbox.start()
     sock = None

@@ -10,11 +10,13 @@ library's ``xmr.search.search`` with this object as its ``warm`` context.
 
 Live index: an ``xmr index`` in another process commits batch by batch, each
 in one transaction, so a statement never sees half a batch. Before each
-search ``PRAGMA data_version`` (one cheap read) says whether another
-connection committed since the last one; only then are the memoised
-aggregate reads (group ids, counts, live ids) dropped, and the vector stores
-fetch what was added (``VectorStore`` syncs on count and max id). A new ANN
-checkpoint (its state row changed) makes a store reopen from the new file.
+search the catalogue's *generation* (its vector count and highest vector id,
+O(1)) says whether vectors were added or deleted since the last one; only then
+are the derived arrays (live ids, group ids, calibration backgrounds: the
+search's ``StateCache``) recomputed, and the vector stores fetch what was
+added (``VectorStore`` syncs on count and max id). A new ANN checkpoint (its
+state row changed) makes a store reopen from the new file. Query embeddings
+are kept in the index's ``EmbeddingCache`` like any search does.
 """
 
 from __future__ import annotations
@@ -30,98 +32,40 @@ from typing import Any, TypeVar
 from xmr import paths
 from xmr.catalogue import Catalogue
 from xmr.query import QueryPart
+from xmr.query_cache import CachedSource, EmbeddingCache, StateCache
 from xmr.search import SearchOptions, SearchResponse, _Encoders, search
 from xmr.settings import Settings
 
 T = TypeVar("T")
 
-# Catalogue reads a search repeats that only change when something is committed.
-_MEMOISED = frozenset(
-    {
-        "active_model",
-        "model_row",
-        "segment_kinds",
-        "group_vector_ids",
-        "live_vector_ids",
-        "vector_count",
-        "max_vector_id",
-        "get_ann_state",
-        "concept_vectors",
-    }
-)
-
-
-def _key(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_key(v) for v in value)
-    return value
-
-
-class CachedCatalogue:
-    """A view of an open ``Catalogue`` that memoises ``_MEMOISED`` reads until a commit.
-
-    ``check()`` compares ``PRAGMA data_version`` (changes when another
-    connection commits) and our own writes go through ``transaction()``, so
-    both kinds of change drop the memo.
-    """
-
-    def __init__(self, cat: Catalogue):
-        self._cat = cat
-        self._memo: dict[Any, Any] = {}
-        self._version: int | None = None
-        self.invalidations = 0
-
-    def check(self) -> bool:
-        """Drop memoised reads if the database changed; True when it did."""
-        version = self._cat.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._version:
-            return False
-        self._version = version
-        self._memo.clear()
-        self.invalidations += 1
-        return True
-
-    def transaction(self) -> Any:
-        self._memo.clear()
-        self._version = None  # re-read after our own commit too
-        return self._cat.transaction()
-
-    def put_ann_state(self, space: str, model_id: str, state: dict[str, Any]) -> None:
-        # a store that rebuilt its ANN file writes outside transaction(): our own write does not
-        # change data_version for this connection, so forget the memo here
-        self._memo.clear()
-        self._cat.put_ann_state(space, model_id, state)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._cat, name)
-        if name not in _MEMOISED:
-            return attr
-
-        def memoised(*args: Any, **kwargs: Any) -> Any:
-            key = (name, _key(args), _key(tuple(sorted(kwargs.items()))))
-            if key not in self._memo:
-                self._memo[key] = attr(*args, **kwargs)
-            value = self._memo[key]
-            return dict(value) if isinstance(value, dict) else value  # callers may add to a dict
-
-        return memoised
-
 
 class WarmIndex:
     """The server's long-lived search state; see the module docstring."""
 
-    def __init__(self, index_dir: Path, settings: Settings, *, idle_unload_s: float = 900.0):
+    def __init__(
+        self,
+        index_dir: Path,
+        settings: Settings,
+        *,
+        idle_unload_s: float = 900.0,
+        notify: Callable[[str], None] | None = None,
+    ):
         self.index_dir = Path(index_dir)
         self.settings = settings
         self.idle_unload_s = float(idle_unload_s)
+        self.notify = notify
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xmr-search")
         self._stores: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._encoders: _Encoders | None = None
         self._encoder_models: dict[str, str | None] = {}
+        self._state: StateCache | None = None
         self.last_query = time.monotonic()
         self.queries = 0
         self.unloads = 0
-        self.catalogue: CachedCatalogue = self.call(self._open)
+        self.refreshes = 0
+        self._cat: Catalogue = self.call(Catalogue.open, self.index_dir, readonly=True)
+        self.catalogue: CachedSource = self.call(self._current)
+        self.embeddings = EmbeddingCache(self.index_dir)  # used on the search thread only
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         if self.idle_unload_s > 0:
@@ -129,26 +73,33 @@ class WarmIndex:
             self._reaper.start()
 
     # -- running on the search thread ---------------------------------------------------
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        return self._thread.submit(fn, *args)
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        return self._thread.submit(fn, *args, **kwargs)
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return self.submit(fn, *args).result()
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self.submit(fn, *args, **kwargs).result()
 
-    def _open(self) -> CachedCatalogue:
-        return CachedCatalogue(Catalogue.open(self.index_dir))
+    def _current(self) -> CachedSource:
+        """The catalogue with the derived arrays of its current generation (recomputed only after a change)."""
+        generation = self._cat.generation()
+        if self._state is None or self._state.generation != generation:
+            self._state = StateCache(self.index_dir, generation)
+            self.catalogue = CachedSource(self._cat, self._state)
+            self.refreshes += 1
+        return self.catalogue
 
     # -- xmr.search.WarmContext -----------------------------------------------------------
     def store(self, space: str, model_id: str, dim: int) -> Any:
         from xmr.vectorstore import VectorStore
 
         key = (space, model_id, int(dim))
-        state = self.catalogue.get_ann_state(space, model_id)
+        state = self._cat.get_ann_state(space, model_id)
         entry = self._stores.get(key)
         if entry is None:
             for old in [k for k in self._stores if k[0] == space]:  # the space's model changed
                 self._stores.pop(old)[0].close()
-            store = VectorStore(paths.ann_dir(self.index_dir), self.catalogue, space, model_id, dim)
+            directory = paths.ann_dir(self.index_dir)
+            store = VectorStore(directory, self.catalogue, space, model_id, dim, readonly=True)
         else:
             store = entry[0]
             if entry[1] != state:  # an index run wrote a new checkpoint: reopen from it
@@ -157,10 +108,10 @@ class WarmIndex:
         return store
 
     def encoders(self, settings: Settings) -> _Encoders:
-        models = {space: self.catalogue.active_model(space) for space in ("clip", "clap")}
+        models = {space: self._cat.active_model(space) for space in ("clip", "clap")}
         if self._encoders is None or models != self._encoder_models:
             self._release_encoders()
-            self._encoders = _Encoders(self.catalogue, self.settings)  # type: ignore[arg-type]
+            self._encoders = _Encoders(self.catalogue, self.settings, self.notify)  # type: ignore[arg-type]
             self._encoder_models = models
         return self._encoders
 
@@ -170,9 +121,11 @@ class WarmIndex:
         return self.call(self._search, list(parts), options)
 
     def _search(self, parts: list[QueryPart], options: SearchOptions) -> SearchResponse:
-        self.catalogue.check()
+        self._current()
         try:
-            return search(parts, index_dir=self.index_dir, settings=self.settings, options=options, warm=self)
+            return search(
+                parts, index_dir=self.index_dir, settings=self.settings, options=options, notify=self.notify, warm=self
+            )
         finally:
             self.last_query = time.monotonic()
             self.queries += 1
@@ -187,7 +140,7 @@ class WarmIndex:
 
         had = bool(self._encoders and self._encoders.loaded)
         self._encoders = None
-        release()  # load_encoder keeps the last model per space for reuse: let it go too
+        release()  # load_encoder keeps the last backend model per space for reuse: let it go too
         gc.collect()
         return had
 
@@ -216,7 +169,7 @@ class WarmIndex:
                 "idle_s": round(time.monotonic() - self.last_query, 1),
                 "model_unloads": self.unloads,
                 "stores": [s.stats() | {"state": None} for s, _ in self._stores.values()],
-                "refreshes": self.catalogue.invalidations,
+                "refreshes": self.refreshes,
             }
 
         return self.call(run)
@@ -229,7 +182,8 @@ class WarmIndex:
                 store.close()
             self._stores.clear()
             self._release_encoders()
-            self.catalogue._cat.close()
+            self.embeddings.close()
+            self._cat.close()
 
         try:
             self.call(run)
