@@ -90,6 +90,7 @@ def make_models(tmp: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "XMR_DEVICE": "cpu",
+        "XMR_MODELS_DIR": str(tmp / "xmr-models"),  # the exported query towers stay in the temporary dir
     }
 
 
@@ -225,7 +226,7 @@ def bench_cli(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
 def build_synthetic_index(index_dir: Path, n: int) -> tuple[str, float]:
     """A catalogue of n clustered 512-d vectors as image segments of the configured CLIP model, checkpointed."""
     from xmr import paths
-    from xmr.catalogue import Catalogue, SegmentData, now_iso
+    from xmr.catalogue import Catalogue, now_iso
     from xmr.encoders import load_encoder, release
     from xmr.settings import Settings
     from xmr.vectorstore import VectorStore
@@ -236,14 +237,27 @@ def build_synthetic_index(index_dir: Path, n: int) -> tuple[str, float]:
     vecs = clustered(n, info.dim, seed=0)
     seen = now_iso()
     with Catalogue.open(index_dir, create=True) as cat:
-        with cat.transaction():
+        # bulk rows, as the indexer's upsert_file + add_encoding would write them one file at a time
+        with cat.transaction() as conn:
             cat.ensure_model(info, settings.clip_model)
             cat.set_setting("active_model.clip", info.model_id)
-            for i in range(n):
-                h = f"{i:032x}"
-                cat.upsert_file(f"/synthetic/img-{i:07d}.jpg", root="/synthetic", size=1000, mtime_ns=0, hash=h,
-                                modality="image", status="indexed", error=None, run_id=None, seen=seen)
-                cat.add_encoding(h, "clip", info.model_id, [SegmentData(kind="image")], vecs[i : i + 1])
+            conn.executemany(
+                "INSERT INTO files (id, path, root, size, mtime_ns, hash, modality, status, first_seen, last_seen)"
+                " VALUES (?, ?, '/synthetic', 1000, 0, ?, 'image', 'indexed', ?, ?)",
+                ((i + 1, f"/synthetic/img-{i:07d}.jpg", f"{i:032x}", seen, seen) for i in range(n)),
+            )
+            conn.executemany(
+                "INSERT INTO segments (id, hash, space, model_id, kind, seq) VALUES (?, ?, 'clip', ?, 'image', 0)",
+                ((i + 1, f"{i:032x}", info.model_id) for i in range(n)),
+            )
+            conn.executemany(
+                "INSERT INTO vectors (segment_id, space, model_id, dim, vector) VALUES (?, 'clip', ?, ?, ?)",
+                ((i + 1, info.model_id, info.dim, vecs[i].astype("<f4").tobytes()) for i in range(n)),
+            )
+            conn.executemany(
+                "INSERT INTO encodings (hash, space, model_id, n_segments, created) VALUES (?, 'clip', ?, 1, ?)",
+                ((f"{i:032x}", info.model_id, seen) for i in range(n)),
+            )
         t0 = time.perf_counter()
         VectorStore(paths.ann_dir(index_dir), cat, "clip", info.model_id, info.dim).checkpoint()
         build_s = time.perf_counter() - t0
