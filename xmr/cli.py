@@ -302,33 +302,48 @@ def search_cmd(
     null: Annotated[bool, typer.Option("-0", "--null", help="Only the paths, NUL-separated (for xargs -0).")] = False,
     index: IndexOpt = None,
     device: DeviceOpt = None,
+    no_server: Annotated[
+        bool, typer.Option("--no-server", help="Search in this process even if 'xmr serve' runs on the index.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
     from xmr.query import parse_query
-    from xmr.search import SearchOptions, search
 
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
     parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
-    options = SearchOptions(
-        k=top,
-        types=type_ or [],
-        under=[str(u) for u in under or []],
-        min_score=min_score,
-        all_segments=all_segments,
-        exact=exact,
-        concepts_file=str(concepts) if concepts else None,
-    )
-    settings = _settings(device, None, None, None)
-    err = _stderr_console(quiet)
-    response = search(
-        parts,
-        index_dir=_index_dir(index),
-        settings=settings,
-        options=options,
-        notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
-    )
+    under_ = [os.path.abspath(os.path.expanduser(str(u))) for u in under or []]
+    index_dir = _index_dir(index)
+    response: Any = None
+    # a running server has the models warm; --concepts and --device are this process's own choices
+    if not no_server and concepts is None and device is None:
+        from xmr.client import remote_search
+
+        request = {"k": top, "type": type_ or [], "under": under_, "min_score": min_score, "exact": exact}
+        request |= {"explain": explain, "all_segments": all_segments}
+        response = remote_search(index_dir, parts, request)
+    if response is None:
+        from xmr.search import SearchOptions, search
+
+        options = SearchOptions(
+            k=top,
+            types=type_ or [],
+            under=under_,
+            min_score=min_score,
+            all_segments=all_segments,
+            exact=exact,
+            concepts_file=str(concepts) if concepts else None,
+        )
+        settings = _settings(device, None, None, None)
+        err = _stderr_console(quiet)
+        response = search(
+            parts,
+            index_dir=index_dir,
+            settings=settings,
+            options=options,
+            notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
+        )
     if json_out:
         _emit_json(response.as_dict(explain=explain, all_segments=all_segments))
     elif jsonl:
@@ -387,6 +402,61 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
             for seg in r.segments[1:]:
                 table.add_row("", f"{seg.score:.2f}", seg.space, "", _where(seg), *([""] if explain else []))
     _stdout_console().print(table)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (loopback only, unless --allow-remote).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8765,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
+    idle_unload: Annotated[
+        float, typer.Option("--idle-unload", min=0, help="Unload the models after this many idle minutes (0: never).")
+    ] = 15.0,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Allow a --host other machines can reach (prints a warning).")
+    ] = False,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest upload accepted.")] = 32.0,
+    index: IndexOpt = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Serve the index: a JSON API and a web page, with the models kept warm; 'xmr search' uses it."""
+    from xmr.server.run import ServeOptions, check_host, is_loopback, serve
+
+    check_host(host, allow_remote)
+    err = _stderr_console(quiet)
+    if not is_loopback(host):
+        _stderr_console().print(
+            f"warning: listening on {host}: anyone who can reach it and has the token can search and read "
+            "the indexed files"
+        )
+
+    def ready(url: str) -> None:
+        err.print(f"xmr serve: {url}  (Ctrl-C stops)")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    options = ServeOptions(
+        host=host,
+        port=port,
+        allow_remote=allow_remote,
+        idle_unload_min=idle_unload,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    )
+    serve(
+        _index_dir(index),
+        _settings(device, None, None, None),
+        options,
+        on_ready=ready,
+        notify=lambda message: err.print(f"xmr serve: {message}"),
+    )
 
 
 # -- status / errors / info / remove ----------------------------------------------------------------

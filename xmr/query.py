@@ -137,8 +137,13 @@ def parse_query(
     audios: list[str] | None = None,
     text_files: list[str] | None = None,
     stdin: TextIO | None = None,
+    files: bool = True,
 ) -> list[QueryPart]:
-    """All parts of a query; raises UsageError if there are none."""
+    """All parts of a query; raises UsageError if there are none.
+
+    ``files=False`` takes every term as text and never looks at the file
+    system (the server: a query string must not name files on its disk).
+    """
     parts: list[QueryPart] = []
     if query is not None:
         if query.strip() == "-":
@@ -149,10 +154,10 @@ def parse_query(
             weight, value = _weighted(term)
             if not value:
                 continue
-            looks_like_path = value.startswith(("/", "./", "../", "~")) or os.sep in value
+            looks_like_path = files and (value.startswith(("/", "./", "../", "~")) or os.sep in value)
             if looks_like_path and os.path.isfile(os.path.expanduser(value)):
                 part = _file_part(term, None, sign)
-            elif not quoted and _meant_as_file(value):
+            elif files and not quoted and _meant_as_file(value):
                 raise PathNotFound(
                     "query file not found", path=value, hint="to search for that text, put it in double quotes"
                 )

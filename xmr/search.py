@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -179,6 +179,23 @@ class SearchResponse:
         }
 
 
+class WarmContext(Protocol):
+    """State a long-lived caller (``xmr serve``) keeps between searches.
+
+    ``catalogue`` is the open catalogue as a ``CachedSource`` of its current
+    generation, ``embeddings`` the query-embedding cache, ``store`` returns the
+    already opened vector store of a space and ``encoders`` the lazily loading
+    query encoders, so a search opens nothing that is already warm.
+    """
+
+    catalogue: Any
+    embeddings: Any
+
+    def store(self, space: str, model_id: str, dim: int) -> Any: ...
+
+    def encoders(self, settings: Settings) -> Any: ...
+
+
 class _Encoders:
     """The query encoder of each space, built lazily, with the model the index was built with."""
 
@@ -243,11 +260,14 @@ def search(
     settings: Settings | None = None,
     options: SearchOptions | None = None,
     notify: Callable[[str], None] | None = None,
+    warm: WarmContext | None = None,
 ) -> SearchResponse:
     """Run one query against the index; see the module docstring.
 
     ``notify`` receives one-line notices (a one-time model preparation, a
     damaged ANN file answered exactly); the library never prints.
+    ``warm``: reuse a long-lived catalogue, caches, vector stores and encoders
+    (``index_dir`` is then the one ``warm`` was opened on).
     """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
@@ -261,6 +281,8 @@ def search(
     parts = list(parts)
     if not parts:
         raise UsageError("empty query")
+    if warm is not None:
+        return _Search(warm.catalogue, parts, settings, options, notify, warm.embeddings, warm).run(t0)
     from xmr.query_cache import EmbeddingCache, StateCache
 
     with Catalogue.open(index_dir, readonly=True) as cat:
@@ -281,6 +303,7 @@ class _Search:
         options: SearchOptions,
         notify: Callable[[str], None] | None = None,
         embeddings: Any = None,
+        warm: WarmContext | None = None,
     ):
         self.cat = cat
         self.embeddings = embeddings  # xmr.query_cache.EmbeddingCache or None
@@ -288,7 +311,8 @@ class _Search:
         self.settings = settings
         self.options = options
         self.notify = notify
-        self.encoders = _Encoders(cat, settings, notify)
+        self.warm = warm
+        self.encoders = warm.encoders(settings) if warm is not None else _Encoders(cat, settings, notify)
         # as the indexer stores them: absolute, symlinks not resolved
         self.under = [os.path.abspath(os.path.expanduser(u)) for u in options.under]
         self._native: dict[tuple[int, str], np.ndarray] = {}
@@ -416,7 +440,11 @@ class _Search:
             if q is None:
                 continue
             bridged = all(d["route"] == "bridge" for d in info if d["weight"] > 0)
-            store = VectorStore(paths.ann_dir(self.cat.index_dir), self.cat, space, model_id, q.shape[1], readonly=True)
+            if self.warm is not None:
+                store = self.warm.store(space, model_id, q.shape[1])
+            else:
+                ann = paths.ann_dir(self.cat.index_dir)
+                store = VectorStore(ann, self.cat, space, model_id, q.shape[1], readonly=True)
             space_total = self.cat.vector_count(space, model_id)
             for g_space, _model, kind, n in groups:
                 if g_space != space:

@@ -68,6 +68,12 @@ def load_encoder(space: str, settings: Settings, *, reuse: bool = True) -> Encod
     return encoder
 
 
+def release(space: str | None = None) -> int:
+    """Forget the encoders kept for reuse (one space, or all) so their memory can go; returns how many."""
+    spaces = [space] if space is not None else list(_LOADED)
+    return sum(_LOADED.pop(s, None) is not None for s in spaces)
+
+
 def model_status(space: str, settings: Settings) -> ModelStatus:
     """Where the configured model's weights resolve from, without loading them."""
     return _factory(space, settings).status(settings)

@@ -1,0 +1,129 @@
+"""Start and stop ``xmr serve``: host policy, the address file, uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xmr import paths
+from xmr.errors import UsageError
+from xmr.server.address import ServerAddress, new_token, read_address, remove_address, write_address
+from xmr.server.uploads import DEFAULT_MAX_UPLOAD_BYTES
+from xmr.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    """Refuse a non-loopback address unless the user asked for it explicitly."""
+    if not is_loopback(host) and not allow_remote:
+        raise UsageError(
+            f"refusing to listen on {host}: it is reachable from other machines",
+            hint="bind 127.0.0.1 (the default), or pass --allow-remote if you really mean it",
+        )
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allow_remote: bool = False
+    idle_unload_min: float = 15.0
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it a response written as headers + body waits 40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or exc
+        raise UsageError(f"cannot listen on {host}:{port}: {reason}", hint="choose another --port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    index_dir: Path | None = None,
+    settings: Settings | None = None,
+    options: ServeOptions | None = None,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> None:
+    """Run the server until interrupted. ``on_ready(launch_url)`` is called once it listens;
+    ``notify`` gets the searches' one-line notices (a one-time model preparation, a damaged ANN file).
+
+    The launch URL carries the token in its fragment (``#token=``), which the
+    browser never sends to the server.
+    """
+    import uvicorn
+
+    from xmr.server.app import ServerConfig, create_app
+    from xmr.server.state import WarmIndex
+    from xmr.server.uploads import Sandbox
+
+    # The server shares the cores with whatever else runs; spinning OpenMP threads collapse
+    # under contention (CLIP ViT-B-32 text, one query, load 7 on 2 cores: 1629 ms spinning,
+    # 143 ms passive). Only effective before torch is first imported (at the first query).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    options = options or ServeOptions()
+    settings = settings or Settings.from_env()
+    index_dir = index_dir or paths.index_dir()
+    check_host(options.host, options.allow_remote)
+    previous = read_address(index_dir)
+    if previous is not None and previous.alive() and previous.pid != os.getpid():
+        raise UsageError(f"a server is already running on this index at {previous.url} (pid {previous.pid})")
+    warm = WarmIndex(index_dir, settings, idle_unload_s=options.idle_unload_min * 60, notify=notify)
+    sandbox = Sandbox()
+    sandbox.start()
+    sock = None
+    token = new_token()
+    try:
+        sock = _bind(options.host, options.port)
+        port = sock.getsockname()[1]
+        shown = f"[{options.host}]" if ":" in options.host and not options.host.startswith("[") else options.host
+        url = f"http://{shown}:{port}"
+        config = ServerConfig(
+            index_dir=index_dir, token=token, host=shown, port=port, max_upload_bytes=options.max_upload_bytes
+        )
+        app = create_app(config, warm, sandbox)
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+        )
+        write_address(index_dir, ServerAddress(url=url, token=token, pid=os.getpid()))
+        if on_ready is not None:
+            started = server.startup
+
+            async def startup(sockets: list[socket.socket] | None = None) -> None:
+                await started(sockets=sockets)
+                on_ready(f"{url}/#token={token}")
+
+            server.startup = startup  # type: ignore[method-assign]
+        server.run(sockets=[sock])
+    finally:
+        remove_address(index_dir, token)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        sandbox.close()
+        warm.close()
