@@ -95,6 +95,15 @@ ClapOpt = Annotated[
         show_default=False,
     ),
 ]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32|bf16|int8 on CPU (env XMR_PRECISION; default fp32 to index, the index's own to search; "
+        "CUDA runs fp16).",
+        show_default=False,
+    ),
+]
 BatchOpt = Annotated[
     int | None, typer.Option("--batch-size", min=1, help="Encoder batch size (env XMR_BATCH_SIZE).", show_default=False)
 ]
@@ -118,10 +127,18 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _settings(device: str | None, clip_model: str | None, clap_model: str | None, batch_size: int | None) -> Any:
+def _settings(
+    device: str | None,
+    clip_model: str | None,
+    clap_model: str | None,
+    batch_size: int | None,
+    precision: str | None = None,
+) -> Any:
     from xmr.settings import Settings
 
-    return Settings.from_env(device=device, clip_model=clip_model, clap_model=clap_model, batch_size=batch_size)
+    return Settings.from_env(
+        device=device, clip_model=clip_model, clap_model=clap_model, batch_size=batch_size, precision=precision
+    )
 
 
 def _index_dir(index: Path | None) -> Path:
@@ -216,6 +233,7 @@ def index_cmd(
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
     batch_size: BatchOpt = None,
+    precision: PrecisionOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -232,7 +250,7 @@ def index_cmd(
         retry_errors=retry_errors,
         workers=workers,
     )
-    settings = _settings(device, clip_model, clap_model, batch_size)
+    settings = _settings(device, clip_model, clap_model, batch_size, precision)
     with _RichProgress(quiet) as progress:
         report = run_index(
             [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
@@ -302,6 +320,7 @@ def search_cmd(
     null: Annotated[bool, typer.Option("-0", "--null", help="Only the paths, NUL-separated (for xargs -0).")] = False,
     index: IndexOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
@@ -320,7 +339,7 @@ def search_cmd(
         exact=exact,
         concepts_file=str(concepts) if concepts else None,
     )
-    settings = _settings(device, None, None, None)
+    settings = _settings(device, None, None, None, precision)
     err = _stderr_console(quiet)
     response = search(
         parts,
@@ -387,6 +406,9 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
             for seg in r.segments[1:]:
                 table.add_row("", f"{seg.score:.2f}", seg.space, "", _where(seg), *([""] if explain else []))
     _stdout_console().print(table)
+    if explain:
+        for note in response.notes:
+            _stdout_console().print(f"note: {note}")
 
 
 # -- status / errors / info / remove ----------------------------------------------------------------
