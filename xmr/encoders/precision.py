@@ -106,7 +106,8 @@ def apply(model: Any, precision: str) -> Any:
     spec = {
         name: per_channel_dynamic_qconfig
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not _KEEP_FP32.search(name)
+        # exactly Linear: MultiheadAttention's out_proj (a subclass) must stay as it is
+        if type(module) is torch.nn.Linear and not _KEEP_FP32.search(name)
     }
     # torch warns that torch.ao.quantization is deprecated in favour of torchao; its
     # dynamic int8 Linear kernels are what we measured (benchmarks/precision.py)
