@@ -62,9 +62,9 @@ def load_concepts(extra_file: str | os.PathLike[str] | None = None) -> list[str]
 def concept_matrix(cat: Any, encoder: Any, concepts: Sequence[str], *, writable: bool = True) -> np.ndarray:
     """(n, dim) embeddings of ``concepts`` with ``encoder``; cached per model in the catalogue.
 
-    With a read-only catalogue (a search) the new vectors are cached through a
-    short write connection of their own when the index can be written, so only
-    the first bridged search pays for them.
+    A search opens the catalogue read-only and never writes: what it embeds here
+    serves that search only (``xmr index`` caches the concepts once both spaces
+    hold vectors).
     """
     model_id = encoder.info.model_id
     cached = cat.concept_vectors(model_id)
@@ -72,34 +72,9 @@ def concept_matrix(cat: Any, encoder: Any, concepts: Sequence[str], *, writable:
     if missing:
         vecs = np.asarray(encoder.embed_texts(list(missing)), dtype=np.float32)
         cached.update(zip(missing, vecs, strict=True))
-        if writable and getattr(cat, "readonly", False):
-            remember_concepts(cat.index_dir, model_id, missing, vecs)
-        elif writable:
+        if writable and not getattr(cat, "readonly", False):
             with cat.transaction():
                 cat.put_concept_vectors(model_id, missing, vecs)
-    return np.stack([cached[c] for c in concepts]).astype(np.float32)
-
-
-def remember_concepts(index_dir: Path, model_id: str, concepts: Sequence[str], vecs: np.ndarray) -> bool:
-    """Cache concept vectors in the catalogue at ``index_dir``; False when it cannot be written now."""
-    import sqlite3
-
-    from xmr.catalogue import Catalogue
-    from xmr.errors import XmrError
-
-    try:
-        with Catalogue.open(index_dir) as cat, cat.transaction():
-            cat.put_concept_vectors(model_id, concepts, vecs)
-        return True
-    except (XmrError, sqlite3.Error, OSError):  # a read-only index or folder: next time again
-        return False
-
-
-def cached_concept_matrix(cat: Any, model_id: str, concepts: Sequence[str]) -> np.ndarray | None:
-    """The cached matrix, or None when some concept has not been embedded by that model yet."""
-    cached = cat.concept_vectors(model_id)
-    if any(c not in cached for c in concepts):
-        return None
     return np.stack([cached[c] for c in concepts]).astype(np.float32)
 
 
