@@ -78,6 +78,14 @@ def concept_matrix(cat: Any, encoder: Any, concepts: Sequence[str], *, writable:
     return np.stack([cached[c] for c in concepts]).astype(np.float32)
 
 
+def cached_concept_matrix(cat: Any, model_id: str, concepts: Sequence[str]) -> np.ndarray | None:
+    """The cached matrix, or None when some concept has not been embedded by that model yet."""
+    cached = cat.concept_vectors(model_id)
+    if any(c not in cached for c in concepts):
+        return None
+    return np.stack([cached[c] for c in concepts]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Bridged:
     vector: np.ndarray  # unit vector in the target space
