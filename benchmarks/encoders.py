@@ -257,10 +257,10 @@ def bench_clip(args: argparse.Namespace, tmp: Path) -> None:
     ckpt, secs = timed(write_checkpoint)
     print(f"  checkpoint written in {secs:.1f}s ({ckpt.stat().st_size / 2**20:.0f} MiB)")
     settings = Settings(clip_model=f"{CLIP_ARCH}:{ckpt}", device=args.device, batch_size=args.batch_size,
-                        offline=True)
+                        offline=True, precision=args.precision)
     enc, secs = timed(lambda: ClipEncoder(settings))
     device = enc._device
-    precision = "fp16" if enc._half else "fp32"
+    precision = enc.precision
     default = "" if args.batch_size else " (encoder default)"
     print(f"  model load: {secs:.2f}s  [ClipEncoder(settings), incl. hashing the checkpoint]")
     print(f"  device {device_note(device)}, {precision}, batch size {enc.batch_size}{default}")
@@ -293,12 +293,21 @@ def bench_clip(args: argparse.Namespace, tmp: Path) -> None:
     line("images, full (decode+preprocess+encode)", n, "images", times,
          f"= {100 * t_model / t_full:.0f}% of model-only")
 
-    # texts
+    # texts: batches cut to their longest text, and the 77-token padded path they replace
+    def padded(texts: list[str]) -> int:
+        with torch.inference_mode():
+            for i in range(0, len(texts), bs):
+                enc._model.encode_text(enc._tokenizer(texts[i : i + bs]))
+        return len(texts)
+
     for label, texts, tokens in text_sets:
         enc.embed_texts(texts[:bs])  # warm-up
         out, times = best(lambda texts=texts: enc.embed_texts(texts), args.repeat)
         assert out.shape == (len(texts), enc.dim)
-        line(f"texts, {label} (mean {tokens:.0f} tokens)", len(texts), "texts", times)
+        t_dyn = line(f"texts, {label} (mean {tokens:.0f} tokens)", len(texts), "texts", times)
+        _, times = best(lambda texts=texts: padded(texts), args.repeat)
+        t_pad = line("  the same, every text padded to 77 tokens", len(texts), "texts", times)
+        print(f"  {'':<44} length-sorted batches: {t_pad / t_dyn:.2f}x the padded rate")
     print(f"  load average at end: {load_avg()}", flush=True)
 
 
@@ -330,10 +339,11 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     _, secs = timed(lambda: make_checkpoint(ckpt, amodel=CLAP_AMODEL, seed=0))
     print(f"  checkpoint written in {secs:.1f}s ({ckpt.stat().st_size / 2**20:.0f} MiB)")
-    settings = Settings(clap_model=str(ckpt), device=args.device, batch_size=args.batch_size, offline=True)
+    settings = Settings(clap_model=str(ckpt), device=args.device, batch_size=args.batch_size, offline=True,
+                        precision=args.precision)
     enc, secs = timed(lambda: ClapEncoder(settings))
     device = enc.device
-    precision = "fp16" if enc.half else "fp32"
+    precision = enc.precision
     print(f"  model load: {secs:.2f}s  [ClapEncoder(settings), incl. hashing the checkpoint]")
     sizes = BatchSizes(enc)
     text_sets = text_workload(enc, args.texts)
@@ -362,7 +372,8 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     sync(device)
     emb, times = best(lambda: enc.embed_audio(wins), args.repeat)
     assert emb.shape == (n_win, enc.dim)
-    t_model = line("windows, model-only (embed_audio, 10 s)", n_win, "windows", times)
+    t_model = line("windows, model-only (embed_audio, 10 s)", n_win, "windows", times,
+                   f"= {rate(n_win * 10.0, min(times)):.0f}x realtime")
 
     # full: file -> load_audio -> windows -> embed in the encoder's batches, one process
     def full() -> int:
@@ -382,12 +393,25 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     line("windows, full (decode+resample+encode)", n, "windows", times,
          f"= {rate(len(files) * AUDIO_SECONDS, t_full):.1f} s of audio/s, {100 * t_model / t_full:.0f}% of model-only")
 
-    # texts (laion-clap pads every text to 77 tokens, so length barely matters)
+    # texts: padded to each batch's longest, and laion-clap's pad-to-77 path they replace
+    import torch
+
+    def padded(texts: list[str]) -> int:
+        with torch.inference_mode():
+            for i in range(0, len(texts), bs_text):
+                tok = enc._tokenizer(texts[i : i + bs_text], padding="max_length", truncation=True, max_length=77,
+                                     return_tensors="pt")
+                enc.model.encode_text(dict(tok), device=enc.device)
+        return len(texts)
+
     for label, texts, tokens in text_sets:
         enc.embed_texts(texts[:bs_text])  # warm-up
         out, times = best(lambda texts=texts: enc.embed_texts(texts), args.repeat)
         assert out.shape == (len(texts), enc.dim)
-        line(f"texts, {label} (mean {tokens:.0f} tokens)", len(texts), "texts", times)
+        t_dyn = line(f"texts, {label} (mean {tokens:.0f} tokens)", len(texts), "texts", times)
+        _, times = best(lambda texts=texts: padded(texts), args.repeat)
+        t_pad = line("  the same, every text padded to 77 tokens", len(texts), "texts", times)
+        print(f"  {'':<44} length-sorted batches: {t_pad / t_dyn:.2f}x the padded rate")
     print(f"  load average at end: {load_avg()}", flush=True)
 
 
@@ -403,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]|mps (default auto)")
     ap.add_argument("--batch-size", type=int, default=None, help="override the encoders' default batch size")
     ap.add_argument("--only", choices=("clip", "clap"), default=None, help="run one backend only")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                    help="encoder precision on CPU (default fp32; CUDA runs fp16)")
     ap.add_argument("--repeat", type=int, default=2,
                     help="timed runs per measurement; the fastest is reported (default 2)")
     args = ap.parse_args(argv)

@@ -49,15 +49,19 @@ class _Fake:
     space = ""
     modalities: frozenset[str] = frozenset()
     dim = DIM
+    honours_precision = True  # tags its model ids like the real backends (xmr.encoders.precision)
 
     def __init__(self, settings: object) -> None:
+        from xmr.encoders import precision
         from xmr.settings import DEFAULT_CLAP_MODEL, DEFAULT_CLIP_MODEL
 
         # the default spec is "v1"; any other spec is another model (for model-switch tests)
         spec = getattr(settings, f"{self.space}_model", "")
         version = "v1" if spec in (DEFAULT_CLIP_MODEL, DEFAULT_CLAP_MODEL, "") else spec
+        # a CPU run, as far as precision goes
+        self.precision = precision.on_device(getattr(settings, "precision", None), "cpu")
         self.info = ModelInfo(
-            model_id=f"fake-{self.space}:{version}",
+            model_id=precision.tag_model_id(f"fake-{self.space}:{version}", self.precision),
             space=self.space,
             name=f"fake-{self.space}",
             pretrained=None,

@@ -558,3 +558,60 @@ def test_checkpoint_sha256_is_cached_per_file_version(tmp_path: Path) -> None:
     assert _known_sha256(f) == hashlib.sha256(b"abc").hexdigest()
     f.write_bytes(b"abcd")  # new size (and mtime): hashed again
     assert _sha256(f) == hashlib.sha256(b"abcd").hexdigest()
+
+
+# --------------------------------------------------------------------------- dynamic lengths, precision
+
+MIXED = [
+    "dog",
+    "a dog barking in the rain",
+    "piano music with a crowd applauding " * 12,
+    "",
+    "siren",
+    "wind and water over the river " * 4,
+] * 4
+
+
+@pytest.mark.slow
+def test_dynamic_lengths_equal_the_padded_path(encoder: Any) -> None:
+    import torch.nn.functional as F
+
+    tok = encoder._tokenizer(MIXED, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+    with torch.inference_mode():
+        data = {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+        want = F.normalize(encoder.model.encode_text(data, device=encoder.device), dim=-1).numpy()
+    widths: list[int] = []
+    inner = encoder.model.text_branch.forward
+
+    def spy(*a: Any, **k: Any) -> Any:
+        widths.append(int(k["input_ids"].shape[1]))
+        return inner(*a, **k)
+
+    encoder.model.text_branch.forward = spy
+    old = encoder.batch_size
+    try:
+        for size in (None, 3):
+            encoder.batch_size = size
+            widths.clear()
+            got = encoder.embed_texts(MIXED)
+            assert float(np.abs(got - want).max()) <= 1e-5, size
+            assert min(widths) <= 16 and max(widths) == 77, widths  # padded to each batch's longest only
+    finally:
+        encoder.batch_size = old
+        del encoder.model.text_branch.forward
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_lower_precisions_stay_close_to_fp32(
+    encoder: Any, tiny: tuple[Path, dict[str, Any]], precision: str
+) -> None:
+    from xmr.encoders.clap import ClapEncoder
+
+    low = ClapEncoder(Settings(clap_model=str(tiny[0]), device="cpu", precision=precision))
+    assert low.precision == precision and low.info.model_id == f"{encoder.info.model_id}@{precision}"
+    w = np.stack([w.samples for w in windows(quantize(_audio(23.0)))])
+    for a, b in ((encoder.embed_audio(w), low.embed_audio(w)), (encoder.embed_texts(MIXED), low.embed_texts(MIXED))):
+        cos = (a * b).sum(axis=1)
+        assert cos.min() >= 0.999, (precision, cos.min())
+        assert not np.array_equal(a, b)

@@ -441,3 +441,57 @@ def test_download_fetches_what_open_clip_would(tmp_path: Path, monkeypatch: pyte
     # present now: a second download is a no-op
     probed.clear()
     assert ClipEncoder.download(Settings(clip_model=DEFAULT_SPEC)).present and probed == []
+
+
+# ----------------------------------------------------------- dynamic lengths, precision
+
+MIXED = [
+    "cat",
+    "word " * 60,
+    "a photo of a dog on a red sofa",
+    "",
+    "the quick brown fox jumps over the lazy dog " * 3,
+    "x",
+    "word " * 200,  # truncated at the context, like the padded path
+    "sunset",
+] * 3
+
+
+def test_dynamic_lengths_equal_the_padded_path(enc: ClipEncoder, ref: SimpleNamespace) -> None:
+    seen: list[int] = []
+    runner = enc._text_runner
+    assert runner.dynamic
+    inner = runner.parts[0].transformer.forward
+    saved = enc.batch_size
+
+    def spy(x: object, *a: object, **k: object) -> object:
+        seen.append(int(x.shape[1]))  # type: ignore[attr-defined]
+        return inner(x, *a, **k)
+
+    runner.parts[0].transformer.forward = spy
+    try:
+        for size in (32, 3):
+            enc.batch_size = size
+            seen.clear()
+            got = enc.embed_texts(MIXED)
+            want = reference_text_embeddings(ref, MIXED)
+            assert np.abs(got - want).max() <= 1e-5, size
+            # the batches really were cut short: the shortest texts ("", "x") take 2-3 tokens
+            assert min(seen) <= 12 and max(seen) == 77 and len(seen) >= 3, seen
+    finally:
+        enc.batch_size = saved
+        del runner.parts[0].transformer.forward
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_lower_precisions_stay_close_to_fp32(enc: ClipEncoder, ref: SimpleNamespace, precision: str) -> None:
+    low = ClipEncoder(Settings(clip_model=f"ViT-B-32:{ref.weights}", offline=True, device="cpu", precision=precision))
+    assert low.precision == precision
+    assert low.info.model_id == f"{enc.info.model_id}@{precision}"
+    pre = enc.image_preprocessor()
+    pixels = np.stack([pre(p) for p in ref.images])
+    pairs = ((enc.embed_images(pixels), low.embed_images(pixels)), (enc.embed_texts(MIXED), low.embed_texts(MIXED)))
+    for a, b in pairs:
+        cos = (a * b).sum(axis=1)
+        assert cos.min() >= 0.999, cos.min()
+        assert not np.array_equal(a, b)  # it did run at another precision

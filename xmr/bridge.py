@@ -60,14 +60,19 @@ def load_concepts(extra_file: str | os.PathLike[str] | None = None) -> list[str]
 
 
 def concept_matrix(cat: Any, encoder: Any, concepts: Sequence[str], *, writable: bool = True) -> np.ndarray:
-    """(n, dim) embeddings of ``concepts`` with ``encoder``; cached per model in the catalogue."""
+    """(n, dim) embeddings of ``concepts`` with ``encoder``; cached per model in the catalogue.
+
+    A search opens the catalogue read-only and never writes: what it embeds here
+    serves that search only (``xmr index`` caches the concepts once both spaces
+    hold vectors).
+    """
     model_id = encoder.info.model_id
     cached = cat.concept_vectors(model_id)
     missing = [c for c in concepts if c not in cached]
     if missing:
         vecs = np.asarray(encoder.embed_texts(list(missing)), dtype=np.float32)
         cached.update(zip(missing, vecs, strict=True))
-        if writable:
+        if writable and not getattr(cat, "readonly", False):
             with cat.transaction():
                 cat.put_concept_vectors(model_id, missing, vecs)
     return np.stack([cached[c] for c in concepts]).astype(np.float32)

@@ -228,9 +228,10 @@ def _under_any(column: str, roots: Sequence[str]) -> tuple[str, list[str]]:
 class Catalogue:
     """An open catalogue. Not thread-safe; one per process (or per thread)."""
 
-    def __init__(self, index_dir: Path, conn: sqlite3.Connection):
+    def __init__(self, index_dir: Path, conn: sqlite3.Connection, *, readonly: bool = False):
         self.index_dir = index_dir
         self.conn = conn
+        self.readonly = readonly
 
     @property
     def db(self) -> Any:
@@ -263,7 +264,7 @@ class Catalogue:
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
-            cat = cls(index_dir, conn)
+            cat = cls(index_dir, conn, readonly=readonly)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise CatalogueError(f"cannot open catalogue: {exc}", path=db_path) from exc

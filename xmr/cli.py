@@ -95,6 +95,15 @@ ClapOpt = Annotated[
         show_default=False,
     ),
 ]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32|bf16|int8 on CPU (env XMR_PRECISION; default fp32 to index, the index's own to search; "
+        "CUDA runs fp16).",
+        show_default=False,
+    ),
+]
 BatchOpt = Annotated[
     int | None, typer.Option("--batch-size", min=1, help="Encoder batch size (env XMR_BATCH_SIZE).", show_default=False)
 ]
@@ -118,10 +127,18 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _settings(device: str | None, clip_model: str | None, clap_model: str | None, batch_size: int | None) -> Any:
+def _settings(
+    device: str | None,
+    clip_model: str | None,
+    clap_model: str | None,
+    batch_size: int | None,
+    precision: str | None = None,
+) -> Any:
     from xmr.settings import Settings
 
-    return Settings.from_env(device=device, clip_model=clip_model, clap_model=clap_model, batch_size=batch_size)
+    return Settings.from_env(
+        device=device, clip_model=clip_model, clap_model=clap_model, batch_size=batch_size, precision=precision
+    )
 
 
 def _index_dir(index: Path | None) -> Path:
@@ -216,6 +233,7 @@ def index_cmd(
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
     batch_size: BatchOpt = None,
+    precision: PrecisionOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -232,7 +250,7 @@ def index_cmd(
         retry_errors=retry_errors,
         workers=workers,
     )
-    settings = _settings(device, clip_model, clap_model, batch_size)
+    settings = _settings(device, clip_model, clap_model, batch_size, precision)
     with _RichProgress(quiet) as progress:
         report = run_index(
             [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
@@ -302,9 +320,13 @@ def search_cmd(
     null: Annotated[bool, typer.Option("-0", "--null", help="Only the paths, NUL-separated (for xargs -0).")] = False,
     index: IndexOpt = None,
     device: DeviceOpt = None,
+<<<<<<< HEAD
     no_server: Annotated[
         bool, typer.Option("--no-server", help="Search in this process even if 'xmr serve' runs on the index.")
     ] = False,
+=======
+    precision: PrecisionOpt = None,
+>>>>>>> speed
     quiet: QuietOpt = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
@@ -313,6 +335,7 @@ def search_cmd(
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
     parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+<<<<<<< HEAD
     under_ = [os.path.abspath(os.path.expanduser(str(u))) for u in under or []]
     index_dir = _index_dir(index)
     response: Any = None
@@ -344,6 +367,26 @@ def search_cmd(
             options=options,
             notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
         )
+=======
+    options = SearchOptions(
+        k=top,
+        types=type_ or [],
+        under=[str(u) for u in under or []],
+        min_score=min_score,
+        all_segments=all_segments,
+        exact=exact,
+        concepts_file=str(concepts) if concepts else None,
+    )
+    settings = _settings(device, None, None, None, precision)
+    err = _stderr_console(quiet)
+    response = search(
+        parts,
+        index_dir=_index_dir(index),
+        settings=settings,
+        options=options,
+        notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
+    )
+>>>>>>> speed
     if json_out:
         _emit_json(response.as_dict(explain=explain, all_segments=all_segments))
     elif jsonl:
@@ -402,6 +445,9 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
             for seg in r.segments[1:]:
                 table.add_row("", f"{seg.score:.2f}", seg.space, "", _where(seg), *([""] if explain else []))
     _stdout_console().print(table)
+    if explain:
+        for note in response.notes:
+            _stdout_console().print(f"note: {note}")
 
 
 # -- serve ---------------------------------------------------------------------------------------

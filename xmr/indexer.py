@@ -35,7 +35,7 @@ import numpy as np
 from xmr import paths
 from xmr.catalogue import Catalogue, FileRow, SegmentData, index_lock, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
-from xmr.encoders import SPACES_FOR_MODALITY, load_encoder, model_status
+from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, load_encoder, model_status
 from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
 from xmr.settings import Settings
 from xmr.sniff import HEAD_BYTES, classify
@@ -79,7 +79,7 @@ class IndexOptions:
     commit_segments: int = 64  # flush a batch once it holds this many segments
     commit_files: int = 256  # ... or this many files
     checkpoint_ann: bool = True
-    bridge_concepts: bool = True  # embed the bridge vocabulary once per model, so searches need not
+    bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
 
 
 @dataclass
@@ -284,6 +284,12 @@ class _Run:
         args = {"roots": roots, **asdict(options), "clip_model": settings.clip_model, "clap_model": settings.clap_model}
         args["excludes"] = list(options.excludes)
         args["modalities"] = list(options.modalities)
+        if options.workers != 0:
+            # Decoders and torch's OpenMP threads share the cores: spinning OpenMP threads
+            # starve the decoders (measured: 68% of the model-only rate with spinning, 77%
+            # passive; benchmarks/index.py). Only effective before torch is first imported,
+            # which choosing a precision may do (_stale_spaces).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.run_id = cat.start_run("index", args)
         self.report = IndexReport(run_id=self.run_id, roots=roots)
         self.vanished_hashes: set[str] = set()
@@ -304,7 +310,7 @@ class _Run:
             self._delete(to_delete)
             if self.options.checkpoint_ann:
                 self._checkpoint_ann()
-            if self.options.bridge_concepts and {"clip", "clap"} <= set(self.encoders):
+            if self.options.bridge_concepts:
                 self._embed_concepts()
             status = "completed"
         except KeyboardInterrupt:
@@ -413,12 +419,22 @@ class _Run:
         return self._encoded_cache[space]
 
     def _stale_spaces(self) -> set[str]:
-        """Spaces whose configured model differs from the one the catalogue was built with."""
+        """Spaces whose configured model or precision differs from the one the catalogue was built with."""
+        from xmr.encoders import precision
+
         stale = set()
+        wanted: str | None = None
         for space in self.spaces:
             active = self.cat.active_model(space)
             row = self.cat.model_row(active) if active else None
             if row is None or row.get("spec") != self._configured_spec(space):
+                stale.add(space)
+                continue
+            if not honours_precision(space, self.settings):
+                continue  # a custom backend's ids are its own
+            if wanted is None:
+                wanted = precision.expected_tag(self.settings.precision, self.settings.device)
+            if precision.of_model_id(active) != wanted:
                 stale.add(space)
         return stale
 
@@ -473,10 +489,6 @@ class _Run:
             return
         import multiprocessing
 
-        # Decoders and torch's OpenMP threads share the cores: spinning OpenMP threads
-        # starve the decoders (measured: 68% of the model-only rate with spinning, 77%
-        # passive; benchmarks/index.py). Only effective before torch is first imported.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         # spawn: forking a process that holds torch threads is unsafe. The pool starts
         # before the models load, so the workers' start-up overlaps it.
         ctx = multiprocessing.get_context("spawn")
@@ -713,8 +725,15 @@ class _Run:
             self.cat.gc_contents(self.replaced_hashes)
 
     def _embed_concepts(self) -> None:
+        """Embed the bridge vocabulary with the loaded models, once per model, when a bridge
+        can carry results: once both spaces hold vectors. Before that (say a first folder
+        of photos) a search that needs a bridge embeds the concepts itself, once."""
         from xmr import bridge
 
+        for space in ("clip", "clap"):
+            model_id = self.cat.active_model(space)
+            if not model_id or self.cat.vector_count(space, model_id) == 0:
+                return
         concepts = bridge.load_concepts()
         for enc in self.encoders.values():
             if bridge.cached_concept_matrix(self.cat, enc.info.model_id, concepts) is None:

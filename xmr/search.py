@@ -167,6 +167,7 @@ class SearchResponse:
     routes: list[Route]
     elapsed_s: float
     searched: list[dict[str, Any]]  # per group: space, kind, vectors, candidates
+    notes: list[str] = field(default_factory=list)  # e.g. a query embedded at another precision than the index
 
     def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
         return {
@@ -175,6 +176,7 @@ class SearchResponse:
             "results": [r.as_dict(explain=explain, all_segments=all_segments) for r in self.results],
             "routes": [r.__dict__ for r in self.routes] if explain else None,
             "searched": self.searched if explain else None,
+            "notes": self.notes if explain else None,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -204,14 +206,27 @@ class _Encoders:
         self.settings = settings
         self.notify = notify
         self.loaded: dict[str, Any] = {}
+        self.notes: list[str] = []  # shown with --explain
 
     def get(self, space: str) -> Any:
         if space not in self.loaded:
+            from dataclasses import replace
+
+            from xmr.encoders import precision
             from xmr.encoders.query import query_encoder
 
             model_id = self.cat.active_model(space)
             row = self.cat.model_row(model_id) if model_id else None
-            self.loaded[space] = query_encoder(space, row, self.settings, notify=self.notify)
+            # queries run at the index's precision unless one is asked for
+            built = precision.of_model_id(model_id)
+            settings = replace(self.settings, precision=precision.check(self.settings.precision) or built)
+            enc = query_encoder(space, row, settings, notify=self.notify)
+            used = getattr(enc, "precision", None) or precision.of_model_id(enc.info.model_id)
+            if model_id and used != built:
+                self.notes.append(
+                    f"{space}: the index was built at {built} ({model_id}); this query was embedded at {used}"
+                )
+            self.loaded[space] = enc
         return self.loaded[space]
 
 
@@ -507,6 +522,7 @@ class _Search:
             routes=routes,
             elapsed_s=time.perf_counter() - t0,
             searched=searched,
+            notes=list(self.encoders.notes),
         )
 
     def _group_hits(self, plan: _GroupPlan, k_fetch: int) -> list[SegmentHit]:

@@ -46,6 +46,8 @@ class Settings:
     batch_size: int | None = None  # None: the backend chooses for the device
     offline: bool = False
     query_engine: str = "onnx"  # onnx (per-tower ONNX Runtime) | torch (the backends)
+    # fp32|bf16|int8 on CPU (xmr.encoders.precision); None: fp32 to index, the index's own to search
+    precision: str | None = None
     # space name -> "module:factory"; lets a custom backend replace a built-in one
     backends: dict[str, str] = field(default_factory=dict)
 
@@ -59,6 +61,7 @@ class Settings:
             batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
             offline=offline_mode(),
             query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
+            precision=env.get("XMR_PRECISION") or None,
         )
         for space in ("clip", "clap"):
             spec = env.get(f"XMR_BACKEND_{space.upper()}")
@@ -67,6 +70,9 @@ class Settings:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
+        from xmr.encoders.precision import check
+
+        s.precision = check(s.precision)
         s.clip_model = absolute_spec(s.clip_model)
         s.clap_model = absolute_spec(s.clap_model)
         return s

@@ -49,7 +49,8 @@ _LOADED: dict[str, tuple[tuple[object, ...], Encoder]] = {}
 
 def _cache_key(space: str, settings: Settings) -> tuple[object, ...]:
     spec = settings.clip_model if space == "clip" else settings.clap_model if space == "clap" else ""
-    return (settings.backends.get(space), spec, settings.device, settings.batch_size, settings.offline)
+    backend = settings.backends.get(space)
+    return (backend, spec, settings.device, settings.batch_size, settings.offline, settings.precision)
 
 
 def load_encoder(space: str, settings: Settings, *, reuse: bool = True) -> Encoder:
@@ -72,6 +73,15 @@ def release(space: str | None = None) -> int:
     """Forget the encoders kept for reuse (one space, or all) so their memory can go; returns how many."""
     spaces = [space] if space is not None else list(_LOADED)
     return sum(_LOADED.pop(s, None) is not None for s in spaces)
+
+
+def honours_precision(space: str, settings: Settings) -> bool:
+    """Whether the backend of ``space`` runs at ``settings.precision`` and tags its model ids
+    (xmr.encoders.precision): the built-in ones do; a custom one says so with a class
+    attribute ``honours_precision = True``."""
+    if space not in settings.backends:
+        return True
+    return bool(getattr(_factory(space, settings), "honours_precision", False))
 
 
 def model_status(space: str, settings: Settings) -> ModelStatus:

@@ -44,7 +44,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xmr import paths
+from xmr.encoders import precision
 from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.encoders.textbatch import embed_sorted, length_batches, pad_batch
 from xmr.errors import ModelError, ModelMissing
 from xmr.preprocess.audio import RESAMPLE_QUALITY, SAMPLE_RATE, WINDOW_S, WINDOW_SAMPLES
 from xmr.settings import Settings, offline_mode
@@ -526,6 +528,8 @@ class ClapEncoder:
         self.model = model
         if self.half:
             self._convert_half()
+        self.precision = precision.on_device(settings.precision, self.device.type)
+        self.model = precision.apply(self.model, self.precision)
         self.arch = arch
         self.audio_cfg = model.audio_cfg
         self.batch_size = settings.batch_size
@@ -538,6 +542,7 @@ class ClapEncoder:
             sha = _sha256(ck.path)
             model_id = f"clap:{arch.amodel}:sha256:{sha[:16]}"
             pretrained = None
+        model_id = precision.tag_model_id(model_id, self.precision)
         self.checkpoint_path = ck.path
         self.info = ModelInfo(
             model_id=model_id,
@@ -559,7 +564,7 @@ class ClapEncoder:
                 "fusion_type": arch.fusion_type,
                 "text_tokenizer": "roberta-base",
                 "text_max_length": CONTEXT_LENGTH,
-                "text_padding": "max_length",
+                "text_padding": "max_length",  # what the vectors equal; batches pad less (same vectors)
             },
         )
 
@@ -683,20 +688,21 @@ class ClapEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
-        out: list[np.ndarray] = []
+        # laion-clap's CLAP_Module.tokenizer() truncates to 77 and pads to 77; padding
+        # only to each batch's longest gives the same vectors (xmr.encoders.textbatch)
+        rows = self._tokenizer(texts, padding=False, truncation=True, max_length=CONTEXT_LENGTH)["input_ids"]
+        size = next(self._batches(1 << 30, 32, 256))[1]
+
+        def embed(idx: np.ndarray) -> np.ndarray:
+            ids, mask = pad_batch([rows[i] for i in idx], self._tokenizer.pad_token_id)
+            data = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+            with precision.autocast(self.precision):
+                emb = self.model.encode_text(data, device=self.device)
+            return self._finish(F.normalize(emb.float(), dim=-1))
+
         with torch.inference_mode():
-            for a, b in self._batches(len(texts), 32, 256):
-                # exactly laion-clap's CLAP_Module.tokenizer()
-                tok = self._tokenizer(
-                    texts[a:b], padding="max_length", truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt"
-                )
-                data = {
-                    "input_ids": tok["input_ids"].to(self.device),
-                    "attention_mask": tok["attention_mask"].to(self.device),
-                }
-                emb = F.normalize(self.model.encode_text(data, device=self.device), dim=-1)
-                out.append(self._finish(emb))
-        return np.concatenate(out, axis=0)
+            batches = length_batches([len(r) for r in rows], size, CONTEXT_LENGTH)
+            return embed_sorted(len(texts), batches, embed, DIM)
 
     # ---------------------------------------------------------------- audio
 
@@ -727,8 +733,9 @@ class ClapEncoder:
                     # get_audio_features(data_truncating="fusion") for a 10 s clip: the mel, stacked 4x
                     mel = _fusion_mel(wav, self.audio_cfg)
                     inp["mel_fusion"] = mel.unsqueeze(1).repeat(1, 4, 1, 1).to(dtype)
-                feats = self.model.encode_audio(inp, device=self.device)["embedding"]
-                emb = F.normalize(self.model.audio_projection(feats), dim=-1)
+                with precision.autocast(self.precision):
+                    feats = self.model.encode_audio(inp, device=self.device)["embedding"]
+                    emb = F.normalize(self.model.audio_projection(feats).float(), dim=-1)
                 out.append(self._finish(emb))
         return np.concatenate(out, axis=0)
 

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xmr.encoders import precision
 from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.encoders.textbatch import ClipTextRunner, embed_sorted, length_batches
 from xmr.errors import ModelError, ModelMissing, UsageError
 from xmr.paths import models_dir
 from xmr.preprocess.image import ImagePreprocessor
@@ -663,6 +665,9 @@ class ClipEncoder:
         self._device = device
         self._half = use_half(device)
         self._model, self._tokenizer = self._build(res, device, self._half)
+        self.precision = precision.on_device(settings.precision, device.type)
+        self._model = precision.apply(self._model, self.precision)
+        self._text_runner = ClipTextRunner(self._model)
 
         cfg = self._model.visual.preprocess_cfg
         self._preprocessor = ImagePreprocessor.from_open_clip(cfg)
@@ -679,6 +684,7 @@ class ClipEncoder:
             model_id = f"clip:hf-hub:{spec.repo}"
         else:
             model_id = f"clip:{res.name}:sha256:{sha[:16] if sha else 'unknown'}"
+        model_id = precision.tag_model_id(model_id, self.precision)
         # what decides the pixels (the decode guard max_pixels does not)
         pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
         self.info = ModelInfo(
@@ -787,13 +793,18 @@ class ClipEncoder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
+        runner = self._text_runner
         with torch.inference_mode(), _quiet():
-            for i in range(0, len(texts), self.batch_size):
-                tokens = self._tokenizer(list(texts[i : i + self.batch_size])).to(self._device)
-                feats = self._model.encode_text(tokens)
-                out.append(F.normalize(feats.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
+            tokens = self._tokenizer(list(texts))
+            lengths = runner.lengths(tokens)
+
+            def embed(idx: np.ndarray) -> np.ndarray:
+                with precision.autocast(self.precision):
+                    feats = runner.features(tokens[torch.from_numpy(idx)].to(self._device))
+                return F.normalize(feats.float(), dim=-1).cpu().numpy()
+
+            batches = length_batches(lengths, self.batch_size, int(tokens.shape[1]))
+            return embed_sorted(len(texts), batches, embed, self.dim)
 
     # -- images
 
@@ -816,7 +827,8 @@ class ClipEncoder:
         with torch.inference_mode():
             for i in range(0, len(arr), self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(arr[i : i + self.batch_size]))
-                feats = self._model.encode_image(batch.to(self._device, dtype=dtype))
+                with precision.autocast(self.precision):
+                    feats = self._model.encode_image(batch.to(self._device, dtype=dtype))
                 out.append(F.normalize(feats.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 

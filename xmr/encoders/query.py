@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from xmr.encoders import towers
+from xmr.encoders import precision, towers
 from xmr.encoders.base import ModelInfo
 from xmr.errors import UsageError
 from xmr.settings import Settings
@@ -29,7 +29,8 @@ def backend_encoder(space: str, row: dict[str, Any] | None, settings: Settings) 
     if row and row.get("spec"):
         settings = replace(settings, **{f"{space}_model": row["spec"]})
     enc = load_encoder(space, settings)
-    if row and enc.info.model_id != row["id"]:
+    # the same model at another precision (see xmr.encoders.precision) may embed the query
+    if row and precision.base_model_id(enc.info.model_id) != precision.base_model_id(row["id"]):
         raise UsageError(
             f"the {space} model resolves to {enc.info.model_id}, but the index was built with {row['id']}",
             hint="re-index with the model you want to search with",
@@ -67,6 +68,8 @@ def query_encoder(
 ) -> Any:
     if row is None or _uses_backend(space, settings) or not row.get("checkpoint_sha256"):
         return backend_encoder(space, row, settings)
+    if precision.of_model_id(row["id"]) != precision.DEFAULT or (settings.precision or "fp32") != precision.DEFAULT:
+        return backend_encoder(space, row, settings)  # the query towers are fp32 exports
     info = model_info(row)
     if towers.unsupported_reason(info):
         return backend_encoder(space, row, settings)
