@@ -29,7 +29,9 @@ class _XmrGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
-        debug = os.environ.get("XMR_DEBUG", "").strip() not in ("", "0")
+        from xmr.settings import env_flag
+
+        debug = env_flag("XMR_DEBUG")
         try:
             return super().invoke(ctx)
         except XmrError as exc:
@@ -209,6 +211,9 @@ def index_cmd(
         str, typer.Option("--modalities", help="Comma-separated subset of image,audio,text.")
     ] = "image,audio,text",
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Try failed files again.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another xmr process is writing the index, wait for it (else exit 12).")
+    ] = False,
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
     ] = None,
@@ -231,6 +236,7 @@ def index_cmd(
         modalities=mods,
         retry_errors=retry_errors,
         workers=workers,
+        wait=wait,
     )
     settings = _settings(device, clip_model, clap_model, batch_size)
     with _RichProgress(quiet) as progress:
@@ -519,6 +525,8 @@ def remove_cmd(
         _emit_json(result)
         return
     err = _stderr_console(quiet)
+    if result.get("notice"):
+        err.print(f"warning: {result['notice']}")
     for p in result["not_indexed"]:
         err.print(f"warning: {p}: not in the index")
     err.print(f"removed {result['removed']} file(s)")
