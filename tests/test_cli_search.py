@@ -161,6 +161,45 @@ def test_search_while_indexing_sees_what_was_committed(tmp_path: Path, xmr_cmd: 
     assert indexer.returncode == 0, indexer.stderr.read().decode()
 
 
+def test_eight_concurrent_searches_during_an_index_run(tmp_path: Path, xmr_cmd: list[str]) -> None:
+    """0 errors, and every path a search returns is in the catalogue when it returns."""
+    root = tmp_path / "growing"
+    expected = make_big_tree(root, 1500)
+    db = paths.catalogue_path(paths.index_dir())
+    env = dict(os.environ, FAKE_ENCODER_DELAY="0.005")
+    indexer = subprocess.Popen(
+        xmr_cmd + ["index", str(root), "--quiet", "--workers", "0"], env=env, stderr=subprocess.PIPE
+    )
+    queries = ["alpha bravo", "charlie", "delta echo", "foxtrot golf", "hotel", "india juliet", "kilo", "lima alpha"]
+    outcomes = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_committed_text_files(db)) < 100:
+            time.sleep(0.05)
+        assert indexer.poll() is None, "the indexer finished before the searches could overlap it"
+        searches = [
+            subprocess.Popen(
+                xmr_cmd + ["search", q, "-k", "50", "--paths"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for q in queries
+        ]
+        all_started_during_run = indexer.poll() is None
+        for proc in searches:
+            out, err = proc.communicate(timeout=300)
+            # what the catalogue holds now (the run only adds files, so "now" covers "when it answered")
+            outcomes.append((proc.returncode, err.decode(), out.decode().splitlines(), _committed_text_files(db)))
+            if len(outcomes) == 1:
+                answered_during_run = indexer.poll() is None
+    finally:
+        indexer.wait(timeout=300)
+    assert all_started_during_run and answered_during_run, "the searches ran while the indexer was working"
+    assert indexer.returncode == 0, indexer.stderr.read().decode()
+    errors = [(rc, err) for rc, err, _, _ in outcomes if rc != 0 or err.strip()]
+    assert errors == []
+    for _, _, found, committed in outcomes:
+        assert found and set(found) <= committed <= expected
+
+
 def test_names_that_are_not_utf8_come_out_exactly(tmp_path: Path, xmr_cmd: list[str]) -> None:
     from test_indexer import make_image
 
