@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_crash import _indexed_count, make_big_tree
+from cli_helpers import start_slow_index
+from test_crash import make_big_tree
 
 from xmr import paths
 from xmr.errors import ExitCode, IndexLocked
@@ -53,14 +54,9 @@ def test_wait_blocks_until_the_holder_is_done(tmp_path: Path) -> None:
 def test_second_xmr_index_names_the_running_one_or_waits_for_it(tmp_path: Path, xmr_cmd: list[str]) -> None:
     root = tmp_path / "tree"
     expected = make_big_tree(root, 300)
-    db = paths.catalogue_path(paths.index_dir())
-    slow = dict(os.environ, FAKE_ENCODER_DELAY="0.01")
     cmd = xmr_cmd + ["index", str(root), "--quiet", "--workers", "0"]
-    first = subprocess.Popen(cmd, env=slow, stderr=subprocess.PIPE)
+    first = start_slow_index(cmd[4:], delay=0.01, min_committed=20)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and first.poll() is None and _indexed_count(db) < 20:
-            time.sleep(0.02)
         assert first.poll() is None, "the first run ended before the second could meet its lock"
         refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         # not --quiet: the waiter says whom it waits for
