@@ -1,5 +1,5 @@
 """An index directory turned read-only: `xmr index` says so in one line with its own exit
-code and changes nothing.
+code and changes nothing, and search still works.
 
 Root ignores file modes, so under root the commands run as an unprivileged user
 (through util-linux ``setpriv``) who owns the index, as a real owner would.
@@ -82,3 +82,8 @@ def test_index_into_a_read_only_index_dir(shared_dir: Path, monkeypatch: pytest.
     assert len(lines) == 1 and lines[0].startswith(f"xmr: error: {index}: the index is read-only"), res.stderr
     assert "Traceback" not in res.stderr
     assert _contents(index) == before  # nothing was written
+
+    res = _as_owner(index, ["search", "alpha bravo", "--paths"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() and all(Path(p).is_file() for p in res.stdout.splitlines())
+    assert _contents(index) == before

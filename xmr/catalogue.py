@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from xmr import __version__, paths
-from xmr.errors import CatalogueError, NoIndex, read_only, write_failure
+from xmr.errors import CatalogueError, NoIndex, write_failure
 
 # Numbered migrations; each runs in one transaction with PRAGMA user_version.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -249,8 +249,6 @@ class Catalogue:
                 raise write_failure(exc, index_dir, "creating the catalogue") or CatalogueError(
                     f"cannot create the catalogue: {exc.strerror}", path=index_dir
                 ) from exc
-        elif not readonly and not (os.access(db_path, os.W_OK) and os.access(index_dir, os.W_OK)):
-            raise read_only(index_dir, "opening the catalogue")
         try:
             if readonly:
                 conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
