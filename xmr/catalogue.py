@@ -13,6 +13,7 @@ short ``transaction()`` so an interrupted run keeps what it committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -306,9 +307,11 @@ class Catalogue:
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException as exc:
-            # SQLite may already have rolled back by itself (SQLITE_FULL can do that)
+            # SQLite may already have rolled back by itself (SQLITE_FULL can do that); a rollback
+            # that fails must not hide why: nothing uncommitted survives the connection anyway
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             mapped = write_failure(exc, paths.catalogue_path(self.index_dir), "committing to the catalogue")
             if mapped is not None:
                 raise mapped from exc

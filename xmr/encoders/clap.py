@@ -606,7 +606,7 @@ class ClapEncoder:
         if ck.path is None:
             assert ck.name is not None
             try:
-                hf_hub_download(repo_id=HF_REPO, filename=ck.name)
+                hf_hub_download(repo_id=HF_REPO, filename=ck.name, cache_dir=str(_hf_cache_dir()))
             except Exception as exc:
                 raise ModelMissing(
                     f"cannot download {ck.name} from {HF_REPO}: {_first_line(exc)}",
@@ -616,7 +616,7 @@ class ClapEncoder:
             repo = ROBERTA_REPOS[1]
             for fname in _TOKENIZER_DOWNLOAD:
                 try:
-                    hf_hub_download(repo_id=repo, filename=fname)
+                    hf_hub_download(repo_id=repo, filename=fname, cache_dir=str(_hf_cache_dir()))
                 except Exception as exc:
                     if fname in ("vocab.json", "merges.txt"):
                         raise ModelMissing(
