@@ -24,7 +24,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None
         with pytest.raises(IndexLocked) as info, index_lock(index):
             pass
     assert info.value.pid == os.getpid() and f"pid {os.getpid()}" in str(info.value)
-    assert info.value.exit_code == ExitCode.LOCKED == 11
+    assert info.value.exit_code == ExitCode.LOCKED == 12
     with index_lock(index):  # released on exit: the next writer gets it at once
         pass
 

@@ -77,7 +77,7 @@ def test_index_into_a_read_only_index_dir(shared_dir: Path, monkeypatch: pytest.
     os.chmod(index, 0o500)
 
     res = _as_owner(index, ["index", str(root), "--workers", "0"])
-    assert res.returncode == ExitCode.READ_ONLY == 12, res.stderr
+    assert res.returncode == ExitCode.READ_ONLY == 13, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"xmr: error: {index}: the index is read-only"), res.stderr
     assert "Traceback" not in res.stderr
