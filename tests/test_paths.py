@@ -80,10 +80,10 @@ def test_fresh_index_is_private_after_index_and_search(tmp_path: Path, open_umas
     # everything a run writes is there: catalogue with its WAL and shared memory, the
     # lock, the ANN files with their lock files, and the search's calibration cache
     names = set(found)
-    assert {".", "catalogue.db", "catalogue.db-wal", "catalogue.db-shm", "index.lock", "ann", "calibration"} <= names
+    assert {".", "catalogue.db", "catalogue.db-wal", "catalogue.db-shm", "index.lock", "ann", "cache"} <= names
     assert any(n.startswith("ann/") and n.endswith(".hnsw") for n in names)
     assert any(n.startswith("ann/") and n.endswith(".lock") for n in names)
-    assert any(n.startswith("calibration/bg-") for n in names)
+    assert any(n.startswith("cache/calibration/bg-") for n in names)
     for name, mode in found.items():
         is_dir = (index / name).is_dir()
         assert mode == (0o700 if is_dir else 0o600), f"{name}: {oct(mode)}"
