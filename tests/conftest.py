@@ -53,7 +53,12 @@ def _no_network(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own index, caches and offline mode."""
+    """Every test gets its own index, caches and offline mode.
+
+    Every XMR_* variable of the developer's shell is cleared first, so none can
+    leak into a test (a test that needs one sets it)."""
+    for name in [n for n in os.environ if n.startswith("XMR_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("XMR_HOME", str(tmp_path / "xmr-home"))
     monkeypatch.setenv("XMR_MODELS_DIR", str(tmp_path / "xmr-models"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -61,8 +66,6 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XMR_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    for name in ("XMR_CLIP_MODEL", "XMR_CLAP_MODEL", "XMR_DEVICE", "XMR_BACKEND_CLIP", "XMR_BACKEND_CLAP", "XMR_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -139,18 +138,19 @@ def test_light_commands_do_not_import_torch(args: list[str], media: Path) -> Non
     assert "HEAVY=\n" in res.stderr, res.stderr
 
 
-def test_help_is_fast() -> None:
-    # one warm-up so the measurement is not dominated by a cold disk cache
-    subprocess.run([sys.executable, "-m", "xmr", "--help"], capture_output=True, timeout=60)
-    best = min(_timed([sys.executable, "-m", "xmr", "--help"]) for _ in range(3))
-    assert best < 0.5, f"xmr --help took {best:.2f}s"
-
-
-def _timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, timeout=60)
-    assert res.returncode == 0
-    return time.perf_counter() - t0
+def test_help_imports_nothing_heavy() -> None:
+    """What keeps `xmr --help` fast: it loads the CLI and nothing of the engine (the time
+    itself is measured by benchmarks/startup.py, not asserted here)."""
+    engine = ("torch", "open_clip", "transformers", "huggingface_hub", "numpy", "sqlite3", "hnswlib", "PIL")
+    script = (
+        "import sys\n"
+        "from xmr.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"sys.stderr.write('LOADED=' + ','.join(m for m in {engine!r} if m in sys.modules) + '\\n')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "Usage" in res.stdout, res.stderr
+    assert "LOADED=\n" in res.stderr, res.stderr
 
 
 def test_file_names_that_look_like_markup_are_plain_text(tmp_path: Path) -> None:

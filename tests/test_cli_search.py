@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
-import time
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import pytest
-from cli_helpers import invoke
+from cli_helpers import committed_files, invoke, start_slow_index
 from test_crash import make_big_tree
 
 from xmr import paths
@@ -120,30 +118,13 @@ def test_search_without_an_index(tmp_path: Path) -> None:
     assert "no index" in res.stderr
 
 
-def _committed_text_files(db: Path) -> set[str]:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            return {p for (p,) in con.execute("SELECT path FROM files WHERE status = 'indexed'")}
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # created but not migrated yet
-        return set()
-
-
 def test_search_while_indexing_sees_what_was_committed(tmp_path: Path, xmr_cmd: list[str]) -> None:
     root = tmp_path / "growing"
     expected = make_big_tree(root, 1200)
     db = paths.catalogue_path(paths.index_dir())
-    env = dict(os.environ, FAKE_ENCODER_DELAY="0.004")
-    indexer = subprocess.Popen(
-        xmr_cmd + ["index", str(root), "--quiet", "--workers", "0"], env=env, stderr=subprocess.PIPE
-    )
+    indexer = start_slow_index([str(root), "--quiet", "--workers", "0"], delay=0.004)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not db.exists() or len(_committed_text_files(db)) < 100):
-            time.sleep(0.05)
-        committed = _committed_text_files(db)
+        committed = committed_files(db)
         assert indexer.poll() is None, "the indexer finished before the search could overlap it"
         res = subprocess.run(
             xmr_cmd + ["search", "alpha bravo", "-k", "100000", "--paths", "--type", "text"],
@@ -159,6 +140,39 @@ def test_search_while_indexing_sees_what_was_committed(tmp_path: Path, xmr_cmd: 
     assert committed <= found <= expected
     assert overlapped, "the search ran while the indexer was still running"
     assert indexer.returncode == 0, indexer.stderr.read().decode()
+
+
+def test_eight_concurrent_searches_during_an_index_run(tmp_path: Path, xmr_cmd: list[str]) -> None:
+    """0 errors, and every path a search returns is in the catalogue when it returns."""
+    root = tmp_path / "growing"
+    expected = make_big_tree(root, 1500)
+    db = paths.catalogue_path(paths.index_dir())
+    queries = ["alpha bravo", "charlie", "delta echo", "foxtrot golf", "hotel", "india juliet", "kilo", "lima alpha"]
+    outcomes = []
+    indexer = start_slow_index([str(root), "--quiet", "--workers", "0"], delay=0.005)
+    try:
+        assert indexer.poll() is None, "the indexer finished before the searches could overlap it"
+        searches = [
+            subprocess.Popen(
+                xmr_cmd + ["search", q, "-k", "50", "--paths"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for q in queries
+        ]
+        all_started_during_run = indexer.poll() is None
+        for proc in searches:
+            out, err = proc.communicate(timeout=300)
+            # what the catalogue holds now (the run only adds files, so "now" covers "when it answered")
+            outcomes.append((proc.returncode, err.decode(), out.decode().splitlines(), committed_files(db)))
+            if len(outcomes) == 1:
+                answered_during_run = indexer.poll() is None
+    finally:
+        indexer.wait(timeout=300)
+    assert all_started_during_run and answered_during_run, "the searches ran while the indexer was working"
+    assert indexer.returncode == 0, indexer.stderr.read().decode()
+    errors = [(rc, err) for rc, err, _, _ in outcomes if rc != 0 or err.strip()]
+    assert errors == []
+    for _, _, found, committed in outcomes:
+        assert found and set(found) <= committed <= expected
 
 
 def test_names_that_are_not_utf8_come_out_exactly(tmp_path: Path, xmr_cmd: list[str]) -> None:

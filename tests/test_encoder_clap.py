@@ -345,7 +345,6 @@ def test_named_checkpoint_in_hf_cache_without_prefix_or_position_ids(
 ) -> None:
     """The same weights saved without "module." and without position_ids, found
     by name in a Hugging Face cache laid out like hf_hub_download leaves it."""
-    from huggingface_hub import constants
 
     from xmr.encoders.clap import ClapEncoder
 
@@ -360,7 +359,7 @@ def test_named_checkpoint_in_hf_cache_without_prefix_or_position_ids(
     (repo / "refs" / "main").write_text("abc123")
     plain.rename(repo / "blobs" / sha)
     (repo / "snapshots" / "abc123" / "630k-best.pt").symlink_to(repo / "blobs" / sha)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # read when looking up, as huggingface_hub users set it
 
     status = ClapEncoder.status(Settings(clap_model="630k-best.pt"))
     assert status.present and status.source == "hf-cache" and status.sha256 == sha
@@ -508,12 +507,11 @@ def test_download_fetches_checkpoint_and_tokenizer(tmp_path: Path, monkeypatch: 
     """Online path with huggingface_hub's downloader replaced by a fake that
     fills a Hugging Face cache the way the real one does."""
     import huggingface_hub
-    from huggingface_hub import constants
 
     from xmr.encoders import download_model, model_status
 
     cache = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     for var in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "XMR_CLAP_TOKENIZER"):
         monkeypatch.delenv(var, raising=False)
     calls: list[tuple[str, str]] = []

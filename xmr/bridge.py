@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from xmr.errors import PathNotFound
+from xmr.settings import env_flag
 
 TOP_CONCEPTS = 8
 # softmax temperature over the concepts' z-scores: larger is sharper
@@ -41,7 +42,7 @@ def load_concepts(extra_file: str | os.PathLike[str] | None = None) -> list[str]
     """
     extra = extra_file or os.environ.get("XMR_CONCEPTS")
     concepts: list[str] = []
-    if not (extra and os.environ.get("XMR_CONCEPTS_ONLY", "").strip() in ("1", "true", "yes")):
+    if not (extra and env_flag("XMR_CONCEPTS_ONLY")):
         builtin = resources.files("xmr").joinpath("data/concepts.txt").read_text(encoding="utf-8")
         concepts = _read_concepts(builtin)
     if extra:

@@ -37,25 +37,24 @@ Method (per query, per space):
    handful of items cannot claim extreme significance. With
    no background at all, loc = 0 and scale = 1 (z is the raw cosine).
 
-``merge`` ranks the hits of all spaces by z (ties: raw score, then space,
-then id) and can keep one hit per key (e.g. per file).
+Merging is done in one place, ``xmr.search``: the hits of every group are
+ranked by z and collapsed to one per file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import math
-import os
 import re
-from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import NamedTuple
 
 import numpy as np
 
+from xmr import paths
 from xmr.errors import UsageError
 from xmr.vectorstore import VectorSource
 
@@ -165,15 +164,9 @@ def _read_cache(path: Path) -> dict[int, np.ndarray]:
 
 
 def _write_cache(path: Path, ids: np.ndarray, vecs: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=ids, vectors=vecs)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    buf = io.BytesIO()
+    np.savez(buf, ids=ids, vectors=vecs)
+    paths.write_private_file(path, buf.getvalue())
 
 
 def _gauss_log_sf(z: float) -> float:
@@ -283,58 +276,3 @@ def fit_calibrators(queries: np.ndarray, background_vectors: np.ndarray, **kw: f
         return [Calibrator.fit_similarities(np.empty(0), **kw) for _ in q]
     sims = q @ bg.T
     return [Calibrator.fit_similarities(row, **kw) for row in sims]
-
-
-class SpaceHits(NamedTuple):
-    """One query's raw results from one space, with that query's calibrator there."""
-
-    space: str
-    ids: np.ndarray
-    raw: np.ndarray
-    calibrator: Calibrator
-
-
-@dataclass(frozen=True)
-class Hit:
-    space: str
-    id: int
-    raw: float  # cosine similarity in its own space
-    z: float  # calibrated, comparable across spaces
-    score: float  # 0..1
-
-
-def merge(
-    results: Iterable[SpaceHits],
-    k: int | None = None,
-    *,
-    key: Callable[[Hit], Hashable] | None = None,
-) -> list[Hit]:
-    """One ranked list from per-space results, best first, by calibrated z.
-
-    ``key`` keeps only the best hit per key (e.g. the file a vector belongs to).
-    """
-    hits: list[Hit] = []
-    for res in results:
-        ids = np.asarray(res.ids).ravel()
-        raw = np.asarray(res.raw, dtype=np.float64).ravel()
-        if len(ids) != len(raw):
-            raise UsageError(f"{res.space}: {len(ids)} ids but {len(raw)} scores")
-        if not len(ids):
-            continue
-        zs = res.calibrator.calibrate(raw)
-        scores = res.calibrator.score(raw)
-        hits.extend(
-            Hit(res.space, int(i), float(r), float(z), float(s))
-            for i, r, z, s in zip(ids.tolist(), raw, zs, scores, strict=True)
-        )
-    hits.sort(key=lambda h: (-h.z, -h.raw, h.space, h.id))
-    if key is not None:
-        seen: set[Hashable] = set()
-        unique = []
-        for h in hits:
-            kk = key(h)
-            if kk not in seen:
-                seen.add(kk)
-                unique.append(h)
-        hits = unique
-    return hits if k is None else hits[:k]

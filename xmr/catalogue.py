@@ -13,7 +13,7 @@ short ``transaction()`` so an interrupted run keeps what it committed.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 import sqlite3
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from xmr import __version__, paths
-from xmr.errors import CatalogueError, NoIndex
+from xmr.errors import CatalogueError, NoIndex, write_failure
 
 # Numbered migrations; each runs in one transaction with PRAGMA user_version.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -233,13 +233,6 @@ class Catalogue:
         self.conn = conn
         self.readonly = readonly
 
-    @property
-    def db(self) -> Any:
-        """The connection as a ``sqlite_utils.Database``; imported on use (it costs half a second)."""
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
-
     # -- opening -----------------------------------------------------------------
     @classmethod
     def open(cls, index_dir: Path, *, create: bool = False, readonly: bool = False) -> Catalogue:
@@ -251,9 +244,13 @@ class Catalogue:
                     hint="run 'xmr index PATH' first, or point --index / XMR_HOME at an existing index",
                 )
             try:
-                index_dir.mkdir(parents=True, exist_ok=True)
+                paths.make_private_dir(index_dir)
+                # SQLite gives -wal and -shm the mode of the database file: create it 0600
+                paths.create_private_file(db_path)
             except OSError as exc:
-                raise CatalogueError(f"cannot create index directory: {exc.strerror}", path=index_dir) from exc
+                raise write_failure(exc, index_dir, "creating the catalogue") or CatalogueError(
+                    f"cannot create the catalogue: {exc.strerror}", path=index_dir
+                ) from exc
         try:
             if readonly:
                 conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
@@ -301,15 +298,25 @@ class Catalogue:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+        A full disk or a read-only catalogue becomes ``DiskFull`` / ``IndexReadOnly``
+        (after the rollback), so the caller can stop cleanly: nothing earlier is lost.
+        """
         try:
+            self.conn.execute("BEGIN IMMEDIATE")
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
             self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may already have rolled back by itself (SQLITE_FULL can do that); a rollback
+            # that fails must not hide why: nothing uncommitted survives the connection anyway
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            mapped = write_failure(exc, paths.catalogue_path(self.index_dir), "committing to the catalogue")
+            if mapped is not None:
+                raise mapped from exc
+            raise
 
     # -- settings & models ----------------------------------------------------------
     def get_setting(self, key: str) -> str | None:
@@ -683,10 +690,11 @@ class Catalogue:
         return json.loads(r[0]) if r else None
 
     def put_ann_state(self, space: str, model_id: str, state: dict[str, Any]) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO ann_state (space, model_id, state, updated) VALUES (?, ?, ?, ?)",
-            (space, model_id, json.dumps(state, sort_keys=True), now_iso()),
-        )
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO ann_state (space, model_id, state, updated) VALUES (?, ?, ?, ?)",
+                (space, model_id, json.dumps(state, sort_keys=True), now_iso()),
+            )
 
     # -- search support ------------------------------------------------------------------
     def group_vector_ids(self, space: str, model_id: str, kind: str, *, under: Sequence[str] = ()) -> np.ndarray:
@@ -776,27 +784,6 @@ class SegmentRef:
     char_start: int | None
     char_end: int | None
     text: str | None
-
-
-@contextmanager
-def index_lock(index_dir: Path) -> Iterator[None]:
-    """One writer of files and vectors at a time (searches need no lock)."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(index_dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CatalogueError(
-                "another 'xmr index' or 'xmr remove' is running on this index",
-                path=index_dir,
-                hint="wait for it to finish",
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
 
 
 def _statements(script: str) -> Iterator[str]:

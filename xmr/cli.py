@@ -29,7 +29,9 @@ class _XmrGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
-        debug = os.environ.get("XMR_DEBUG", "").strip() not in ("", "0")
+        from xmr.settings import env_flag
+
+        debug = env_flag("XMR_DEBUG")
         try:
             return super().invoke(ctx)
         except XmrError as exc:
@@ -226,6 +228,9 @@ def index_cmd(
         str, typer.Option("--modalities", help="Comma-separated subset of image,audio,text.")
     ] = "image,audio,text",
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Try failed files again.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another xmr process is writing the index, wait for it (else exit 12).")
+    ] = False,
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
     ] = None,
@@ -249,6 +254,7 @@ def index_cmd(
         modalities=mods,
         retry_errors=retry_errors,
         workers=workers,
+        wait=wait,
     )
     settings = _settings(device, clip_model, clap_model, batch_size, precision)
     with _RichProgress(quiet) as progress:
@@ -320,13 +326,10 @@ def search_cmd(
     null: Annotated[bool, typer.Option("-0", "--null", help="Only the paths, NUL-separated (for xargs -0).")] = False,
     index: IndexOpt = None,
     device: DeviceOpt = None,
-<<<<<<< HEAD
     no_server: Annotated[
         bool, typer.Option("--no-server", help="Search in this process even if 'xmr serve' runs on the index.")
     ] = False,
-=======
     precision: PrecisionOpt = None,
->>>>>>> speed
     quiet: QuietOpt = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
@@ -335,12 +338,11 @@ def search_cmd(
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
     parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
-<<<<<<< HEAD
     under_ = [os.path.abspath(os.path.expanduser(str(u))) for u in under or []]
     index_dir = _index_dir(index)
     response: Any = None
-    # a running server has the models warm; --concepts and --device are this process's own choices
-    if not no_server and concepts is None and device is None:
+    # a running server has the models warm; --concepts, --device and --precision are this process's own
+    if not no_server and concepts is None and device is None and precision is None:
         from xmr.client import remote_search
 
         request = {"k": top, "type": type_ or [], "under": under_, "min_score": min_score, "exact": exact}
@@ -358,7 +360,7 @@ def search_cmd(
             exact=exact,
             concepts_file=str(concepts) if concepts else None,
         )
-        settings = _settings(device, None, None, None)
+        settings = _settings(device, None, None, None, precision)
         err = _stderr_console(quiet)
         response = search(
             parts,
@@ -367,26 +369,6 @@ def search_cmd(
             options=options,
             notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
         )
-=======
-    options = SearchOptions(
-        k=top,
-        types=type_ or [],
-        under=[str(u) for u in under or []],
-        min_score=min_score,
-        all_segments=all_segments,
-        exact=exact,
-        concepts_file=str(concepts) if concepts else None,
-    )
-    settings = _settings(device, None, None, None, precision)
-    err = _stderr_console(quiet)
-    response = search(
-        parts,
-        index_dir=_index_dir(index),
-        settings=settings,
-        options=options,
-        notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
-    )
->>>>>>> speed
     if json_out:
         _emit_json(response.as_dict(explain=explain, all_segments=all_segments))
     elif jsonl:
@@ -635,6 +617,8 @@ def remove_cmd(
         _emit_json(result)
         return
     err = _stderr_console(quiet)
+    if result.get("notice"):
+        err.print(f"warning: {result['notice']}")
     for p in result["not_indexed"]:
         err.print(f"warning: {p}: not in the index")
     err.print(f"removed {result['removed']} file(s)")

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from xmr import __version__, paths
-from xmr.catalogue import Catalogue, index_lock, path_key
+from xmr.catalogue import Catalogue, path_key
 from xmr.errors import NoIndex, PathNotFound
+from xmr.lock import index_lock
 
 
 def status(index_dir: Path | None = None) -> dict[str, Any]:
@@ -106,17 +107,26 @@ def info(path: str | os.PathLike[str], index_dir: Path | None = None) -> dict[st
 def remove(targets: list[str], index_dir: Path | None = None) -> dict[str, Any]:
     """Forget files (a folder: everything under it). Their vectors go unless another path has the content."""
     index_dir = index_dir or paths.index_dir()
-    with index_lock(index_dir), Catalogue.open(index_dir) as cat:
-        ids: list[int] = []
-        missing: list[str] = []
-        for t in targets:
-            abspath = os.path.abspath(os.path.expanduser(t))
-            rows = cat.files_under(abspath)
-            if not rows:
-                missing.append(t)
-            ids.extend(r.id for r in rows.values())
-        if missing and not ids:
-            raise PathNotFound("not in the index", path=missing[0])
-        with cat.transaction():
-            removed = cat.delete_files(sorted(set(ids)))
+    with index_lock(index_dir):
+        notice = paths.tighten_index_modes(index_dir)
+        with Catalogue.open(index_dir) as cat:
+            result = _remove(cat, targets)
+    if notice:
+        result["notice"] = notice
+    return result
+
+
+def _remove(cat: Catalogue, targets: list[str]) -> dict[str, Any]:
+    ids: list[int] = []
+    missing: list[str] = []
+    for t in targets:
+        abspath = os.path.abspath(os.path.expanduser(t))
+        rows = cat.files_under(abspath)
+        if not rows:
+            missing.append(t)
+        ids.extend(r.id for r in rows.values())
+    if missing and not ids:
+        raise PathNotFound("not in the index", path=missing[0])
+    with cat.transaction():
+        removed = cat.delete_files(sorted(set(ids)))
     return {"removed": removed, "not_indexed": missing}

@@ -7,6 +7,7 @@ README.md ("Exit codes") and must stay distinct per class of failure.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 from pathlib import Path
 
@@ -22,7 +23,10 @@ class ExitCode(IntEnum):
     CATALOGUE = 7  # catalogue unreadable, locked for too long, or from a newer xmr
     MODEL = 8  # model weights present but unusable (wrong architecture, bad checkpoint)
     DEVICE = 9  # requested device not available
+    NO_SPACE = 10  # the disk filled up while writing the index; what was committed is kept
     DAMAGED = 11  # `xmr status --check` found the index damaged (the message says what)
+    LOCKED = 12  # another xmr process is writing this index (xmr index --wait waits for it)
+    READ_ONLY = 13  # the index directory (or its catalogue) cannot be written
     INTERRUPTED = 130  # Ctrl-C; committed work is kept
 
 
@@ -87,3 +91,59 @@ class DeviceError(XmrError):
 
 class Interrupted(XmrError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class DiskFull(XmrError):
+    """No space left (or quota exceeded) while writing; the failed write was rolled back."""
+
+    exit_code = ExitCode.NO_SPACE
+
+
+class IndexLocked(XmrError):
+    """Another process holds the index lock; ``pid`` is its process id when known."""
+
+    exit_code = ExitCode.LOCKED
+
+    def __init__(self, reason: str, *, pid: int | None = None, **kw: object):
+        super().__init__(reason, **kw)  # type: ignore[arg-type]
+        self.pid = pid
+
+
+class IndexReadOnly(XmrError):
+    exit_code = ExitCode.READ_ONLY
+
+
+_SQLITE_READONLY, _SQLITE_FULL = 8, 13  # primary result codes (sqlite3.h)
+
+
+def write_failure(exc: BaseException, path: str | Path, what: str) -> XmrError | None:
+    """The xmr error for a failed write of ``what`` to ``path``, when it is a known cause.
+
+    Disk full and read-only conditions reach xmr as OSError (errno) or as
+    sqlite3 errors (result code); anything else returns None and is re-raised
+    by the caller as it was.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    code = None if code is None else code & 0xFF  # extended codes carry the primary in the low byte
+    err = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if code == _SQLITE_FULL or err in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full(path, what)
+    if code == _SQLITE_READONLY or err in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return read_only(path, what)
+    return None
+
+
+def disk_full(path: str | Path, what: str) -> DiskFull:
+    return DiskFull(
+        f"disk full while {what}; that write was rolled back and everything committed before is kept",
+        path=path,
+        hint="free some space, then run the same command again: it resumes where it stopped",
+    )
+
+
+def read_only(path: str | Path, what: str) -> IndexReadOnly:
+    return IndexReadOnly(
+        f"the index is read-only (cannot write it while {what})",
+        path=path,
+        hint="searching it still works; make it writable, or pass --index to index elsewhere",
+    )

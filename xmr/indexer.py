@@ -33,10 +33,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from xmr import paths
-from xmr.catalogue import Catalogue, FileRow, SegmentData, index_lock, now_iso, path_key
+from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
 from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, load_encoder, model_status
 from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
+from xmr.lock import index_lock
 from xmr.settings import Settings
 from xmr.sniff import HEAD_BYTES, classify
 
@@ -80,6 +81,7 @@ class IndexOptions:
     commit_files: int = 256  # ... or this many files
     checkpoint_ann: bool = True
     bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
+    wait: bool = False  # another writer holds the index: wait for it instead of failing
 
 
 @dataclass
@@ -266,8 +268,16 @@ def index(
     if bad:
         raise UsageError(f"unknown modality {sorted(bad)[0]!r}; choose from {', '.join(MODALITIES)}")
     root_paths = _resolve_roots(roots)
-    with index_lock(index_dir), Catalogue.open(index_dir, create=True) as cat:
-        return _Run(cat, root_paths, settings, options, progress).execute()
+
+    def waiting(pid: int | None) -> None:
+        progress.warn(f"waiting for another xmr process (pid {pid or 'unknown'}) to finish with this index")
+
+    with index_lock(index_dir, wait=options.wait, on_wait=waiting):
+        notice = paths.tighten_index_modes(index_dir)
+        if notice:
+            progress.warn(notice)
+        with Catalogue.open(index_dir, create=True) as cat:
+            return _Run(cat, root_paths, settings, options, progress).execute()
 
 
 class _Run:

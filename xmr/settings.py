@@ -13,13 +13,18 @@ DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_CLAP_MODEL = "630k-audioset-best.pt"
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+
+def env_flag(name: str) -> bool:
+    """The one rule for on/off environment variables: 1, true, yes or on (any case) is on;
+    anything else, or unset, is off."""
+    return os.environ.get(name, "").strip().lower() in TRUTHY
 
 
 def offline_mode() -> bool:
     """True when nothing may touch the network (xmr's or Hugging Face's variables)."""
-    return any(_truthy(os.environ.get(name)) for name in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(env_flag(name) for name in ("XMR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def absolute_spec(spec: str) -> str:

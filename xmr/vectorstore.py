@@ -45,6 +45,7 @@ and vectors are L2-normalised float32.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -62,7 +63,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from xmr.errors import CatalogueError, UsageError
+from xmr import paths
+from xmr.errors import CatalogueError, UsageError, write_failure
 
 try:  # POSIX only; elsewhere readers fall back to retrying on mismatch
     import fcntl
@@ -380,6 +382,15 @@ def _check_header(raw: bytes, *, dim: int, element_count: int, file_size: int) -
     return None
 
 
+def _short_write_errno(fd: int, missing: int) -> int:
+    """Why a write came out short: no room left (ENOSPC) or something else (EIO)."""
+    try:
+        st = os.fstatvfs(fd)
+        return errno.ENOSPC if st.f_bavail * st.f_frsize < max(missing, st.f_frsize) else errno.EIO
+    except OSError:
+        return errno.EIO
+
+
 def _fsync_dir(directory: Path) -> None:
     if os.name != "posix":  # pragma: no cover - directories cannot be fsynced elsewhere
         return
@@ -397,7 +408,7 @@ def _flock(path: Path, exclusive: bool, *, create: bool) -> Iterator[bool]:
         yield False
         return
     try:
-        fd = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
+        fd = paths.open_private(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY)
     except OSError:  # read-only directory or no lock file yet: go on unlocked
         yield False
         return
@@ -547,12 +558,13 @@ class VectorStore:
         """
         with self._mutex:
             try:
-                self.directory.mkdir(parents=True, exist_ok=True)
+                paths.make_private_dir(self.directory)
                 with _flock(self._lock_path("build"), True, create=True) as locked:
                     return self._checkpoint_locked(locked)
             except OSError as e:
                 self._reset()
-                raise CatalogueError(f"cannot write the ANN index: {e}", path=self.path) from e
+                mapped = write_failure(e, self.path, "saving the vector index (the catalogue is complete)")
+                raise mapped or CatalogueError(f"cannot write the ANN index: {e}", path=self.path) from e
             except BaseException:
                 self._reset()  # in-memory index may be half-updated: reopen from disk
                 raise
@@ -650,7 +662,7 @@ class VectorStore:
             # Serialise with other writers, then look again: another process
             # may have rebuilt it while we waited.
             with contextlib.suppress(OSError):
-                self.directory.mkdir(parents=True, exist_ok=True)
+                paths.make_private_dir(self.directory)
             with _flock(self._lock_path("build"), True, create=True) as locked:
                 index, state, _ = self._load_valid(full=True)
                 if index is None:
@@ -1126,13 +1138,14 @@ class VectorStore:
     def _atomic_save(self, index: Any, state: dict) -> tuple[int, str]:
         tmp = self.directory / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
+            paths.create_private_file(tmp)  # hnswlib's writer keeps the mode of an existing file
             index.save_index(str(tmp))
             fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
             try:
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
                 if size != index.index_file_size():  # hnswlib does not check its writes
-                    raise OSError(f"short write: {size} of {index.index_file_size()} bytes")
+                    raise OSError(_short_write_errno(fd, index.index_file_size() - size), "short write", str(tmp))
                 checksum = _checksum_fd(fd, size)
             finally:
                 os.close(fd)

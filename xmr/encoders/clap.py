@@ -46,6 +46,8 @@ import numpy as np
 from xmr import paths
 from xmr.encoders import precision
 from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.encoders.hf_cache import cached_file as _hf_cached
+from xmr.encoders.hf_cache import hub_cache_dir as _hf_cache_dir
 from xmr.encoders.textbatch import embed_sorted, length_batches, pad_batch
 from xmr.errors import ModelError, ModelMissing
 from xmr.preprocess.audio import RESAMPLE_QUALITY, SAMPLE_RATE, WINDOW_S, WINDOW_SAMPLES
@@ -122,28 +124,6 @@ def _published_name(spec: str) -> str | None:
         return None
     name = s if s.endswith(".pt") else f"{s}.pt"
     return name if name in PUBLISHED else None
-
-
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - huggingface_hub is a dependency
-        return "~/.cache/huggingface/hub"
-
-
-def _hf_cached(repo: str, filename: str) -> Path | None:
-    """A file already in the Hugging Face cache (never touches the network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id=repo, filename=filename)
-    except Exception:
-        return None
-    if isinstance(found, str) and Path(found).is_file():
-        return Path(found)
-    return None
 
 
 def _laion_clap_dir() -> Path | None:
@@ -631,7 +611,7 @@ class ClapEncoder:
         if ck.path is None:
             assert ck.name is not None
             try:
-                hf_hub_download(repo_id=HF_REPO, filename=ck.name)
+                hf_hub_download(repo_id=HF_REPO, filename=ck.name, cache_dir=str(_hf_cache_dir()))
             except Exception as exc:
                 raise ModelMissing(
                     f"cannot download {ck.name} from {HF_REPO}: {_first_line(exc)}",
@@ -641,7 +621,7 @@ class ClapEncoder:
             repo = ROBERTA_REPOS[1]
             for fname in _TOKENIZER_DOWNLOAD:
                 try:
-                    hf_hub_download(repo_id=repo, filename=fname)
+                    hf_hub_download(repo_id=repo, filename=fname, cache_dir=str(_hf_cache_dir()))
                 except Exception as exc:
                     if fname in ("vocab.json", "merges.txt"):
                         raise ModelMissing(

@@ -40,6 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from xmr.encoders import precision
 from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.encoders.hf_cache import cached_file as _hf_cached
+from xmr.encoders.hf_cache import hub_cache_dir as hf_cache_dir
+from xmr.encoders.hf_cache import repo_folder as _hf_repo_folder
 from xmr.encoders.textbatch import ClipTextRunner, embed_sorted, length_batches
 from xmr.errors import ModelError, ModelMissing, UsageError
 from xmr.paths import models_dir
@@ -224,31 +227,6 @@ def _arch_preprocess(arch: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------ caches and hashing
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, from the environment *now* (huggingface_hub
-    reads it once at import, which would ignore later changes)."""
-    env = os.environ
-    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env.get(name):
-            return Path(os.path.expandvars(os.path.expanduser(env[name])))
-    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
-
-
-def _hf_repo_folder(repo: str) -> Path:
-    return hf_cache_dir() / ("models--" + repo.replace("/", "--"))
-
-
-def _hf_cached(repo: str, filename: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo, filename, cache_dir=str(hf_cache_dir()))
-    except Exception:  # malformed cache entries count as absent
-        return None
-    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
 
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
