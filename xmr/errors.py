@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     MODEL = 8  # model weights present but unusable (wrong architecture, bad checkpoint)
     DEVICE = 9  # requested device not available
     DAMAGED = 11  # `xmr status --check` found the index damaged (the message says what)
+    REGRESSED = 20  # `xmr eval --compare`: a metric got worse beyond the tolerance
     INTERRUPTED = 130  # Ctrl-C; committed work is kept
 
 
@@ -79,6 +80,12 @@ class CatalogueError(XmrError):
 
 class IndexDamaged(XmrError):
     exit_code = ExitCode.DAMAGED
+
+
+class Regressed(XmrError):
+    """`xmr eval --compare` found a metric worse beyond the tolerance (the table says which)."""
+
+    exit_code = ExitCode.REGRESSED
 
 
 class DeviceError(XmrError):
