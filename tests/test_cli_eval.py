@@ -4,12 +4,10 @@ and a run on the fixtures with the real (random-weight) models."""
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
-import pytest
 from cli_helpers import invoke
 from PIL import Image
 from test_eval import collection, label_encoders  # noqa: F401  (fixtures)
@@ -18,7 +16,6 @@ from xmr.errors import ExitCode
 
 SCHEMA = json.loads(resources.files("xmr").joinpath("data/eval.schema.json").read_text())
 SECTIONS = ("quality", "latency (ms per query)", "calibration", "resources")
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "media"
 
 
 def _check_png(path: Path) -> None:
@@ -87,51 +84,34 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert res.exit_code == ExitCode.NOT_FOUND and "a.json: report not found" in res.stderr
 
 
-@pytest.mark.slow
-def test_real_models_on_the_fixtures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fixtures, labelled by their folders (images, audio, text, broken), with the real
-    architectures (random weights) given through --clip-model / --clap-model."""
-    import open_clip
-    import torch
-    from clap_helpers import build_roberta_tokenizer, make_checkpoint
-    from test_search_real import CONCEPTS
+def check_eval_on_indexed_fixtures(env: dict[str, str], tmp_path: Path) -> None:
+    """``xmr eval`` on the fixtures, labelled by their folders (images, audio, text, broken),
+    with the real architectures (random weights) given through --clip-model / --clap-model.
 
-    torch.manual_seed(0)
-    clip_ckpt = tmp_path / "clip-vit-b-32.pt"
-    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), clip_ckpt)
-    clap_ckpt = tmp_path / "clap-htsat-tiny.pt"
-    make_checkpoint(clap_ckpt, seed=1)
-    concepts = tmp_path / "concepts.txt"
-    concepts.write_text("\n".join(CONCEPTS) + "\n")
-    monkeypatch.setenv("XMR_CLAP_TOKENIZER", str(build_roberta_tokenizer(tmp_path / "roberta")))
-    monkeypatch.setenv("XMR_CONCEPTS", str(concepts))
-    monkeypatch.setenv("XMR_CONCEPTS_ONLY", "1")
-    monkeypatch.setenv("XMR_DEVICE", "cpu")
-    # queries through the backends indexing already loaded: exporting the ONNX query towers of
-    # random-weight models would triple this test's time and is tested with search
-    monkeypatch.setenv("XMR_QUERY_ENGINE", "torch")
-    media = tmp_path / "media"
-    shutil.copytree(FIXTURES, media)
-    png = tmp_path / "plot.png"
-    models = ["--clip-model", f"ViT-B-32:{clip_ckpt}", "--clap-model", str(clap_ckpt)]
-    index = ["--index", str(tmp_path / "index"), "--workers", "1"]
-    res = invoke("eval", str(media), *models, *index, "--max-queries", "2", "--json", "--plot", str(png))
+    Called by tests/test_search_real.py, which has built the models and indexed the fixtures
+    with them: this run finds the index up to date and only measures."""
+    media, png = env["media"], tmp_path / "plot.png"
+    models = ["--clip-model", env["XMR_CLIP_MODEL"], "--clap-model", env["XMR_CLAP_MODEL"]]
+    index = ["--index", env["index"]]
+    res = invoke("eval", media, *models, *index, "--max-queries", "2", "--json", "--plot", str(png))
     assert res.exit_code == 0, res.stderr
     data = json.loads(res.stdout)
     jsonschema.Draft202012Validator(SCHEMA).validate(data)
     _check_png(png)
     assert {m["name"] for m in data["models"]} == {"ViT-B-32", "HTSAT-tiny"}
     assert all(m["checkpoint_sha256"] for m in data["models"])
+    assert data["collection"]["files"] == 25 and data["resources"]["indexing"]["unchanged"] == 31
     tasks = {t["task"] for t in data["tasks"]}
     # folder labels: each modality has its own folder, so only tasks within one modality have relevant files
-    assert {"label->image", "label->audio", "label->text", "label->all"} <= tasks
-    assert {"image->image", "audio->audio", "text->text"} <= tasks
+    assert tasks == {"label->image", "label->audio", "label->text", "label->all", "image->image", "audio->audio",
+                     "text->text"}  # fmt: skip
     assert {s["task"] for s in data["skipped"]} == {"image->text", "text->image", "image->audio", "audio->image"}
-    assert data["resources"]["indexing"]["failed"] == 6  # fixtures/media/broken
     assert all(t["queries"] == min(2, t["candidate_queries"]) for t in data["tasks"])
-    # the same index again (nothing to embed), as a table: every section prints
-    res = invoke("eval", str(media), *models, *index, "--max-queries", "1")
+    for t in data["tasks"]:
+        assert t["latency_ms"]["embed"]["p50"] > 0 and t["latency_ms"]["search"]["p50"] > 0
+    # as a table: every section prints
+    res = invoke("eval", media, *models, *index, "--max-queries", "1")
     assert res.exit_code == 0, res.stderr
     for section in SECTIONS:
         assert section in res.stdout
-    assert "skipped image->audio" in res.stdout
+    assert "skipped image->audio" in res.stdout and "model clap:" in res.stdout
