@@ -183,3 +183,13 @@ def test_the_torch_engine_gives_the_same_ranking(indexed: tuple[Path, Path], mon
     slow = _run(parse_query("waves on a beach at night"), index_dir, k=20)
     assert [r.path for r in fast.results] == [r.path for r in slow.results]
     assert max(abs(a.score - b.score) for a, b in zip(fast.results, slow.results, strict=True)) < 1e-3
+
+
+def test_xmr_eval_on_the_fixtures(
+    indexed: tuple[Path, Path], real_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_cli_eval import check_eval_on_indexed_fixtures
+
+    # queries through the backends: exporting ONNX query towers again would double the time
+    monkeypatch.setenv("XMR_QUERY_ENGINE", "torch")
+    check_eval_on_indexed_fixtures(real_env, tmp_path)

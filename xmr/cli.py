@@ -487,6 +487,87 @@ def serve_cmd(
     )
 
 
+# -- eval --------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_cmd(
+    collection: Annotated[
+        Path | None, typer.Argument(help="Folder of labelled files (labels: parent folder names or --labels).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="CSV of path,label[,caption] rows, paths relative to the CSV.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the reliability diagram (PNG) here.")] = None,
+    depth: Annotated[int, typer.Option("--depth", min=10, help="Results fetched per query; mAP is over these.")] = 100,
+    max_queries: Annotated[
+        int, typer.Option("--max-queries", min=0, help="At most this many queries per task (a fixed sample; 0: all).")
+    ] = 200,
+    bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins (ECE, reliability diagram).")] = 10,
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead.")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", min=0, help="With --compare: flag quality/ECE changes larger than this.")
+    ] = 0.02,
+    speed_tolerance: Annotated[
+        float, typer.Option("--speed-tolerance", min=0, help="With --compare: relative tolerance for speed and sizes.")
+    ] = 0.25,
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", help="Index to build or update (default: a temporary one, deleted afterwards).",
+                     show_default=False),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
+    ] = None,
+    device: DeviceOpt = None,
+    clip_model: ClipOpt = None,
+    clap_model: ClapOpt = None,
+    batch_size: BatchOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure retrieval quality, speed, memory and calibration on a labelled collection (or --compare two runs)."""
+    if compare is not None:
+        from xmr.errors import Regressed
+        from xmr.evaluate.compare import compare_reports
+        from xmr.evaluate.report import render_comparison
+
+        if collection is not None:
+            raise UsageError("give a COLLECTION or --compare A.json B.json, not both")
+        diff = compare_reports(*compare, tolerance=tolerance, speed_tolerance=speed_tolerance)
+        if json_out:
+            _emit_json(diff)
+        else:
+            _stdout_console().print(render_comparison(diff))
+        if diff["worse"]:
+            raise Regressed(f"{diff['worse']} metric(s) worse beyond the tolerance")
+        return
+    if collection is None:
+        raise UsageError("give the COLLECTION folder to evaluate (or --compare A.json B.json)")
+    from xmr.evaluate import EvalOptions, evaluate
+    from xmr.evaluate.report import render_report
+
+    options = EvalOptions(
+        labels_csv=str(labels) if labels else None,
+        depth=depth,
+        bins=bins,
+        max_queries=max_queries or None,
+        workers=workers,
+        plot=str(plot) if plot else None,
+    )
+    settings = _settings(device, clip_model, clap_model, batch_size)
+    with _RichProgress(quiet) as progress:
+        index_dir = _index_dir(index) if index else None
+        report = evaluate(str(collection), index_dir=index_dir, settings=settings, options=options, progress=progress)
+    if json_out:
+        _emit_json(report.as_dict())
+    else:
+        _stdout_console().print(render_report(report.as_dict()))
+
+
 # -- status / errors / info / remove ----------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     DAMAGED = 11  # `xmr status --check` found the index damaged (the message says what)
     LOCKED = 12  # another xmr process is writing this index (xmr index --wait waits for it)
     READ_ONLY = 13  # the index directory (or its catalogue) cannot be written
+    REGRESSED = 20  # `xmr eval --compare`: a metric got worse beyond the tolerance
     INTERRUPTED = 130  # Ctrl-C; committed work is kept
 
 
@@ -83,6 +84,12 @@ class CatalogueError(XmrError):
 
 class IndexDamaged(XmrError):
     exit_code = ExitCode.DAMAGED
+
+
+class Regressed(XmrError):
+    """`xmr eval --compare` found a metric worse beyond the tolerance (the table says which)."""
+
+    exit_code = ExitCode.REGRESSED
 
 
 class DeviceError(XmrError):

@@ -168,6 +168,7 @@ class SearchResponse:
     elapsed_s: float
     searched: list[dict[str, Any]]  # per group: space, kind, vectors, candidates
     notes: list[str] = field(default_factory=list)  # e.g. a query embedded at another precision than the index
+    embed_s: float = 0.0  # of elapsed_s: time spent embedding the query (and bridge concepts not cached)
 
     def as_dict(self, *, explain: bool = False, all_segments: bool = False) -> dict[str, Any]:
         return {
@@ -333,6 +334,7 @@ class _Search:
         self._native: dict[tuple[int, str], np.ndarray] = {}
         self._concepts: list[str] | None = None
         self._concept_mats: dict[str, np.ndarray] = {}
+        self.embed_s = 0.0  # time inside the encoders, reported apart from the search itself
 
     # -- which groups exist and are wanted -------------------------------------------
     def _groups(self) -> list[tuple[str, str, str, int]]:
@@ -368,7 +370,9 @@ class _Search:
                 if rows is not None:
                     self._native[key] = rows
                     return rows
+            t = time.perf_counter()
             rows = _embed_native(part, space, self.encoders.get(space))
+            self.embed_s += time.perf_counter() - t
             if self.embeddings is not None:
                 self.embeddings.put(cache_key, self.cat.active_model(space) or "", rows)
             self._native[key] = rows
@@ -386,7 +390,9 @@ class _Search:
             model_id = self.cat.active_model(space) or ""
             mat = bridge.cached_concept_matrix(self.cat, model_id, self._concepts)
             if mat is None:
+                t = time.perf_counter()
                 mat = bridge.concept_matrix(self.cat, self.encoders.get(space), self._concepts)
+                self.embed_s += time.perf_counter() - t
             self._concept_mats[space] = mat
         return self._concept_mats[space]
 
@@ -523,6 +529,7 @@ class _Search:
             elapsed_s=time.perf_counter() - t0,
             searched=searched,
             notes=list(self.encoders.notes),
+            embed_s=self.embed_s,
         )
 
     def _group_hits(self, plan: _GroupPlan, k_fetch: int) -> list[SegmentHit]:
