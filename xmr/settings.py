@@ -46,6 +46,8 @@ class Settings:
     batch_size: int | None = None  # None: the backend chooses for the device
     offline: bool = False
     query_engine: str = "onnx"  # onnx (per-tower ONNX Runtime) | torch (the backends)
+    # extra extensions read as plain-text documents (XMR_TEXT_EXT, comma-separated; --text-ext)
+    text_extensions: tuple[str, ...] = ()
     # space name -> "module:factory"; lets a custom backend replace a built-in one
     backends: dict[str, str] = field(default_factory=dict)
 
@@ -59,6 +61,7 @@ class Settings:
             batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
             offline=offline_mode(),
             query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
+            text_extensions=tuple(e.strip() for e in env.get("XMR_TEXT_EXT", "").split(",") if e.strip()),
         )
         for space in ("clip", "clap"):
             spec = env.get(f"XMR_BACKEND_{space.upper()}")
