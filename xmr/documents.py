@@ -104,6 +104,10 @@ class Policy:
 
     extra: frozenset[str] = frozenset()
 
+    def junk_guard(self, name: str | os.PathLike[str]) -> bool:
+        """Whether the junk guard applies: not to extensions the user added (they asked for them as is)."""
+        return os.path.splitext(os.fspath(name))[1].lower() not in self.extra
+
     @classmethod
     def with_extensions(cls, exts: Iterable[str]) -> Policy:
         return cls(frozenset(normalise_extension(e) for e in exts))
@@ -167,6 +171,7 @@ def read_document(
     max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> tuple[Document | None, str | None]:
     """(the document, None), or (None, why it is skipped). Raises MediaError for unreadable files."""
+    policy = policy or Policy()
     pdf = head.startswith(b"%PDF-")
     decision = decide(os.fspath(path), "" if pdf else head_text(head), pdf=pdf, policy=policy)
     if decision.kind is None:
@@ -174,7 +179,7 @@ def read_document(
     doc = extract(path, decision.kind, max_bytes=max_bytes)
     if decision.kind == PDF and not doc.text:
         return None, NO_TEXT_LAYER
-    if all_junk(doc.text):
+    if policy.junk_guard(path) and all_junk(doc.text):
         return None, NO_READABLE_TEXT
     return doc, None
 
@@ -200,10 +205,11 @@ def _is_word(core: str) -> bool:
     if _HEX.match(core) and (len(core) >= 8 or any(c.isdigit() for c in core)):
         return False
     letters = core.replace("-", "").replace("'", "").replace("’", "")
+    if not letters.isascii():
+        # CJK and other scripts may run for long without spaces, punctuation inside
+        return sum(c.isalpha() for c in letters) >= 0.7 * len(letters)
     if not letters.isalpha():
         return False
-    if not letters.isascii():
-        return True  # CJK and other scripts may run for long without spaces
     if len(letters) > _MAX_WORD:
         return False
     # camelCase / random mixed case (base64 pieces, identifiers): two or more case changes

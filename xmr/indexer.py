@@ -145,6 +145,7 @@ class _Prepared:
     audio_windows: list[tuple[float, float, np.ndarray]] | None = None
     text: str | None = None
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
+    junk_guard: bool = True  # drop passages that are mostly non-words (not for --text-ext extensions)
 
 
 @dataclass
@@ -246,6 +247,7 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
                 out.error = "no text to index (only whitespace)"
             elif doc is not None:
                 out.text, out.pages = doc.text, doc.pages
+                out.junk_guard = config.policy.junk_guard(item.path)
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
@@ -652,7 +654,7 @@ class _Run:
                 windows.extend(w for _, _, w in p.audio_windows)
             elif p.modality == "text" and p.text is not None:
                 passages = split_document(Document(p.text, p.pages), enc.split_text)
-                kept = [(ps, page) for ps, page in passages if not is_junk(ps.text)]
+                kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
                 if not passages:
                     failed[i] = "no text to embed"
                     continue
