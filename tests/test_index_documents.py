@@ -180,13 +180,14 @@ def test_heic_xpm_xbm_eps_are_images_and_hex_junk_yields_no_vectors(tmp_path: Pa
         "images/scene.xpm",
         "images/glyph.xbm",
         "images/drawing.eps",
+        "images/bayer.dng",
         "images/gradient.jpg",
         "text/hexdump.txt",
     )
     report = _index(root)
     assert report.failed == 0, report.errors
     rows = _rows(root)
-    for r in ("images/photo.heic", "images/scene.xpm", "images/glyph.xbm", "images/drawing.eps"):
+    for r in ("images/photo.heic", "images/scene.xpm", "images/glyph.xbm", "images/drawing.eps", "images/bayer.dng"):
         assert rows[r][:2] == ("image", "indexed") and rows[r][3] == 1, r
     assert rows["text/hexdump.txt"] == ("text", "skipped", documents.NO_READABLE_TEXT, 0)
 

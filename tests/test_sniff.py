@@ -64,6 +64,7 @@ FIXTURE_EXPECTED = {
     "images/scene.xpm": ("image", None),
     "images/glyph.xbm": ("image", None),
     "images/drawing.eps": ("image", None),
+    "images/bayer.dng": ("image", None),
     "documents/manual.pdf": ("text", None),
     "documents/scanned.pdf": ("text", None),
     "documents/tide_pools.html": ("text", None),
