@@ -303,3 +303,12 @@ def test_readme_documents_the_policy_and_the_options() -> None:
     help_text = invoke("index", "--help").stdout
     assert "--text-ext" in help_text and "--store-snippets" in help_text
 
+
+
+def test_a_pdf_or_html_file_as_the_query(tmp_path: Path) -> None:
+    root = _copy(tmp_path, "documents/manual.pdf", "documents/tide_pools.html", "text/astronomy.txt")
+    _index(root)
+    for rel in ("documents/manual.pdf", "documents/tide_pools.html"):
+        part = QueryPart("text_file", str(root / rel))
+        best = search([part], index_dir=paths.index_dir(), options=SearchOptions(k=1, exact=True)).results[0]
+        assert best.path == str(root / rel) and best.score >= 10

@@ -27,6 +27,7 @@ from xmr.preprocess.text import Passage
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 PLAIN, HTML, PDF = "plain", "html", "pdf"
+_HEAD_BYTES = 8192  # what decides a document's kind: as much as xmr.sniff looks at
 
 PLAIN_EXTENSIONS = frozenset(
     ".txt .text .md .markdown .mdown .mkd .rst .org .adoc .asciidoc .tex .ltx .textile".split()
@@ -161,6 +162,19 @@ def head_text(head: bytes) -> str:
         return decode_text(head, truncated=True)
     except MediaError:
         return ""
+
+
+def read_any(path: str | os.PathLike[str], *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
+    """Read a file given as a document (a query's ``--text-file``): whatever its name, no policy."""
+    from xmr.preprocess import read_error
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise read_error(exc, path) from None
+    pdf = head.startswith(b"%PDF-")
+    return extract(path, document_kind(os.fspath(path), "" if pdf else head_text(head), pdf=pdf), max_bytes=max_bytes)
 
 
 def read_document(

@@ -219,10 +219,10 @@ def _embed_native(part: QueryPart, space: str, enc: Any) -> np.ndarray:
     if part.kind == "text":
         rows = enc.embed_texts([part.value])
     elif part.kind == "text_file":
-        from xmr.preprocess.text import normalise, read_text
+        from xmr.documents import read_any, split_document
 
-        text = normalise(read_text(part.value))
-        passages = enc.split_text(text) if text else []
+        doc = read_any(part.value)  # PDF and HTML too, in passages cut as the indexer cuts them
+        passages = [p for p, _ in split_document(doc, enc.split_text)] if doc.text else []
         if not passages:
             raise MediaError("query text file is empty", path=part.value)
         rows = enc.embed_texts([p.text for p in passages])

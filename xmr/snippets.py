@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from xmr.catalogue import Catalogue
-from xmr.documents import MAX_DOCUMENT_BYTES, Document, document_kind, extract, head_text
+from xmr.documents import MAX_DOCUMENT_BYTES, Document, read_any
 from xmr.errors import MediaError
-from xmr.sniff import HEAD_BYTES
 
 SNIPPET_CHARS = 240
 CHANGED = "changed since indexing"
@@ -40,13 +39,7 @@ def read_for_snippets(path: str | os.PathLike[str], size: int, mtime_ns: int) ->
     if st.st_size != size or st.st_mtime_ns != mtime_ns:
         return CHANGED
     try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-        pdf = head.startswith(b"%PDF-")
-        kind = document_kind(os.fsdecode(path), "" if pdf else head_text(head), pdf=pdf)
-        return extract(path, kind, max_bytes=MAX_DOCUMENT_BYTES)
-    except OSError:
-        return GONE
+        return read_any(path, max_bytes=MAX_DOCUMENT_BYTES)  # read the way the indexer read it
     except MediaError as exc:
         return exc.reason
 
