@@ -29,7 +29,8 @@ def test_xpm_xbm_and_eps_decode() -> None:
     xpm = load_image(MEDIA / "images/scene.xpm")
     assert xpm.size == (24, 16) and _mean_abs_diff(xpm, draw_scene(22, (24, 16))) < 25  # 6 colours
     xbm = load_image(MEDIA / "images/glyph.xbm")
-    assert xbm.size == (32, 24) and set(np.unique(np.asarray(xbm))) <= {0, 255}
+    assert xbm.size == (32, 24) and set(np.unique(np.asarray(xbm))) == {0, 255}
+    assert xbm.getpixel((5, 10)) == (255, 255, 255) and xbm.getpixel((16, 22)) == (0, 0, 0)
     eps = load_image(MEDIA / "images/drawing.eps")  # rendered by Ghostscript
     assert eps.mode == "RGB" and eps.size == (48, 32)
     assert _mean_abs_diff(eps, draw_scene(24, (48, 32))) < 12
