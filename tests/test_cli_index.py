@@ -126,7 +126,8 @@ _NO_TORCH = (
     "import sys\n"
     "from xmr.cli import main\n"
     "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-    "heavy = sorted(m for m in ('torch', 'open_clip', 'laion_clap', 'transformers') if m in sys.modules)\n"
+    "heavy = sorted(m for m in ('torch', 'open_clip', 'laion_clap', 'transformers', 'pillow_heif', 'rawpy',"
+    " 'pypdfium2') if m in sys.modules)\n"
     "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
 )
 

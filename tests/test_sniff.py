@@ -6,6 +6,7 @@ import builtins
 import io
 import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 from fixtures.make_fixtures import draw_scene, tone
 from xmr import sniff
+from xmr.preprocess import formats
 from xmr.sniff import HEAD_BYTES, Classification, classify, classify_path
 
 MEDIA = Path(__file__).resolve().parent.parent / "fixtures" / "media"
@@ -58,6 +60,21 @@ FIXTURE_EXPECTED = {
     "images/photo.dat": ("image", None),
     "images/palette.tif": ("image", None),
     "images/small.avif": ("image", None),
+    "images/photo.heic": ("image", None),
+    "images/scene.xpm": ("image", None),
+    "images/glyph.xbm": ("image", None),
+    "images/drawing.eps": ("image", None),
+    "images/bayer.dng": ("image", None),
+    "documents/manual.pdf": ("text", None),
+    "documents/scanned.pdf": ("text", None),
+    "documents/tide_pools.html": ("text", None),
+    "text/hexdump.txt": ("text", None),  # text by content; the document policy skips it later
+    "source/README.md": ("text", None),
+    "source/tides/__init__.py": ("text", None),
+    "source/tides/predict.py": ("text", None),
+    "source/web/app.js": ("text", None),
+    "source/data/harbours.json": ("text", None),
+    "source/data/levels.csv": ("text", None),
     "audio/chord_c_major.wav": ("audio", None),
     "audio/chord_a_minor.flac": ("audio", None),
     "audio/surf_noise.ogg": ("audio", None),
@@ -152,6 +169,7 @@ def heif_bytes(brand: bytes, compat: tuple[bytes, ...] = (b"mif1",)) -> bytes:
 
 
 def test_heic_without_a_pillow_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(formats, "register_heif", lambda: False)  # as if pillow-heif were not installed
     Image.init()
     monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)
     data = heif_bytes(b"heic")
@@ -407,11 +425,16 @@ def test_empty_files(name: str, reason: str | None) -> None:
     assert classify(name, b"", 0) == Classification("other", reason)
 
 
-def test_known_non_media_formats_give_a_helpful_reason() -> None:
+def test_pdf_is_a_document_whatever_the_name() -> None:
     pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + random_bytes(500)
-    assert sniff_bytes("paper.txt", pdf).reason == "not text: PDF document"
-    assert sniff_bytes("paper.jpg", pdf).reason == "not an image: PDF document"
-    assert sniff_bytes("paper.pdf", pdf) == Classification("other")
+    for name in ("paper.pdf", "paper.txt", "paper.jpg", "paper"):
+        c = sniff_bytes(name, pdf)
+        assert c == Classification("text") and c.detail == "pdf", name
+    # a .pdf that is not one is reported
+    assert sniff_bytes("paper.pdf", random_bytes(500, seed=3)).reason == "not text: binary content"
+
+
+def test_known_non_media_formats_give_a_helpful_reason() -> None:
     zipped = b"PK\x03\x04" + random_bytes(500)
     assert sniff_bytes("archive.zip", zipped) == Classification("other")
     assert sniff_bytes("a.wav", zipped).reason == "not audio: ZIP archive"
@@ -423,6 +446,88 @@ def test_extension_table() -> None:
     assert sniff.EXTENSION_MODALITY[".md"] == "text"
     assert sniff.claimed_modality("X.TIFF") == "image"
     assert sniff.claimed_modality("archive.tar.gz") is None
+
+
+# --- formats Pillow opens that look like something else -----------------------------------------
+
+
+def test_ascii_image_formats_are_images_never_text() -> None:
+    xpm = (MEDIA / "images/scene.xpm").read_bytes()
+    xbm = (MEDIA / "images/glyph.xbm").read_bytes()
+    eps = (MEDIA / "images/drawing.eps").read_bytes()
+    for data, detail in ((xpm, "xpm"), (xbm, "xbm"), (eps, "eps")):
+        for name in ("x", "x.txt", "x.c", "x.ps"):
+            c = sniff_bytes(name, data)
+            assert c.modality == "image" and c.detail == detail, (name, c)
+    # XBM with a leading comment, as X11's bitmap(1) writes it
+    assert sniff_bytes("x", b"/* made by hand */\n" + xbm).detail == "xbm"
+    # C source that merely defines a width is not an XBM
+    assert sniff_bytes("a.h", b"#define BUFFER_width 10\nint x;\n").modality == "text"
+
+
+def test_eps_without_ghostscript_is_skipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    eps = (MEDIA / "images/drawing.eps").read_bytes()
+    assert sniff_bytes("drawing.eps", eps).skip is None  # gs is installed here (.ci/run installs it)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gs on PATH
+    c = sniff_bytes("drawing.eps", eps)
+    assert c == Classification("image", None, "eps", "needs Ghostscript")
+    # DOS EPS binary header
+    assert sniff_bytes("x.eps", b"\xc5\xd0\xd3\xc6" + eps).skip == "needs Ghostscript"
+
+
+def fli_bytes(magic: int = 0xAF12, frames: int = 1) -> bytes:
+    header = bytearray(128)
+    struct.pack_into("<IHHHHHHI", header, 0, 0, magic, frames, 32, 16, 8, 3, 70)
+    frame = struct.pack("<IHH", 16, 0xF1FA, 0) + b"\x00" * 8
+    data = bytes(header) + frame
+    return struct.pack("<I", len(data)) + data[4:]
+
+
+def test_fli_and_flc_animations_are_images_not_audio() -> None:
+    for magic in (0xAF11, 0xAF12):
+        data = fli_bytes(magic)
+        c = sniff_bytes("anim.flc", data)
+        assert c == Classification("image") and c.detail == "fli"
+        assert sniff_bytes("anim.wav", data).modality == "image"
+        with Image.open(io.BytesIO(data)) as img:  # and Pillow agrees
+            assert img.format == "FLI"
+
+
+def bigtiff_bytes(w: int = 8, h: int = 6) -> bytes:
+    """A minimal little-endian BigTIFF: one uncompressed 8-bit greyscale strip."""
+    pixels = bytes((x * 30 + y * 10) % 256 for y in range(h) for x in range(w))
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1)]
+    n = len(entries) + 3
+    ifd_at = 16
+    data_at = ifd_at + 8 + 20 * n + 8
+    entries += [(273, 16, 1, data_at), (278, 3, 1, h), (279, 16, 1, len(pixels))]
+    out = b"II+\x00" + struct.pack("<HHQ", 8, 0, ifd_at) + struct.pack("<Q", n)
+    for tag, typ, count, value in sorted(entries):
+        out += struct.pack("<HHQQ", tag, typ, count, value)
+    return out + struct.pack("<Q", 0) + pixels
+
+
+def test_bigtiff_opens_when_pillow_can(tmp_path: Path) -> None:
+    from xmr.preprocess.image import load_image
+
+    data = bigtiff_bytes()
+    c = sniff_bytes("scan.tif", data)
+    assert c == Classification("image") and c.detail == "bigtiff"
+    p = tmp_path / "scan.tif"
+    p.write_bytes(data)
+    img = load_image(p)
+    assert img.size == (8, 6) and img.getpixel((1, 0)) == (30, 30, 30)
+
+
+def test_camera_raw_goes_to_rawpy_or_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    tiff_like = image_bytes("TIFF")  # NEF, CR2, ARW and DNG are TIFF containers
+    c = sniff_bytes("DSC_0001.NEF", tiff_like)
+    assert c == Classification("image") and c.detail == "raw"
+    assert sniff_bytes("IMG_0001.CR3", struct.pack(">I", 24) + b"ftypcrx " + random_bytes(100)).detail == "raw"
+    assert sniff_bytes("x.tif", tiff_like).detail == "tiff"  # only the RAW names go to rawpy
+    monkeypatch.setitem(sys.modules, "rawpy", None)  # rawpy not installed
+    c = sniff_bytes("DSC_0001.NEF", tiff_like)
+    assert c == Classification("image", None, "raw", "camera RAW needs rawpy")
 
 
 def test_detail_is_not_part_of_equality() -> None:

@@ -44,7 +44,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             hash TEXT,                      -- blake2b-128 of the content
             modality TEXT,                  -- image|audio|text|other (NULL: unreadable)
             status TEXT NOT NULL,           -- pending|indexed|skipped|error
-            error TEXT,
+            error TEXT,                     -- why: the error, or the reason a file is skipped
             first_seen TEXT NOT NULL,
             last_seen TEXT NOT NULL,
             run_id INTEGER
@@ -150,6 +150,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         END;
         """,
     ),
+    (
+        4,
+        """
+        -- documents: the PDF page of a passage, and how many passages the junk guard dropped
+        ALTER TABLE segments ADD COLUMN page INTEGER;
+        ALTER TABLE encodings ADD COLUMN n_dropped INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -204,7 +212,8 @@ class SegmentData:
     end_s: float | None = None
     char_start: int | None = None
     char_end: int | None = None
-    text: str | None = None
+    text: str | None = None  # stored only with --store-snippets; otherwise read from the file when shown
+    page: int | None = None  # PDF page, from 1
 
 
 def _under_clause(column: str, root: str) -> tuple[str, list[str]]:
@@ -472,6 +481,7 @@ class Catalogue:
         model_id: str,
         segments: Sequence[SegmentData],
         vectors: np.ndarray,
+        dropped: int = 0,
     ) -> None:
         """Store one content's segments and vectors for a space; call inside a transaction.
 
@@ -486,7 +496,7 @@ class Catalogue:
         for seq, (seg, vec) in enumerate(zip(segments, vecs, strict=True)):
             cur = self.conn.execute(
                 "INSERT INTO segments (hash, space, model_id, kind, seq, start_s, end_s, char_start, char_end,"
-                " text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " text, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     h,
                     space,
@@ -498,6 +508,7 @@ class Catalogue:
                     seg.char_start,
                     seg.char_end,
                     seg.text,
+                    seg.page,
                 ),
             )
             self.conn.execute(
@@ -505,8 +516,8 @@ class Catalogue:
                 (cur.lastrowid, space, model_id, dim, vec.tobytes()),
             )
         self.conn.execute(
-            "INSERT INTO encodings (hash, space, model_id, n_segments, created) VALUES (?, ?, ?, ?, ?)",
-            (h, space, model_id, len(segments), now_iso()),
+            "INSERT INTO encodings (hash, space, model_id, n_segments, created, n_dropped) VALUES (?, ?, ?, ?, ?, ?)",
+            (h, space, model_id, len(segments), now_iso(), dropped),
         )
 
     # -- runs ----------------------------------------------------------------------------
@@ -548,6 +559,13 @@ class Catalogue:
             for m, n in q("SELECT modality, COUNT(*) FROM files GROUP BY modality ORDER BY modality")
         }
         status_by = {s: n for s, n in q("SELECT status, COUNT(*) FROM files GROUP BY status ORDER BY status")}
+        skipped_by = {
+            r: n
+            for r, n in q(
+                "SELECT error, COUNT(*) FROM files WHERE status = 'skipped' AND error IS NOT NULL"
+                " GROUP BY error ORDER BY COUNT(*) DESC, error"
+            )
+        }
         spaces = []
         for space, model_id, n_vec in q(
             "SELECT space, model_id, COUNT(*) FROM vectors GROUP BY space, model_id ORDER BY space, model_id"
@@ -574,6 +592,7 @@ class Catalogue:
             "files": sum(files_by.values()),
             "files_by_modality": files_by,
             "files_by_status": status_by,
+            "skipped_by_reason": skipped_by,
             "spaces": spaces,
             "catalogue_bytes": size,
         }
@@ -603,8 +622,8 @@ class Catalogue:
             else []
         )
         encodings = []
-        for space, model_id, n, created in self.conn.execute(
-            "SELECT space, model_id, n_segments, created FROM encodings WHERE hash = ? ORDER BY space",
+        for space, model_id, n, created, dropped in self.conn.execute(
+            "SELECT space, model_id, n_segments, created, n_dropped FROM encodings WHERE hash = ? ORDER BY space",
             (info["hash"],),
         ).fetchall():
             segs = [
@@ -616,11 +635,12 @@ class Catalogue:
                     "end_s": s1,
                     "char_start": c0,
                     "char_end": c1,
+                    "page": page,
                     "vector_id": vid,
                     "dim": dim,
                 }
-                for sid, kind, seq, s0, s1, c0, c1, vid, dim in self.conn.execute(
-                    "SELECT s.id, s.kind, s.seq, s.start_s, s.end_s, s.char_start, s.char_end, v.id, v.dim"
+                for sid, kind, seq, s0, s1, c0, c1, page, vid, dim in self.conn.execute(
+                    "SELECT s.id, s.kind, s.seq, s.start_s, s.end_s, s.char_start, s.char_end, s.page, v.id, v.dim"
                     " FROM segments s LEFT JOIN vectors v ON v.segment_id = s.id"
                     " WHERE s.hash = ? AND s.space = ? AND s.model_id = ? ORDER BY s.seq",
                     (info["hash"], space, model_id),
@@ -631,6 +651,7 @@ class Catalogue:
                     "space": space,
                     "model": self.model_row(model_id),
                     "n_segments": n,
+                    "dropped_as_junk": dropped,
                     "embedded_at": created,
                     "segments": segs,
                 }
@@ -717,7 +738,8 @@ class Catalogue:
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
                 "SELECT v.id, s.id, s.hash, s.space, s.model_id, s.kind, s.seq, s.start_s, s.end_s, s.char_start,"
-                f" s.char_end, s.text FROM vectors v JOIN segments s ON s.id = v.segment_id WHERE v.id IN ({marks})",
+                f" s.char_end, s.text, s.page FROM vectors v JOIN segments s ON s.id = v.segment_id"
+                f" WHERE v.id IN ({marks})",
                 chunk,
             ):
                 out[int(row[0])] = SegmentRef(*row)
@@ -784,6 +806,7 @@ class SegmentRef:
     char_start: int | None
     char_end: int | None
     text: str | None
+    page: int | None = None
 
 
 def _statements(script: str) -> Iterator[str]:

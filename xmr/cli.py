@@ -234,6 +234,20 @@ def index_cmd(
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
     ] = None,
+    text_ext: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text-ext",
+            metavar="EXT",
+            help="Also index files with this extension as plain-text documents (repeatable; env XMR_TEXT_EXT).",
+        ),
+    ] = None,
+    store_snippets: Annotated[
+        bool,
+        typer.Option(
+            "--store-snippets", help="Keep passages' text in the catalogue (default: offsets only, read when shown)."
+        ),
+    ] = False,
     device: DeviceOpt = None,
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
@@ -243,10 +257,16 @@ def index_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Crawl PATH... and add new or changed files to the index (unchanged files are not read)."""
+    from xmr.documents import normalise_extension
     from xmr.indexer import IndexOptions
     from xmr.indexer import index as run_index
 
     mods = [m.strip() for m in modalities.split(",") if m.strip()]
+    settings = _settings(device, clip_model, clap_model, batch_size, precision)
+    try:
+        text_exts = sorted({normalise_extension(e) for e in [*settings.text_extensions, *(text_ext or [])]})
+    except ValueError as exc:
+        raise UsageError(f"--text-ext: {exc}") from None
     options = IndexOptions(
         include_hidden=include_hidden,
         excludes=exclude or [],
@@ -255,8 +275,9 @@ def index_cmd(
         retry_errors=retry_errors,
         workers=workers,
         wait=wait,
+        text_extensions=text_exts,
+        store_snippets=store_snippets,
     )
-    settings = _settings(device, clip_model, clap_model, batch_size, precision)
     with _RichProgress(quiet) as progress:
         report = run_index(
             [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
@@ -279,6 +300,8 @@ def index_cmd(
         msg = ", ".join(parts) + f" in {report.elapsed_s:.1f}s"
         if report.failed:
             msg += " (see 'xmr errors')"
+        if report.skipped_by_reason:
+            msg += "\nskipped: " + _reasons(report.skipped_by_reason)
         _stderr_console().print(msg)
 
 
@@ -392,12 +415,20 @@ def search_cmd(
         _stderr_console().print("no results")
 
 
+def _reasons(by_reason: dict[str, int]) -> str:
+    ranked = sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} {reason}" for reason, n in ranked)
+
+
 def _where(hit: Any) -> str:
     if hit.start_s is not None:
         return f"{hit.start_s:.1f}-{hit.end_s:.1f}s"
+    page = f"p. {hit.page}: " if hit.page is not None else ""
     if hit.snippet is not None:
-        return hit.snippet
-    return ""
+        return page + hit.snippet
+    if hit.snippet_note is not None:
+        return f"{page}({hit.snippet_note})"
+    return page.rstrip(": ")
 
 
 def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -> None:
@@ -611,6 +642,8 @@ def status_cmd(
     by_mod = ", ".join(f"{n} {m}" for m, n in data["files_by_modality"].items()) or "none"
     by_status = ", ".join(f"{n} {s}" for s, n in data["files_by_status"].items())
     out.print(f"files: {data['files']} ({by_mod}); status: {by_status}")
+    if data.get("skipped_by_reason"):
+        out.print(f"skipped: {_reasons(data['skipped_by_reason'])}")
     for sp in data["spaces"]:
         kinds = ", ".join(f"{n} {k}" for k, n in sp["segments_by_kind"].items())
         active = "" if sp["active"] else " (inactive)"
@@ -668,18 +701,24 @@ def info_cmd(
     out = _stdout_console()
     for key in ("path", "modality", "status", "error", "size", "hash", "first_seen", "last_seen"):
         if data.get(key) is not None:
-            out.print(f"{key}: {data[key]}")
+            label = "reason" if key == "error" and data.get("status") == "skipped" else key
+            out.print(f"{label}: {data[key]}")
     for dup in data["duplicates"]:
         out.print(f"same content: {dup}")
     for enc in data["encodings"]:
         model = enc["model"] or {}
-        out.print(f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')})")
+        dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
+        out.print(
+            f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')}){dropped}"
+        )
         for seg in enc["segments"]:
             where = ""
             if seg["start_s"] is not None:
                 where = f" {seg['start_s']:.1f}-{seg['end_s']:.1f}s"
             elif seg["char_start"] is not None:
                 where = f" chars {seg['char_start']}-{seg['char_end']}"
+                if seg.get("page") is not None:
+                    where += f" page {seg['page']}"
             out.print(f"  #{seg['seq']} {seg['kind']}{where} vector {seg['vector_id']} dim {seg['dim']}")
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from xmr import paths
 from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
+from xmr.documents import MAX_DOCUMENT_BYTES, Document, Policy, is_junk, split_document
 from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, load_encoder, model_status
 from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
 from xmr.lock import index_lock
@@ -76,7 +77,9 @@ class IndexOptions:
     workers: int | None = None  # None: chosen from the core count; 0: decode in this process
     audio_window_s: float = 10.0
     audio_hop_s: float = 10.0
-    max_text_bytes: int = 4 * 1024 * 1024
+    max_text_bytes: int = MAX_DOCUMENT_BYTES
+    text_extensions: Sequence[str] = ()  # added to the document policy as plain text (--text-ext)
+    store_snippets: bool = False  # keep passages' text in the catalogue (default: offsets only)
     commit_segments: int = 64  # flush a batch once it holds this many segments
     commit_files: int = 256  # ... or this many files
     checkpoint_ann: bool = True
@@ -97,6 +100,7 @@ class IndexReport:
     removed: int = 0
     failed: int = 0
     skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
     pending: int = 0
     embedded_files: int = 0
     segments: int = 0
@@ -135,12 +139,15 @@ class _Prepared:
     hash: str | None = None
     modality: str = "other"
     error: str | None = None  # one-line reason: the file is recorded as failed
+    skip: str | None = None  # why a file xmr could read is not indexed (not a document, a missing tool)
     bytes_read: int = 0
     opened: bool = False  # the file's content was read (hashing or decoding)
     spaces_done: set[str] = field(default_factory=set)  # already embedded (moved / duplicate)
     pixels: np.ndarray | None = None
     audio_windows: list[tuple[float, float, np.ndarray]] | None = None
     text: str | None = None
+    pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
+    junk_guard: bool = True  # drop passages that are mostly non-words (not for --text-ext extensions)
 
 
 @dataclass
@@ -152,6 +159,7 @@ class _WorkerConfig:
     audio_window_s: float
     audio_hop_s: float
     max_text_bytes: int
+    policy: Policy = field(default_factory=Policy)
 
 
 _worker: dict[str, Any] = {}
@@ -189,6 +197,7 @@ def _hash_file(path: str) -> tuple[str, bytes, int]:
 def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
     """Hash, classify and decode one file. Runs in a worker process (or inline)."""
     out = _Prepared(item=item)
+    head: bytes | None = None
     try:
         if item.known_hash is not None and item.known_modality is not None:
             out.hash, out.modality = item.known_hash, item.known_modality
@@ -203,6 +212,9 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
             out.modality = c.modality
             if c.reason:
                 out.error = c.reason
+                return out
+            if c.skip:
+                out.skip = c.skip
                 return out
         spaces = config.spaces_for.get(out.modality, ())
         if not spaces:
@@ -223,12 +235,21 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
                 for w in windows(audio, window_s=config.audio_window_s, hop_s=config.audio_hop_s)
             ]
         elif out.modality == "text":
-            from xmr.preprocess.text import normalise, read_text
+            from xmr.documents import read_document
 
-            out.text = normalise(read_text(item.path, max_bytes=config.max_text_bytes))
-            if not out.text:
-                out.text = None
+            if head is None:
+                try:
+                    with open(item.path, "rb") as f:
+                        head = f.read(HEAD_BYTES)
+                except OSError as exc:
+                    out.error = f"cannot read: {exc.strerror or exc}"
+                    return out
+            doc, out.skip = read_document(item.path, head, policy=config.policy, max_bytes=config.max_text_bytes)
+            if doc is not None and not doc.text:
                 out.error = "no text to index (only whitespace)"
+            elif doc is not None:
+                out.text, out.pages = doc.text, doc.pages
+                out.junk_guard = config.policy.junk_guard(item.path)
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
@@ -300,12 +321,14 @@ class _Run:
             # passive; benchmarks/index.py). Only effective before torch is first imported,
             # which choosing a precision may do (_stale_spaces).
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        args["text_extensions"] = list(options.text_extensions)
         self.run_id = cat.start_run("index", args)
         self.report = IndexReport(run_id=self.run_id, roots=roots)
         self.vanished_hashes: set[str] = set()
         self.replaced_hashes: set[str] = set()
         self.warnings: list[str] = []
         self.stale_spaces = self._stale_spaces()
+        self._extra_extensions = Policy.with_extensions(options.text_extensions).extra
         self._encoded_cache: dict[str, set[str]] = {}
 
     # -- phases -----------------------------------------------------------------------
@@ -369,6 +392,8 @@ class _Run:
             if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
                 if row.status == "pending" or (row.status == "error" and self.options.retry_errors):
                     work.append(self._item(entry, row, known=row.status == "pending"))
+                elif row.status == "skipped" and self._reconsider_skipped(row):
+                    work.append(self._item(entry, row, known=False))
                 elif row.status == "indexed" and self._needs_spaces(row):
                     work.append(self._item(entry, row, known=True))
                 else:
@@ -410,6 +435,15 @@ class _Run:
             known_hash=row.hash if (known and row) else None,
             known_modality=row.modality if (known and row) else None,
         )
+
+    def _reconsider_skipped(self, row: FileRow) -> bool:
+        """A file skipped for a reason that may have gone: --retry-errors (Ghostscript or rawpy
+        installed since), or a text file whose extension --text-ext now adds."""
+        if row.modality not in ("image", "text"):
+            return False
+        if self.options.retry_errors:
+            return True
+        return row.modality == "text" and os.path.splitext(row.path)[1].lower() in self._extra_extensions
 
     def _needs_spaces(self, row: FileRow) -> bool:
         """An indexed file needs work again when a space it belongs to lacks its vectors by the
@@ -486,6 +520,7 @@ class _Run:
             audio_window_s=self.options.audio_window_s,
             audio_hop_s=self.options.audio_hop_s,
             max_text_bytes=self.options.max_text_bytes,
+            policy=Policy.with_extensions(self.options.text_extensions),
         )
 
     def _process(self, work: list[_Item]) -> None:
@@ -559,7 +594,7 @@ class _Run:
     # -- committing a batch ---------------------------------------------------------------
     def _commit(self, batch: list[_Prepared]) -> None:
         """Encode what the batch needs, then write it all in one transaction."""
-        encoded: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray]] = {}
+        encoded: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]] = {}
         failed: dict[int, str] = {}
         for space, enc in self.encoders.items():
             encoded.update(self._encode_space(space, enc, batch, failed))
@@ -574,6 +609,11 @@ class _Run:
                     self._record_error(
                         p.item.path, p.item.root, error, p.item.size, p.item.mtime_ns, p.modality, p.hash
                     )
+                    continue
+                if p.skip:
+                    self._upsert(p, "skipped", p.skip)
+                    self.report.skipped += 1
+                    self.report.skipped_by_reason[p.skip] = self.report.skipped_by_reason.get(p.skip, 0) + 1
                     continue
                 spaces = self.spaces_for.get(p.modality, ())
                 if p.modality == "other" or (not spaces and p.modality not in self.options.modalities):
@@ -591,8 +631,8 @@ class _Run:
                 for space in spaces:
                     if space in p.spaces_done or (p.hash, space) in written:
                         continue
-                    segs, vecs = encoded[(p.hash, space)]
-                    self.cat.add_encoding(p.hash, space, self.encoders[space].info.model_id, segs, vecs)
+                    segs, vecs, dropped = encoded[(p.hash, space)]
+                    self.cat.add_encoding(p.hash, space, self.encoders[space].info.model_id, segs, vecs, dropped)
                     written.add((p.hash, space))
                     wrote = True
                     self.report.segments += len(segs)
@@ -609,16 +649,18 @@ class _Run:
 
     def _encode_space(
         self, space: str, enc: Any, batch: list[_Prepared], failed: dict[int, str]
-    ) -> dict[tuple[str, str], tuple[list[SegmentData], np.ndarray]]:
-        """Segments and vectors for every content of the batch that lacks this space."""
-        out: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray]] = {}
+    ) -> dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]]:
+        """Segments, vectors and the number of junk passages dropped, for every content of the
+        batch that lacks this space."""
+        out: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]] = {}
         jobs: list[tuple[int, list[SegmentData]]] = []
+        dropped: dict[int, int] = {}
         pixels: list[np.ndarray] = []
         windows: list[np.ndarray] = []
         texts: list[str] = []
         planned: set[str | None] = set()
         for i, p in enumerate(batch):
-            if p.error or space not in self.spaces_for.get(p.modality, ()) or space in p.spaces_done:
+            if p.error or p.skip or space not in self.spaces_for.get(p.modality, ()) or space in p.spaces_done:
                 continue
             if p.hash in planned:
                 continue  # identical content twice in one batch: embedded once
@@ -633,23 +675,33 @@ class _Run:
                 jobs.append((i, segs))
                 windows.extend(w for _, _, w in p.audio_windows)
             elif p.modality == "text" and p.text is not None:
-                passages = enc.split_text(p.text)
-                segs = [
-                    SegmentData(kind="text_passage", char_start=ps.start, char_end=ps.end, text=ps.text)
-                    for ps in passages
-                ]
-                if not segs:
+                passages = split_document(Document(p.text, p.pages), enc.split_text)
+                kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
+                if not passages:
                     failed[i] = "no text to embed"
                     continue
+                # a content whose passages are all junk gets no segment (but its encoding is recorded)
+                dropped[i] = len(passages) - len(kept)
+                store = self.options.store_snippets
+                segs = [
+                    SegmentData(
+                        kind="text_passage",
+                        char_start=ps.start,
+                        char_end=ps.end,
+                        text=ps.text if store else None,
+                        page=page,
+                    )
+                    for ps, page in kept
+                ]
                 jobs.append((i, segs))
-                texts.extend(ps.text for ps in passages)
+                texts.extend(ps.text for ps, _ in kept)
             else:
                 failed[i] = f"nothing decoded for the {space} space"
                 continue
             planned.add(p.hash)
         # a copy of content that failed above fails the same way
         for i, p in enumerate(batch):
-            if i not in failed and p.hash not in planned and not p.error:
+            if i not in failed and p.hash not in planned and not p.error and not p.skip:
                 if space in self.spaces_for.get(p.modality, ()) and space not in p.spaces_done:
                     failed[i] = next(
                         (failed[j] for j, q in enumerate(batch) if q.hash == p.hash and j in failed),
@@ -671,11 +723,11 @@ class _Run:
             start = cursors.get(kind, 0)
             cursors[kind] = start + len(segs)
             vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
-            out[(batch[i].hash, space)] = (segs, vecs)
+            out[(batch[i].hash, space)] = (segs, vecs, dropped.get(i, 0))
         return out
 
-    def _upsert(self, p: _Prepared, status: str) -> None:
-        self._write_row(p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, None)
+    def _upsert(self, p: _Prepared, status: str, reason: str | None = None) -> None:
+        self._write_row(p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, reason)
 
     def _record_error(
         self,

@@ -35,6 +35,7 @@ from xmr.errors import MediaError, NoIndex, UsageError
 from xmr.query import QueryPart
 from xmr.query_cache import CachedSource, cache_dir
 from xmr.settings import Settings
+from xmr.snippets import fill_snippets, shorten
 
 # (space, segment kind) -> the modality of the files it represents
 GROUPS: dict[tuple[str, str], str] = {
@@ -57,7 +58,6 @@ BRIDGE_DISCOUNT = 0.5
 # background would allow its calibrated score to reach.
 IDENTICAL_COSINE = 0.9999
 IDENTICAL_SCORE = 10.0
-SNIPPET_CHARS = 240
 TYPES = ("image", "audio", "text")
 SCHEMA_ID = "xmr-search/1"  # bump on any incompatible change of the JSON output (xmr/data/search.schema.json)
 
@@ -88,6 +88,8 @@ class SegmentHit:
     char_start: int | None = None
     char_end: int | None = None
     snippet: str | None = None
+    snippet_note: str | None = None  # why no snippet is shown ("changed since indexing")
+    page: int | None = None  # PDF page of the passage
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -124,6 +126,10 @@ class Result:
             d["start_s"], d["end_s"] = round(b.start_s, 3), round(b.end_s or 0.0, 3)
         if b.snippet is not None:
             d["snippet"], d["char_start"], d["char_end"] = b.snippet, b.char_start, b.char_end
+        elif b.char_start is not None:
+            d["char_start"], d["char_end"], d["snippet_note"] = b.char_start, b.char_end, b.snippet_note
+        if b.page is not None:
+            d["page"] = b.page
         if explain:
             d["explain"] = {
                 "model_id": b.model_id,
@@ -246,10 +252,10 @@ def _embed_native(part: QueryPart, space: str, enc: Any) -> np.ndarray:
     if part.kind == "text":
         rows = enc.embed_texts([part.value])
     elif part.kind == "text_file":
-        from xmr.preprocess.text import normalise, read_text
+        from xmr.documents import read_any, split_document
 
-        text = normalise(read_text(part.value))
-        passages = enc.split_text(text) if text else []
+        doc = read_any(part.value)  # PDF and HTML too, in passages cut as the indexer cuts them
+        passages = [p for p, _ in split_document(doc, enc.split_text)] if doc.text else []
         if not passages:
             raise MediaError("query text file is empty", path=part.value)
         rows = enc.embed_texts([p.text for p in passages])
@@ -514,6 +520,7 @@ class _Search:
                 break
             k_fetch *= 4
         results = results[: opts.k]
+        fill_snippets(self.cat, results, all_segments=opts.all_segments)
         if self.notify is not None:
             for plan in {id(p.store): p for p in plans}.values():
                 if plan.store.degraded:
@@ -561,9 +568,9 @@ class _Search:
             if ref is None:  # deleted since the ANN file was written
                 continue
             hit.start_s, hit.end_s = ref.start_s, ref.end_s
-            hit.char_start, hit.char_end = ref.char_start, ref.char_end
-            if ref.text is not None:
-                hit.snippet = _snippet(ref.text)
+            hit.char_start, hit.char_end, hit.page = ref.char_start, ref.char_end, ref.page
+            if ref.text is not None:  # stored with --store-snippets
+                hit.snippet = shorten(ref.text)
             for path, modality, raw in files.get(ref.hash, []):
                 if modality not in types:
                     continue
@@ -597,7 +604,3 @@ class _Search:
                     }
                 )
 
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"

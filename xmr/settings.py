@@ -53,6 +53,8 @@ class Settings:
     query_engine: str = "onnx"  # onnx (per-tower ONNX Runtime) | torch (the backends)
     # fp32|bf16|int8 on CPU (xmr.encoders.precision); None: fp32 to index, the index's own to search
     precision: str | None = None
+    # extra extensions read as plain-text documents (XMR_TEXT_EXT, comma-separated; --text-ext)
+    text_extensions: tuple[str, ...] = ()
     # space name -> "module:factory"; lets a custom backend replace a built-in one
     backends: dict[str, str] = field(default_factory=dict)
 
@@ -67,6 +69,7 @@ class Settings:
             offline=offline_mode(),
             query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
             precision=env.get("XMR_PRECISION") or None,
+            text_extensions=tuple(e.strip() for e in env.get("XMR_TEXT_EXT", "").split(",") if e.strip()),
         )
         for space in ("clip", "clap"):
             spec = env.get(f"XMR_BACKEND_{space.upper()}")

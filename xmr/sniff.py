@@ -20,6 +20,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from xmr.documents import DOCUMENT_EXTENSIONS
+from xmr.preprocess import formats
+
 HEAD_BYTES = 8192
 
 IMAGE, AUDIO, TEXT, OTHER = "image", "audio", "text", "other"
@@ -36,7 +39,7 @@ AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .bwf .rf64 .w64 .flac .ogg .oga .opus .mp3 .mp2 .mpga .aif .aiff .aifc"
     " .caf .au .snd .m4a .aac .wma .weba".split()
 )
-TEXT_EXTENSIONS = frozenset(".txt .text .md .markdown .mdown .mkd .rst .org .adoc .asciidoc".split())
+TEXT_EXTENSIONS = DOCUMENT_EXTENSIONS
 
 EXTENSION_MODALITY: dict[str, str] = {
     **{e: IMAGE for e in IMAGE_EXTENSIONS},
@@ -54,12 +57,15 @@ class Classification:
     # What was recognised ("jpeg", "ogg/vorbis", "utf-16-le", ...): a hint for
     # decoders and messages only, so it does not take part in equality.
     detail: str | None = field(default=None, compare=False)
+    # set when the file is of a kind xmr indexes but is skipped (not an error): a tool is missing
+    skip: str | None = None
 
 
 class _Sig(NamedTuple):
-    modality: str  # image | audio | other
+    modality: str  # image | audio | text (pdf) | other
     detail: str
     unsupported: str | None = None  # a media kind this is, but that xmr cannot decode
+    skip: str | None = None  # decodable only with a tool that is missing (Ghostscript)
 
 
 def claimed_modality(name: str) -> str | None:
@@ -74,9 +80,12 @@ def classify(name: str, head: bytes, size: int) -> Classification:
         return Classification(OTHER, "empty file" if claimed else None)
 
     sig = _signature(head, size, claimed)
+    if formats.is_raw_name(name) and (sig is None or sig.modality == OTHER or sig.detail in ("tiff", "bigtiff")):
+        # camera RAW: mostly TIFF-like containers that Pillow would show as a thumbnail at best
+        return Classification(IMAGE, None, "raw", None if formats.rawpy_available() else formats.NEEDS_RAWPY)
     if sig is not None:
-        if sig.modality in (IMAGE, AUDIO):
-            return Classification(sig.modality, None, sig.detail)
+        if sig.modality in (IMAGE, AUDIO, TEXT):
+            return Classification(sig.modality, None, sig.detail, sig.skip)
         if claimed is None:
             return Classification(OTHER, None, sig.detail)
         if sig.unsupported == claimed:
@@ -126,6 +135,21 @@ def _signature(head: bytes, size: int, claimed: str | None) -> _Sig | None:
         return _Sig(IMAGE, "webp")
     if h[:4] in (b"II*\x00", b"MM\x00*"):
         return _Sig(IMAGE, "tiff")
+    if h[:4] in (b"II+\x00", b"MM\x00+"):
+        if _pillow_accepts("TIFF", h):
+            return _Sig(IMAGE, "bigtiff")
+        return _Sig(OTHER, "BigTIFF (this Pillow cannot read it)", unsupported=IMAGE)
+    if h.startswith(b"%PDF-"):
+        return _Sig(TEXT, "pdf")
+    # ASCII image formats: images, never text
+    if h.startswith(b"/* XPM */"):
+        return _Sig(IMAGE, "xpm")
+    if _XBM.match(h[:512]):
+        return _Sig(IMAGE, "xbm")
+    if h.startswith(b"%!PS") or h[:4] == b"\xc5\xd0\xd3\xc6":
+        return _Sig(IMAGE, "eps", skip=None if formats.has_ghostscript() else formats.NEEDS_GHOSTSCRIPT)
+    if _is_fli(h):
+        return _Sig(IMAGE, "fli")
     if _is_bmp(h):
         return _Sig(IMAGE, "bmp")
     if _is_ico(h):
@@ -195,7 +219,6 @@ _IRCAM_MAGIC = frozenset(
 )
 
 _OTHER_MAGIC = (
-    (b"%PDF-", "PDF document"),
     (b"PK\x03\x04", "ZIP archive"),
     (b"\x1f\x8b", "gzip archive"),
     (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
@@ -204,6 +227,27 @@ _OTHER_MAGIC = (
     (b"SQLite format 3\x00", "SQLite database"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "MS Office document"),
 )
+
+
+_XBM = re.compile(rb"(?:\s*/\*.*?\*/)?\s*#define[ \t]+\S*_width[ \t]+\d+\s+#define[ \t]+\S*_height[ \t]+\d+", re.DOTALL)
+
+
+def _is_fli(h: bytes) -> bool:
+    # Autodesk FLI/FLC: magic at offset 4, depth 8, flags 0 or 3 (Pillow's own test)
+    if len(h) < 16 or h[4:6] not in (b"\x11\xaf", b"\x12\xaf"):
+        return False
+    depth, flags = struct.unpack_from("<HH", h, 12)
+    return depth in (0, 8) and flags in (0, 3)
+
+
+def _pillow_accepts(fmt: str, h: bytes) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        return False
+    Image.init()
+    entry = Image.OPEN.get(fmt)
+    return entry is not None and (entry[1] is None or bool(entry[1](h)))
 
 
 def _is_bmp(h: bytes) -> bool:
@@ -241,6 +285,7 @@ def _isobmff(h: bytes) -> _Sig:
             return _Sig(IMAGE, "avif")
         return _Sig(OTHER, "AVIF (Pillow has no AVIF support)", unsupported=IMAGE)
     if brands & _HEIF_BRANDS:
+        formats.register_heif()
         if _pillow_can("HEIF"):
             return _Sig(IMAGE, "heif")
         return _Sig(OTHER, "HEIC/HEIF (no HEIF plugin for Pillow; install pillow-heif)", unsupported=IMAGE)

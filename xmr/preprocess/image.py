@@ -155,6 +155,11 @@ def load_image(
     large JPEGs are decoded at a reduced scale (still >= 2x the target).
     Raises MediaError with a one-line reason.
     """
+    from xmr.preprocess import formats
+
+    if formats.is_raw_name(path):
+        return to_rgb(formats.load_raw(path, max_pixels=max_pixels))
+    formats.register_heif()
     try:
         with warnings.catch_warnings():
             # EXIF/ICC/palette warnings and Pillow's bomb *warning* are noise here
