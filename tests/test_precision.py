@@ -4,6 +4,7 @@ precision and with dynamic lengths is checked in test_encoder_clip.py / test_enc
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,20 @@ def test_explain_says_when_the_query_ran_at_another_precision(tmp_path: Path) ->
     assert any("built at int8" in n and "embedded at fp32" in n for n in other.notes), other.notes
     assert other.as_dict(explain=True)["notes"] == other.notes
     assert other.as_dict()["notes"] is None
+    # the query cache keys vectors by the precision they were embedded at: the fp32 query
+    # does not reuse the int8 vector, and a repeat served from the cache keeps the note
+    cache = sqlite3.connect(paths.index_dir() / "cache" / "queries.db")
+    assert {r[0].rsplit("@", 1)[-1] for r in cache.execute("SELECT model_id FROM embeddings")} >= {"int8"}
+    assert any("@" not in r[0] for r in cache.execute("SELECT model_id FROM embeddings"))
+    again = search(
+        [QueryPart("text", "river")],
+        index_dir=paths.index_dir(),
+        settings=Settings.from_env(device="cpu", precision="fp32"),
+        options=SearchOptions(k=1),
+    )
+    assert again.notes == other.notes and again.embed_s == 0
+    settings = Settings.from_env(device="cpu")
+    assert search([QueryPart("text", "river")], index_dir=paths.index_dir(), settings=settings).notes == []
 
 
 @pytestmark_fake

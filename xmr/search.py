@@ -215,6 +215,26 @@ class _Encoders:
         self.loaded: dict[str, Any] = {}
         self.notes: list[str] = []  # shown with --explain
 
+    def query_model_id(self, space: str) -> str:
+        """The model id a query in this space is embedded under: the index's model at the
+        precision asked for (the index's own when none is), which keys the query cache."""
+        from xmr.encoders import precision
+
+        model_id = self.cat.active_model(space) or ""
+        if not model_id:
+            return ""
+        wanted = precision.check(self.settings.precision) or precision.of_model_id(model_id)
+        return precision.tag_model_id(precision.base_model_id(model_id), wanted)
+
+    def note_precision(self, space: str, used: str) -> None:
+        from xmr.encoders import precision
+
+        model_id = self.cat.active_model(space)
+        built = precision.of_model_id(model_id)
+        note = f"{space}: the index was built at {built} ({model_id}); this query was embedded at {used}"
+        if model_id and used != built and note not in self.notes:
+            self.notes.append(note)
+
     def get(self, space: str) -> Any:
         if space not in self.loaded:
             from dataclasses import replace
@@ -228,11 +248,7 @@ class _Encoders:
             built = precision.of_model_id(model_id)
             settings = replace(self.settings, precision=precision.check(self.settings.precision) or built)
             enc = query_encoder(space, row, settings, notify=self.notify)
-            used = getattr(enc, "precision", None) or precision.of_model_id(enc.info.model_id)
-            if model_id and used != built:
-                self.notes.append(
-                    f"{space}: the index was built at {built} ({model_id}); this query was embedded at {used}"
-                )
+            self.note_precision(space, getattr(enc, "precision", None) or precision.of_model_id(enc.info.model_id))
             self.loaded[space] = enc
         return self.loaded[space]
 
@@ -371,16 +387,21 @@ class _Search:
             if self.embeddings is not None:
                 from xmr.query_cache import part_key
 
-                cache_key = part_key(self.cat.active_model(space) or "", part.kind, part.value)
+                model_id = self.encoders.query_model_id(space)
+                cache_key = part_key(model_id, part.kind, part.value)
                 rows = self.embeddings.get(cache_key)
                 if rows is not None:
+                    # a cached vector was embedded at the precision its key names
+                    from xmr.encoders import precision
+
+                    self.encoders.note_precision(space, precision.of_model_id(model_id))
                     self._native[key] = rows
                     return rows
             t = time.perf_counter()
             rows = _embed_native(part, space, self.encoders.get(space))
             self.embed_s += time.perf_counter() - t
             if self.embeddings is not None:
-                self.embeddings.put(cache_key, self.cat.active_model(space) or "", rows)
+                self.embeddings.put(cache_key, self.encoders.query_model_id(space), rows)
             self._native[key] = rows
         return self._native[key]
 
