@@ -148,6 +148,18 @@ def test_thumbnails_are_upright_cached_and_private(server: Server, media: Path) 
     assert server.request("GET", f"/api/files/{audio_id}?kind=thumb").status == 422
 
 
+def test_every_indexed_image_format_has_a_thumbnail(server: Server, media: Path) -> None:
+    """Thumbnails are decoded from the verified file descriptor: formats told apart by their
+    name (camera RAW) and those behind plugins (HEIC, AVIF) must work from it too."""
+    ids = _ids(server, type="image")
+    assert {"bayer.dng", "photo.heic", "small.avif", "drawing.eps"} <= {Path(p).name for p in ids}
+    for path, file_id in ids.items():
+        reply = server.request("GET", f"/api/files/{file_id}?kind=thumb")
+        assert reply.status == 200 and reply.headers["content-type"] == "image/jpeg", (path, reply.body[:200])
+        with Image.open(io.BytesIO(reply.body)) as thumb:
+            assert 0 < max(thumb.size) <= 320, path
+
+
 def test_audio_is_served_as_the_decoded_signal_with_ranges(server: Server, media: Path) -> None:
     ids = _ids(server, type="audio")
     path = media / "audio" / "long_35s.ogg"

@@ -53,27 +53,29 @@ def is_raw_name(name: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(name))[1].lower() in RAW_EXTENSIONS
 
 
-def load_raw(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Any:
-    """Develop a camera RAW file to an 8-bit RGB PIL image (camera white balance, half size: plenty for CLIP)."""
+def load_raw(path: Any, *, max_pixels: int | None = None, name: Any = None) -> Any:
+    """Develop a camera RAW file (a path or an open binary file, ``name`` naming it in errors)
+    to an 8-bit RGB PIL image (camera white balance, half size: plenty for CLIP)."""
     import numpy as np
     import rawpy
     from PIL import Image
 
+    where = name if name is not None else path
     try:
-        with rawpy.imread(os.fspath(path)) as raw:
+        with rawpy.imread(path if hasattr(path, "read") else os.fspath(path)) as raw:
             w, h = raw.sizes.width, raw.sizes.height
             if max_pixels is not None and w * h > max_pixels:
                 raise MediaError(
                     f"image too large to decode safely: {w}x{h} = {w * h:,} pixels exceeds the limit of "
                     f"{max_pixels:,} pixels (decompression-bomb guard)",
-                    path=path,
+                    path=where,
                 )
             rgb = raw.postprocess(use_camera_wb=True, half_size=True, output_bps=8)
     except MediaError:
         raise
     except (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise MediaError(f"cannot decode camera RAW: {reason}", path=path) from None
+        raise MediaError(f"cannot decode camera RAW: {reason}", path=where) from None
     except rawpy.LibRawError as exc:
-        raise MediaError(f"cannot decode camera RAW: {type(exc).__name__}", path=path) from None
+        raise MediaError(f"cannot decode camera RAW: {type(exc).__name__}", path=where) from None
     return Image.fromarray(np.ascontiguousarray(rgb), "RGB")

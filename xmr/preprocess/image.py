@@ -146,19 +146,23 @@ def load_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     target_size: tuple[int, int] | None = None,
+    name: str | os.PathLike[str] | None = None,
 ) -> Image.Image:
-    """Decode ``path`` to an upright RGB image (first frame if animated).
+    """Decode ``path`` (a path or an open binary file) to an upright RGB image (first frame if animated).
 
     ``max_pixels``: refuse images whose declared width x height exceeds it
     (None: no limit), independently of Pillow's global setting.
     ``target_size``: (width, height) the caller will resize to; when given,
     large JPEGs are decoded at a reduced scale (still >= 2x the target).
+    ``name``: the file's name when ``path`` is an open file; formats told apart by their
+    extension (camera RAW) and error messages use it.
     Raises MediaError with a one-line reason.
     """
     from xmr.preprocess import formats
 
-    if formats.is_raw_name(path):
-        return to_rgb(formats.load_raw(path, max_pixels=max_pixels))
+    where = name if name is not None else path
+    if isinstance(where, (str, os.PathLike)) and formats.is_raw_name(where):
+        return to_rgb(formats.load_raw(path, max_pixels=max_pixels, name=where))
     formats.register_heif()
     try:
         with warnings.catch_warnings():
@@ -170,7 +174,7 @@ def load_image(
                     raise MediaError(
                         f"image too large to decode safely: {w}x{h} = {w * h:,} pixels exceeds the "
                         f"limit of {max_pixels:,} pixels (decompression-bomb guard)",
-                        path=path,
+                        path=where,
                     )
                 _maybe_draft(img, target_size)
                 img.load()
@@ -185,15 +189,15 @@ def load_image(
     except MediaError:
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        raise read_error(exc, path) from None
+        raise read_error(exc, where) from None
     except UnidentifiedImageError:
-        raise MediaError("cannot decode image: unrecognised or unsupported image format", path=path) from None
+        raise MediaError("cannot decode image: unrecognised or unsupported image format", path=where) from None
     except Image.DecompressionBombError as exc:  # a frame inside the file, beyond the declared size
-        raise MediaError(f"image too large to decode safely: {_one_line(exc)}", path=path) from None
+        raise MediaError(f"image too large to decode safely: {_one_line(exc)}", path=where) from None
     except MemoryError:
-        raise MediaError("cannot decode image: not enough memory", path=path) from None
+        raise MediaError("cannot decode image: not enough memory", path=where) from None
     except Exception as exc:  # truncated data, broken streams, unsupported codecs ...
-        raise MediaError(f"cannot decode image: {_one_line(exc)}", path=path) from None
+        raise MediaError(f"cannot decode image: {_one_line(exc)}", path=where) from None
 
 
 def _as_triple(value: Any) -> tuple[float, float, float]:

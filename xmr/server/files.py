@@ -156,8 +156,15 @@ def thumbnail(index_dir: Path, f: IndexedFile, fd: int) -> Path:
         raise MediaError("not an image", path=f.path)
     out = _private_dir(Path(index_dir) / "thumbnails") / f"{f.hash}-{THUMB_SIZE}.jpg"
     if not out.exists():
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            img = load_image(fh, target_size=(THUMB_SIZE, THUMB_SIZE))  # EXIF orientation applied
+        # decoders that hand the file to a helper by name (Ghostscript for EPS) need a path:
+        # /proc/PID/fd/N names the verified fd itself, for this process and its helpers
+        # (not /proc/self, which a helper would read as its own); the indexed name tells RAW apart
+        proc = f"/proc/{os.getpid()}/fd/{fd}"
+        if os.path.exists(proc):
+            img = load_image(proc, target_size=(THUMB_SIZE, THUMB_SIZE), name=f.path)  # EXIF orientation applied
+        else:
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                img = load_image(fh, target_size=(THUMB_SIZE, THUMB_SIZE), name=f.path)
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
