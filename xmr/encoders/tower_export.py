@@ -75,17 +75,52 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
             if getattr(getattr(tok, "clean_fn", None), "__name__", "_clean_lower") != "_clean_lower":
                 raise TowerUnsupported("only the default ('lower') CLIP text cleaning is reproduced")
 
-            class ClipText(torch.nn.Module):
-                def __init__(self) -> None:
-                    super().__init__()
-                    self.m = model
-
-                def forward(self, tokens: Any) -> Any:
-                    return self.m.encode_text(tokens)
+            from xmr.encoders.textbatch import _clip_text_parts
 
             texts = ["a photo of a dog", "", "rain on a tin roof " * 12]
-            probes = {"tokens": tok(texts).numpy()}
-            return ClipText(), probes, {"context_length": int(tok.context_length or 77)}
+            full = tok(texts).numpy()
+            extra: dict[str, Any] = {"context_length": int(tok.context_length or 77)}
+            found = _clip_text_parts(model)
+            if found is None:  # not open_clip's causal text transformer: the padded graph
+
+                class ClipText(torch.nn.Module):
+                    def __init__(self) -> None:
+                        super().__init__()
+                        self.m = model
+
+                    def forward(self, tokens: Any) -> Any:
+                        return self.m.encode_text(tokens)
+
+                return ClipText(), {"tokens": full}, extra
+            parts, pool, eos = found
+
+            class ClipTextDynamic(torch.nn.Module):
+                """encode_text on rows cut after their last pooled position (see textbatch):
+                the sequence length is an input dimension, so a short query pays for its tokens only."""
+
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.p = parts
+
+                def forward(self, tokens: Any) -> Any:
+                    seq = tokens.shape[1]
+                    pos = tokens.argmax(dim=-1) if pool == "argmax" else (tokens == eos).int().argmax(dim=-1)
+                    cast_dtype = self.p.transformer.get_cast_dtype()
+                    x = self.p.token_embedding(tokens).to(cast_dtype)
+                    x = x + self.p.positional_embedding[:seq].to(cast_dtype)
+                    x = self.p.transformer(x, attn_mask=self.p.attn_mask[:seq, :seq])
+                    x = self.p.ln_final(x)
+                    x = x[torch.arange(x.shape[0]), pos]
+                    proj = self.p.text_projection
+                    if proj is not None:
+                        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+                    return x
+
+            extra.update({"dynamic_length": True, "pool": pool, "eos_id": eos})
+            # traced on rows shorter than the context, verified at other lengths (_export_one)
+            probes = {"tokens": np.ascontiguousarray(full[:, : clip_cut(full, pool, eos)])}
+            first = {"tokens": np.ascontiguousarray(full[:1, : clip_cut(full[:1], pool, eos)])}
+            return ClipTextDynamic(), probes, {**extra, "_verify": [probes, {"tokens": full}, first]}
         if tower == "image":
 
             class ClipImage(torch.nn.Module):
@@ -121,9 +156,14 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
                 max_length=CONTEXT_LENGTH,
                 return_tensors="np",
             )
-            probes = {"input_ids": tok["input_ids"].astype(np.int64), "attention_mask": tok["attention_mask"]}
-            probes["attention_mask"] = probes["attention_mask"].astype(np.int64)
-            return ClapText(), probes, {"context_length": CONTEXT_LENGTH, "_hf_tokenizer": encoder._tokenizer}
+            full = {"input_ids": tok["input_ids"].astype(np.int64), "attention_mask": tok["attention_mask"]}
+            full["attention_mask"] = full["attention_mask"].astype(np.int64)
+            # traced padded to 40 tokens, verified padded to 77 and unpadded: the length is an input
+            # dimension, and padding to a batch's longest changes nothing under the attention mask
+            probes = {k: np.ascontiguousarray(v[:, :40]) for k, v in full.items()}
+            short = {k: v[:1, : int(full["attention_mask"][0].sum())] for k, v in full.items()}
+            extra = {"context_length": CONTEXT_LENGTH, "_hf_tokenizer": encoder._tokenizer, "dynamic_length": True}
+            return ClapText(), probes, {**extra, "_verify": [probes, full, short]}
         if tower == "audio":
             if encoder.arch.enable_fusion:
                 raise TowerUnsupported("fusion CLAP checkpoints use the backend directly")
@@ -157,14 +197,27 @@ def _export_one(
     names = list(probes)
     args = tuple(torch.from_numpy(probes[n]) for n in names)
     dynamic = {} if extra.get("batch") == 1 else {n: {0: "batch"} for n in names}
+    if extra.get("dynamic_length"):
+        dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
+    verify = extra.pop("_verify", [])
     raw = tmp / "raw.onnx"
     # nn.MultiheadAttention's inference fast path is a fused op the exporter does not know
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    mha_forward = torch.nn.MultiheadAttention.forward
+    if extra.get("dynamic_length"):
+        # its slow path traces the sequence length as a constant; the same attention in
+        # shape-agnostic ops keeps it an input dimension (verified against the backend below)
+        torch.nn.MultiheadAttention.forward = _self_attention  # type: ignore[method-assign]
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shapes the graph fixes, by design
             expected = wrapper(*args).float().numpy()
+            checks = [(probes, expected)]
+            for extra_probes in verify:
+                # the padded backend path on the same rows is the reference (see textbatch)
+                ref = _reference(encoder, tower, extra_probes)
+                checks.append((extra_probes, ref))
             torch.onnx.export(
                 wrapper,
                 args,
@@ -177,6 +230,7 @@ def _export_one(
             )
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+        torch.nn.MultiheadAttention.forward = mha_forward  # type: ignore[method-assign]
     # Optimise once, to a level whose graph is portable across CPUs, and keep the
     # weights in a separate file that ONNX Runtime maps instead of parsing.
     so = ort.SessionOptions()
@@ -188,8 +242,10 @@ def _export_one(
     for leftover in tmp.glob("raw.onnx*"):
         leftover.unlink()
     sess = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = sess.run(None, probes)[0]
-    diff = float(np.max(np.abs(_unit(got) - _unit(expected))))
+    diff = 0.0
+    for feeds, want in checks:
+        got = sess.run(None, feeds)[0]
+        diff = max(diff, float(np.max(np.abs(_unit(got) - _unit(want)))))
     if not np.isfinite(diff) or diff > MAX_EXPORT_DIFF:
         raise TowerUnsupported(f"the exported {tower} tower differs from torch by {diff:.2e}")
     manifest = {
@@ -215,6 +271,73 @@ def _export_one(
     for p in tmp.iterdir():
         os.chmod(p, 0o600)
     os.chmod(tmp, 0o700)
+
+
+def _self_attention(
+    self: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    key_padding_mask: Any = None,
+    need_weights: bool = True,
+    attn_mask: Any = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> tuple[Any, None]:
+    """nn.MultiheadAttention.forward for self-attention without weights, in reshapes that
+    leave the batch and sequence sizes to the graph (used only while exporting)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not (query is key is value) or key_padding_mask is not None or not self._qkv_same_embed_dim:
+        raise TowerUnsupported("only plain self-attention is exported with dynamic lengths")
+    x = query if self.batch_first else query.transpose(0, 1)  # (batch, seq, embed)
+    heads, embed = self.num_heads, self.embed_dim
+    head_dim = embed // heads
+    qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+    qkv = qkv.reshape(x.shape[0], -1, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]  # (batch, heads, seq, head_dim)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / head_dim**0.5)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        scores = scores.masked_fill(attn_mask, float("-inf"))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
+    out = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(x.shape[0], -1, embed)
+    out = self.out_proj(out)
+    return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def clip_cut(tokens: np.ndarray, pool: str, eos: int | None) -> int:
+    """Columns of CLIP token rows up to the last position any row is read at."""
+    return int(clip_positions(tokens, pool, eos).max()) + 1
+
+
+def clip_positions(tokens: np.ndarray, pool: str, eos: int | None) -> np.ndarray:
+    """Where open_clip's text pooling reads each row (numpy twin of textbatch.clip_pool_positions)."""
+    return tokens.argmax(axis=-1) if pool == "argmax" else (tokens == eos).argmax(axis=-1)
+
+
+def _reference(encoder: Any, tower: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """What the backend's padded path gives for these rows: encode_text on the full context."""
+    import torch
+
+    with torch.no_grad():
+        if encoder.space == "clip":
+            tokens = feeds["tokens"]
+            ctx = int(encoder._tokenizer.context_length or 77)
+            padded = np.zeros((len(tokens), ctx), dtype=tokens.dtype)
+            padded[:, : tokens.shape[1]] = tokens
+            return encoder._model.encode_text(torch.from_numpy(padded)).float().numpy()
+        from xmr.encoders.clap import CONTEXT_LENGTH
+
+        ids, mask = feeds["input_ids"], feeds["attention_mask"]
+        pid = int(encoder._tokenizer.pad_token_id)
+        full_ids = np.full((len(ids), CONTEXT_LENGTH), pid, dtype=np.int64)
+        full_mask = np.zeros((len(ids), CONTEXT_LENGTH), dtype=np.int64)
+        full_ids[:, : ids.shape[1]], full_mask[:, : mask.shape[1]] = ids, mask
+        m = encoder.model
+        out = m.text_branch(input_ids=torch.from_numpy(full_ids), attention_mask=torch.from_numpy(full_mask))
+        return m.text_projection(out["pooler_output"]).float().numpy()
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

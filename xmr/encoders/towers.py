@@ -204,13 +204,23 @@ class OnnxQueryEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         tower, tok = self.tower("text"), self._text_tokenizer()
+        dynamic = bool(tower.manifest.get("dynamic_length"))
         out = []
         for i in range(0, len(texts), 64):
             chunk = list(texts[i : i + 64])
             if self.space == "clip":
-                out.append(tower.run(tokens=tok(chunk)))
+                tokens = tok(chunk)
+                if dynamic:  # cut after the last position read (causal mask: nothing before it changes)
+                    m = tower.manifest
+                    pos = tokens.argmax(-1) if m["pool"] == "argmax" else (tokens == m["eos_id"]).argmax(-1)
+                    tokens = np.ascontiguousarray(tokens[:, : int(pos.max()) + 1])
+                out.append(tower.run(tokens=tokens))
             else:
-                out.append(tower.run(**tok(chunk)))
+                feeds = tok(chunk)
+                if dynamic:  # padded to the longest row, not the context: the attention mask hides padding
+                    width = int(feeds["attention_mask"].sum(axis=1).max())
+                    feeds = {k: np.ascontiguousarray(v[:, :width]) for k, v in feeds.items()}
+                out.append(tower.run(**feeds))
         return _unit(np.concatenate(out))
 
     # -- images
