@@ -128,6 +128,10 @@ def background_sample(
 
 
 def _fetch(source: VectorSource, space: str, model_id: str, ids: np.ndarray, population: int) -> dict[int, np.ndarray]:
+    by_id = getattr(source, "vectors_by_id", None)
+    if by_id is not None:  # the catalogue: a few chunked lookups by primary key
+        got = by_id(ids.tolist())
+        return {i: np.array(got[i], np.float32) for i in ids.tolist() if i in got}
     out: dict[int, np.ndarray] = {}
     if len(ids) * 8 >= population:  # a large share: one streaming pass is cheaper
         for batch_ids, vecs in source.iter_vectors(space, model_id, after_id=0):
