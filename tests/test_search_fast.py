@@ -185,3 +185,34 @@ def test_state_cache_arrays_equal_the_catalogue(media: Path) -> None:
             assert np.array_equal(src.live_vector_ids(space, model), cat.live_vector_ids(space, model))
             assert src.segment_kinds(space, model) == cat.segment_kinds(space, model)
             assert cat.vector_count(space, model) == len(cat.live_vector_ids(space, model))
+
+
+def test_search_reads_a_catalogue_one_index_behind_without_migrating(media: Path) -> None:
+    """Migration 5 only adds an index: a reader accepts a version-4 catalogue as it is (search never
+    migrates), gets the same results, and the next writer adds the index."""
+    want = [(r.path, r.score) for r in _search("a lighthouse on the coast", k=5, exact=True).results]
+    with Catalogue.open(paths.index_dir()) as cat:
+        cat.conn.execute("DROP INDEX vectors_group")
+        cat.conn.execute("PRAGMA user_version = 4")
+    shutil.rmtree(paths.index_dir() / "cache", ignore_errors=True)
+    got = [(r.path, r.score) for r in _search("a lighthouse on the coast", k=5, exact=True).results]
+    assert got == want
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    with Catalogue.open(paths.index_dir()) as cat:  # a writer migrates
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        names = {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "vectors_group" in names
+        plan = " ".join(
+            str(r)
+            for r in cat.conn.execute(
+                "EXPLAIN QUERY PLAN SELECT v.id FROM vectors v JOIN segments s ON s.id = v.segment_id"
+                " WHERE v.space = 'clip' AND v.model_id = 'm' AND s.kind = 'image'"
+            )
+        )
+        assert "COVERING INDEX vectors_group" in plan
+    # one schema too old for a reader is still refused with a clear message
+    with Catalogue.open(paths.index_dir()) as cat:
+        cat.conn.execute("PRAGMA user_version = 3")
+    with pytest.raises(Exception, match="needs a migration"):
+        Catalogue.open(paths.index_dir(), readonly=True)

@@ -158,8 +158,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE encodings ADD COLUMN n_dropped INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        5,
+        """
+        -- a search's per-kind id lists and counts read this index alone, not rows that hold
+        -- the vectors themselves (2 KB each): about 3x faster per group at 100k vectors
+        CREATE INDEX vectors_group ON vectors(space, model_id, segment_id);
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# a reader (search, which never migrates) accepts catalogues from this version on: the
+# migrations after it add indexes only, which make reading faster but are not needed
+READABLE_FROM = 4
 
 
 def now_iso() -> str:
@@ -281,6 +292,8 @@ class Catalogue:
                 hint="upgrade xmr",
             )
         if version < SCHEMA_VERSION:
+            if readonly and version >= READABLE_FROM:
+                return cat
             if readonly:
                 raise CatalogueError("catalogue needs a migration; run 'xmr index' once", path=db_path)
             cat.migrate()
@@ -729,8 +742,9 @@ class Catalogue:
             clause, p = _under_any("f.path", under)
             sql += f" AND s.hash IN (SELECT f.hash FROM files f WHERE {clause})"
             params.extend(p)
-        rows = self.conn.execute(sql + " ORDER BY v.id", params).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        # sorted here, not by ORDER BY, which would make SQLite walk vectors_space and read each row
+        rows = self.conn.execute(sql, params).fetchall()
+        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def segments_for_vectors(self, ids: Sequence[int]) -> dict[int, SegmentRef]:
         out: dict[int, SegmentRef] = {}
