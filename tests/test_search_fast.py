@@ -216,3 +216,38 @@ def test_search_reads_a_catalogue_one_index_behind_without_migrating(media: Path
         cat.conn.execute("PRAGMA user_version = 3")
     with pytest.raises(Exception, match="needs a migration"):
         Catalogue.open(paths.index_dir(), readonly=True)
+
+
+def test_a_repeated_query_does_not_open_the_vector_index(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer cache: the same query on the same catalogue generation and ANN files reuses what
+    the vector index returned; a new file, another filter or --exact asks the index again."""
+    from xmr.vectorstore import VectorStore
+
+    first = _search("a lighthouse on the coast", k=5)
+    opened: list[str] = []  # the spaces whose vector index was asked (or opened)
+    for name in ("_ensure_open", "search", "exact_search"):
+        real = getattr(VectorStore, name)
+
+        def counting(self: VectorStore, *args: object, _real=real, **kw: object) -> object:
+            opened.append(self.space)
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(VectorStore, name, counting)
+    again = _search("a lighthouse on the coast", k=5)
+    assert opened == []
+    assert [(r.path, r.score, r.best.vector_id) for r in again.results] == [
+        (r.path, r.score, r.best.vector_id) for r in first.results
+    ]
+    _search("a lighthouse on the coast", k=5, types=["image"])  # another group set: the image group is cached
+    assert opened == []
+    _search("a lighthouse on the coast", k=5, under=[str(media / "text")])
+    assert opened  # candidates restricted to a folder: a new answer
+    opened.clear()
+    make_text(media / "text" / "new_note.txt", 7)
+    index([media], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    after = _search("a lighthouse on the coast", k=5)
+    assert opened  # a new generation
+    assert after.results
+    opened.clear()
+    _search("a lighthouse on the coast", k=5, exact=True)  # --exact is answered apart
+    assert opened

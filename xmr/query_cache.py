@@ -4,6 +4,10 @@
   by the model, the part's kind and a hash of its text or file content, so a
   repeated query (the same text, or the same file under any name) runs no
   encoder. Bounded: the least recently used entries go beyond ``MAX_ENTRIES``.
+* **Answers** (``queries.db`` too): what one group's vector index returned for a
+  query's vectors, keyed by the catalogue generation, the ANN file's recorded
+  state, the group, the vectors, k and the filters, so a repeated query does not
+  load the ANN file at all. Bounded like the embeddings (``MAX_ANSWERS``).
 * **Search state** (``state-*.npz``): per (space, model) the arrays a search
   derives from the catalogue in O(N) (live vector ids, the ids of each segment
   kind, calibration backgrounds), valid for one catalogue *generation* (its
@@ -26,6 +30,7 @@ import numpy as np
 
 CACHE_DIR = "cache"
 MAX_ENTRIES = 4096
+MAX_ANSWERS = 1024
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
     key TEXT PRIMARY KEY,           -- blake2b of (model id, kind, content)
@@ -33,6 +38,14 @@ CREATE TABLE IF NOT EXISTS embeddings (
     rows INTEGER NOT NULL,
     dim INTEGER NOT NULL,
     vectors BLOB NOT NULL,          -- float32 little-endian, rows x dim
+    used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,           -- blake2b of (generation, ANN state, group, query vectors, k, filters)
+    rows INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    ids BLOB NOT NULL,              -- int64 little-endian, rows x k
+    sims BLOB NOT NULL,             -- float32 little-endian, rows x k
     used REAL NOT NULL
 )
 """
@@ -75,7 +88,7 @@ class EmbeddingCache:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 os.close(fd)
             conn = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
-            conn.execute(_SCHEMA)
+            conn.executescript(_SCHEMA)
             self._conn = conn
         except (OSError, sqlite3.Error):
             self._failed = True
@@ -111,6 +124,47 @@ class EmbeddingCache:
                 db.execute(
                     "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)",
                     (n - MAX_ENTRIES,),
+                )
+        except sqlite3.Error:
+            pass
+
+    # -- nearest-neighbour answers: what one group's index returned for these query vectors
+    def get_answer(self, key: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+        db = self._db(create=False) if key else None
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT rows, k, ids, sims FROM answers WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("UPDATE answers SET used = ? WHERE key = ?", (time.time(), key))
+        except sqlite3.Error:
+            return None
+        n, k, ids, sims = row
+        return (
+            np.frombuffer(ids, dtype="<i8").reshape(n, k).astype(np.int64),
+            np.frombuffer(sims, dtype="<f4").reshape(n, k).astype(np.float32),
+        )
+
+    def put_answer(self, key: str | None, ids: np.ndarray, sims: np.ndarray) -> None:
+        db = self._db(create=True) if key else None
+        if db is None:
+            return
+        ids = np.ascontiguousarray(ids, dtype="<i8")
+        sims = np.ascontiguousarray(sims, dtype="<f4")
+        if ids.ndim != 2 or ids.shape != sims.shape:
+            return
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO answers (key, rows, k, ids, sims, used) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, int(ids.shape[0]), int(ids.shape[1]), ids.tobytes(), sims.tobytes(), time.time()),
+            )
+            n = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            if n > MAX_ANSWERS:
+                db.execute(
+                    "DELETE FROM answers WHERE key IN (SELECT key FROM answers ORDER BY used LIMIT ?)",
+                    (n - MAX_ANSWERS,),
                 )
         except sqlite3.Error:
             pass

@@ -560,9 +560,38 @@ class _Search:
             embed_s=self.embed_s,
         )
 
+    def _answer_key(self, plan: _GroupPlan, k_fetch: int) -> str | None:
+        """The answer cache's key for one group search (None: not cacheable here)."""
+        generation = getattr(getattr(self.cat, "state", None), "generation", None)
+        if self.embeddings is None or generation is None:
+            return None
+        import hashlib
+        import json
+
+        h = hashlib.blake2b(digest_size=20)
+        # the ANN state row changes with every checkpoint of the file (count, max id, hash)
+        state = self.cat.get_ann_state(plan.space, plan.model_id)
+        try:  # and the file itself: any write to it (a damaged copy too) misses the cache
+            st = os.stat(plan.store.path)
+            file_id: list[int] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        except OSError:
+            file_id = []
+        head = [list(generation), state, file_id, plan.space, plan.model_id, plan.kind, k_fetch, self.options.exact]
+        head.append(self.under)
+        h.update(json.dumps(head, sort_keys=True, default=str).encode())
+        h.update(np.ascontiguousarray(plan.q, dtype="<f4").tobytes())
+        return h.hexdigest()
+
     def _group_hits(self, plan: _GroupPlan, k_fetch: int) -> list[SegmentHit]:
-        search_fn = plan.store.exact_search if self.options.exact else plan.store.search
-        ids, sims = search_fn(plan.q, k_fetch, candidate_ids=plan.candidates)
+        key = self._answer_key(plan, k_fetch)
+        cached = self.embeddings.get_answer(key) if key else None
+        if cached is not None:
+            ids, sims = cached
+        else:
+            search_fn = plan.store.exact_search if self.options.exact else plan.store.search
+            ids, sims = search_fn(plan.q, k_fetch, candidate_ids=plan.candidates)
+            if key and not plan.store.degraded:
+                self.embeddings.put_answer(key, np.asarray(ids), np.asarray(sims))
         route = "bridge" if plan.bridged else "direct"
         discount = BRIDGE_DISCOUNT if plan.bridged else 1.0
         out = []

@@ -21,14 +21,12 @@ class RobertaTokenizer:
     def __init__(self, tokenizer_json: str | Path, max_length: int = 77) -> None:
         from tokenizers import Tokenizer
 
-        text = Path(tokenizer_json).read_text(encoding="utf-8")
-        self._tok = Tokenizer.from_str(text)
-        self._counter = Tokenizer.from_str(text)
+        self._json = Path(tokenizer_json).read_text(encoding="utf-8")
+        self._tok = Tokenizer.from_str(self._json)
+        self._counter: Any = None  # built on first count_tokens: a query never counts (0.15 s saved)
         self.pad_id = int(self._tok.token_to_id("<pad>"))
         self._tok.enable_truncation(max_length)
         self._tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token="<pad>")
-        self._counter.no_truncation()
-        self._counter.no_padding()
 
     def __call__(self, texts: list[str]) -> dict[str, Any]:
         enc = self._tok.encode_batch(list(texts))
@@ -38,6 +36,12 @@ class RobertaTokenizer:
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without <s> and </s>."""
+        if self._counter is None:
+            from tokenizers import Tokenizer
+
+            self._counter = Tokenizer.from_str(self._json)
+            self._counter.no_truncation()
+            self._counter.no_padding()
         return len(self._counter.encode(text, add_special_tokens=False).ids)
 
 

@@ -42,6 +42,15 @@ UNSUPPORTED_FILE = "unsupported.json"
 
 # towers built in this process, for tests and --explain: (model_id, tower)
 LOADED: list[tuple[str, str]] = []
+# ONNX Runtime pre-packs weights into its kernels' layout when a session starts: 0.15-0.45 s
+# per tower here, won back only after a few dozen runs. A one-shot CLI query skips it
+# (each run 20-40 ms slower); a long-lived process (xmr serve) turns it on.
+_SESSION = {"prepack": False}
+
+
+def long_lived(on: bool = True) -> None:
+    """Tell the towers this process answers many queries (pre-pack weights at session start)."""
+    _SESSION["prepack"] = bool(on)
 
 
 class TowerUnsupported(Exception):
@@ -94,6 +103,8 @@ class _Tower:
         # no busy-waiting worker threads: one query gains nothing by them, and on a loaded machine
         # spinning threads steal the cores the work needs
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not _SESSION["prepack"]:
+            so.add_session_config_entry("session.disable_prepacking", "1")
         self.session = ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
 
     def run(self, **inputs: np.ndarray) -> np.ndarray:

@@ -86,6 +86,9 @@ def serve(
     # under contention (CLIP ViT-B-32 text, one query, load 7 on 2 cores: 1629 ms spinning,
     # 143 ms passive). Only effective before torch is first imported (at the first query).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from xmr.encoders import towers
+
+    towers.long_lived()  # many queries: pre-packed weights pay off
     options = options or ServeOptions()
     settings = settings or Settings.from_env()
     index_dir = index_dir or paths.index_dir()
