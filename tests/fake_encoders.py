@@ -19,6 +19,7 @@ from xmr.preprocess.text import Passage
 
 DIM = 32
 CALLS: dict[str, int] = {"texts": 0, "images": 0, "audio": 0}
+BUILT: list[str] = []  # the space of every encoder constructed, in order (which models a run loads)
 
 
 def _slow(n: int) -> None:
@@ -55,6 +56,7 @@ class _Fake:
         from xmr.encoders import precision
         from xmr.settings import DEFAULT_CLAP_MODEL, DEFAULT_CLIP_MODEL
 
+        BUILT.append(self.space)
         # the default spec is "v1"; any other spec is another model (for model-switch tests)
         spec = getattr(settings, f"{self.space}_model", "")
         version = "v1" if spec in (DEFAULT_CLIP_MODEL, DEFAULT_CLAP_MODEL, "") else spec

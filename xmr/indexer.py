@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xmr import paths
+from xmr import needed, paths
 from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
 from xmr.documents import MAX_DOCUMENT_BYTES, Document, Policy, is_junk, split_document
@@ -148,6 +148,7 @@ class _Prepared:
     text: str | None = None
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
     junk_guard: bool = True  # drop passages that are mostly non-words (not for --text-ext extensions)
+    undecoded: bool = False  # an image met before CLIP's preprocessor was loaded: prepared again (_complete)
 
 
 @dataclass
@@ -222,6 +223,9 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
         cat = _worker_catalogue(config)
         out.spaces_done = cat.encoded_spaces(out.hash, config.models) & set(spaces)
         if set(spaces) <= out.spaces_done:
+            return out
+        if out.modality == "image" and config.image_preprocessor is None:
+            out.undecoded = True  # not seen as an image before the run (xmr.needed), or changed since
             return out
         out.opened = True
         if out.modality == "image":
@@ -330,6 +334,8 @@ class _Run:
         self.stale_spaces = self._stale_spaces()
         self._extra_extensions = Policy.with_extensions(options.text_extensions).extra
         self._encoded_cache: dict[str, set[str]] = {}
+        self.config: _WorkerConfig | None = None  # rebuilt whenever an encoder is loaded
+        self._indexing = (0, 0)  # (total, committed) of the indexing phase, to resume it after a load
 
     # -- phases -----------------------------------------------------------------------
     def execute(self) -> IndexReport:
@@ -485,22 +491,50 @@ class _Run:
     def _configured_spec(self, space: str) -> str:
         return {"clip": self.settings.clip_model, "clap": self.settings.clap_model}.get(space, "")
 
-    def _load_encoders(self) -> None:
-        self._check_models_present()
-        for space in self.spaces:
-            if space not in self.encoders:
-                self.progress.phase(f"loading {space} model", None)
-                enc = load_encoder(space, self.settings)
-                self.encoders[space] = enc
-                with self.cat.transaction():
-                    self.cat.ensure_model(enc.info, self._configured_spec(space))
-                    self.cat.set_setting(f"active_model.{space}", enc.info.model_id)
+    def _load_needed(self, work: list[_Item]) -> None:
+        """Load the encoders of the spaces the work needs (xmr.needed), not every configured one."""
+        self.progress.phase("checking file types", None)
+        needs = needed.spaces_needed(
+            work,
+            self.spaces_for,
+            self.spaces,
+            done=lambda h, space: space not in self.stale_spaces and h in self._encoded_by_active(space),
+        )
+        spaces = set(needs.spaces)
+        if not needs.complete:
+            # workers need CLIP's image preprocessor, and an image prepared without it is read
+            # twice (_complete): assume images in what was not looked at. CLAP can wait.
+            spaces.update(self.spaces_for["image"])
+        self._load_encoders(spaces)
 
-    def _check_models_present(self) -> None:
+    def _load_encoders(self, spaces: Iterable[str]) -> None:
+        """Load these spaces' encoders. A space left unloaded keeps its active model as it is."""
+        todo = [s for s in self.spaces if s in set(spaces) and s not in self.encoders]
+        self._check_models_present(todo)
+        for space in todo:
+            self.progress.phase(f"loading {space} model", None)
+            enc = load_encoder(space, self.settings)
+            self.encoders[space] = enc
+            with self.cat.transaction():
+                self.cat.ensure_model(enc.info, self._configured_spec(space))
+                self.cat.set_setting(f"active_model.{space}", enc.info.model_id)
+        self.config = self._worker_config()
+
+    def _models(self) -> dict[str, str]:
+        """space -> the model whose vectors count as done: the loaded one, else the active one
+        while it is still the configured model (a stale space's old vectors must be redone)."""
+        models = {s: e.info.model_id for s, e in self.encoders.items()}
+        for space in self.spaces:
+            active = self.cat.active_model(space)
+            if space not in models and space not in self.stale_spaces and active:
+                models[space] = active
+        return models
+
+    def _check_models_present(self, spaces: Sequence[str]) -> None:
         """Offline, report every missing model in one message rather than one per run."""
         if not self.settings.offline:
             return
-        missing = [st for st in (model_status(sp, self.settings) for sp in self.spaces) if not st.present]
+        missing = [st for st in (model_status(sp, self.settings) for sp in spaces) if not st.present]
         if len(missing) < 2:
             return  # none, or one: the backend's own message is the most specific
         what = "; ".join(f"{st.space} model {st.spec} (looked in {st.location})" for st in missing)
@@ -514,7 +548,7 @@ class _Run:
         clip = self.encoders.get("clip")
         return _WorkerConfig(
             index_dir=str(self.cat.index_dir),
-            models={s: e.info.model_id for s, e in self.encoders.items()},
+            models=self._models(),
             spaces_for=self.spaces_for,
             image_preprocessor=clip.image_preprocessor() if clip is not None else None,
             audio_window_s=self.options.audio_window_s,
@@ -528,9 +562,9 @@ class _Run:
         if workers is None:
             workers = max(1, min(4, (os.cpu_count() or 2) - 1))
         if workers == 0 or len(work) < 8:
-            self._load_encoders()
-            config = self._worker_config()
-            self._consume((_prepare(item, config) for item in work), len(work))
+            self._load_needed(work)
+            # self.config is read per file: a load in the commit path (_complete) updates it
+            self._consume((_prepare(item, self._current_config()) for item in work), len(work))
             return
         import multiprocessing
 
@@ -541,8 +575,8 @@ class _Run:
             for _ in range(workers):
                 pool.submit(int)  # starts a worker process now
             try:
-                self._load_encoders()
-                self._consume(self._pooled(pool, workers, work, self._worker_config()), len(work))
+                self._load_needed(work)
+                self._consume(self._pooled(pool, workers, work), len(work))
             except BaseException:
                 # let the running tasks (one file each) finish: tearing the pool down
                 # under its feeder thread prints errors at exit
@@ -552,6 +586,7 @@ class _Run:
     def _consume(self, prepared_items: Iterable[_Prepared], total: int) -> None:
         """Group prepared files into batches and commit each."""
         self.progress.phase("indexing", total)
+        self._indexing = (total, 0)
         batch: list[_Prepared] = []
         n_segments = 0
         # small first batches get the model going while the decoders fill the pipeline
@@ -566,9 +601,12 @@ class _Run:
         if batch:
             self._commit(batch)
 
-    def _pooled(
-        self, pool: ProcessPoolExecutor, workers: int, work: list[_Item], config: _WorkerConfig
-    ) -> Iterator[_Prepared]:
+    def _current_config(self) -> _WorkerConfig:
+        if self.config is None:
+            self.config = self._worker_config()
+        return self.config
+
+    def _pooled(self, pool: ProcessPoolExecutor, workers: int, work: list[_Item]) -> Iterator[_Prepared]:
         # deep enough that workers prepare the next batch while the model encodes this one
         max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
         pending: dict[Future[_Prepared], int] = {}
@@ -582,7 +620,7 @@ class _Run:
                 and len(pending) < max_in_flight
                 and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
             ):
-                pending[pool.submit(_prepare, nxt, config)] = nxt.size
+                pending[pool.submit(_prepare, nxt, self._current_config())] = nxt.size
                 nxt = next(items, None)
             if not pending:
                 return
@@ -594,12 +632,13 @@ class _Run:
     # -- committing a batch ---------------------------------------------------------------
     def _commit(self, batch: list[_Prepared]) -> None:
         """Encode what the batch needs, then write it all in one transaction."""
+        self._complete(batch)
         encoded: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]] = {}
         failed: dict[int, str] = {}
         for space, enc in self.encoders.items():
             encoded.update(self._encode_space(space, enc, batch, failed))
         written: set[tuple[str, str]] = set()
-        models = {space: enc.info.model_id for space, enc in self.encoders.items()}
+        models = self._models()
         with self.cat.transaction():
             for i, p in enumerate(batch):
                 self.report.bytes_read += p.bytes_read
@@ -646,6 +685,31 @@ class _Run:
                 self._upsert(p, "indexed")
         self._flush_warnings()
         self.progress.advance(len(batch))
+        self._indexing = (self._indexing[0], self._indexing[1] + len(batch))
+
+    def _complete(self, batch: list[_Prepared]) -> None:
+        """Safety net for what the look ahead (xmr.needed) missed or a file that changed since:
+        load the encoders the batch still needs, and prepare again the images that met no
+        image preprocessor."""
+        while True:
+            missing: set[str] = set()
+            for p in batch:
+                if not (p.error or p.skip):
+                    missing.update(set(self.spaces_for.get(p.modality, ())) - p.spaces_done)
+            missing = (missing & set(self.spaces)) - set(self.encoders)
+            if not missing:
+                return
+            self._load_encoders(missing)  # adds at least one space each time round: the loop ends
+            config = self._current_config()
+            for i, p in enumerate(batch):
+                if p.undecoded and config.image_preprocessor is not None:
+                    again = _prepare(p.item, config)
+                    again.bytes_read += p.bytes_read
+                    again.opened = again.opened or p.opened
+                    batch[i] = again
+            total, done = self._indexing
+            self.progress.phase("indexing", total)
+            self.progress.advance(done)
 
     def _encode_space(
         self, space: str, enc: Any, batch: list[_Prepared], failed: dict[int, str]
@@ -796,10 +860,22 @@ class _Run:
             model_id = self.cat.active_model(space)
             if not model_id or self.cat.vector_count(space, model_id) == 0:
                 return
+        if not self.encoders:
+            return  # nothing was embedded this run
         concepts = bridge.load_concepts()
-        for enc in self.encoders.values():
-            if bridge.cached_concept_matrix(self.cat, enc.info.model_id, concepts) is None:
-                self.progress.phase(f"embedding bridge concepts ({enc.space})", None)
+        for space in ("clip", "clap"):
+            model_id = self.cat.active_model(space)
+            if not model_id or bridge.cached_concept_matrix(self.cat, model_id, concepts) is not None:
+                continue
+            if space not in self.encoders:
+                if space not in self.spaces or space in self.stale_spaces:
+                    continue  # loading it would switch the space's model without re-embedding
+                # once per model: the run that gives the second space its first vectors (say the
+                # first audio file of a photo collection) embeds the other space's concepts too
+                self._load_encoders([space])
+            enc = self.encoders[space]
+            if enc.info.model_id == self.cat.active_model(space):
+                self.progress.phase(f"embedding bridge concepts ({space})", None)
                 bridge.concept_matrix(self.cat, enc, concepts)
 
     def _checkpoint_ann(self) -> None:
