@@ -4,12 +4,15 @@ For each N it builds (once, cached under --workdir) an index whose models are
 the real architectures with random weights (ViT-B-32, HTSAT-tiny) loaded from
 checkpoint files: a real `xmr index` of three fixture files records the models,
 `xmr models prepare` exports the query towers, then N synthetic unit vectors
-are added under the real model ids in realistic shares and the ANN files are
-checkpointed. Then it times whole `xmr search` processes (interpreter start-up
-included) for a text, an image and a 10 s audio query:
+are added under the real model ids in realistic shares, the ANN files are
+checkpointed and the search state is prepared, as `xmr index` ends. Then it
+times whole `xmr search` processes (interpreter start-up included) for a text,
+an image and a 10 s audio query:
 
-* cold: the first call (no query cache: it is emptied before every run),
-* repeated: the same query again (its embedding comes from the query cache),
+* cold: the first call after the index is built (the query cache, embeddings
+  and answers, is emptied before every run; with --no-state the prepared search
+  state too, as for an index written by an older xmr),
+* repeated: the same query again (embedding and answers from the query cache),
 
 with peak RSS from the child's rusage, medians of --runs. With --baseline the
 same queries also run with XMR_QUERY_ENGINE=torch (the backends: torch and the
@@ -96,6 +99,7 @@ def build_index(n: int, workdir: Path, env: dict[str, str]) -> Path:
         if r.returncode:
             raise SystemExit(f"xmr {' '.join(cmd)} failed: {r.stderr}")
     from xmr.catalogue import Catalogue, now_iso
+    from xmr.search import prepare_state
     from xmr.vectorstore import VectorStore
 
     with Catalogue.open(index) as cat:
@@ -135,6 +139,7 @@ def build_index(n: int, workdir: Path, env: dict[str, str]) -> Path:
         for space in ("clip", "clap"):
             VectorStore(index / "ann", cat, space, ids[space], 512).checkpoint()
         build_s = time.perf_counter() - t0
+        prepare_state(cat, index)  # what `xmr index` does after its last commit
     (index / "built.json").write_text(json.dumps({"n": n, "ann_build_s": round(build_s, 1)}))
     return index
 
@@ -170,14 +175,22 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/xmr-bench-search-cli"))
     ap.add_argument("--baseline", action="store_true", help="also time XMR_QUERY_ENGINE=torch (the backends)")
     ap.add_argument("--queries", default=",".join(QUERIES), help="which of: " + ", ".join(QUERIES))
+    ap.add_argument("--no-state", action="store_true", help="cold runs without the prepared search state")
     args = ap.parse_args()
     env = {**os.environ, **models(args.workdir)}
     print(f"# xmr search, whole processes, medians of {args.runs}; {os.cpu_count()} cores; load "
-          f"{os.getloadavg()[0]:.1f} at start")
+          f"{os.getloadavg()[0]:.1f} at start; cold = " + ("no cache, no prepared state" if args.no_state
+          else "query cache emptied, search state as `xmr index` left it"))
     print("| N | query | engine | cold s | repeated s | peak RSS MB (cold) |")
     print("|---|---|---|---|---|---|")
     for n in [int(x) for x in args.sizes.split(",")]:
         index = build_index(n, args.workdir, env)
+        if not args.no_state:  # an index built before prepare_state existed gets it now
+            from xmr.catalogue import Catalogue
+            from xmr.search import prepare_state
+
+            with Catalogue.open(index) as cat:
+                prepare_state(cat, index)
         e = {**env, "XMR_HOME": str(index)}
         engines = [("onnx", e)] + ([("torch", {**e, "XMR_QUERY_ENGINE": "torch"})] if args.baseline else [])
         for label in args.queries.split(","):
@@ -185,7 +198,10 @@ def main() -> None:
             results = {name: {"cold": [], "rss": [], "rep": []} for name, _ in engines}
             for _ in range(args.runs):
                 for name, env_ in engines:  # in turns, so load drifts hit both alike
-                    shutil.rmtree(index / "cache", ignore_errors=True)
+                    if args.no_state:
+                        shutil.rmtree(index / "cache", ignore_errors=True)
+                    else:
+                        (index / "cache" / "queries.db").unlink(missing_ok=True)
                     wall, rss = timed(q, env_)
                     results[name]["cold"].append(wall)
                     results[name]["rss"].append(rss)

@@ -251,3 +251,23 @@ def test_a_repeated_query_does_not_open_the_vector_index(media: Path, monkeypatc
     opened.clear()
     _search("a lighthouse on the coast", k=5, exact=True)  # --exact is answered apart
     assert opened
+
+
+def test_the_first_search_after_indexing_finds_its_state_prepared(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`xmr index` derives the per-generation arrays (ids per kind, kind counts, backgrounds) after
+    its last commit, so even the first search reads none of them from the catalogue."""
+    from xmr import calibrate
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise AssertionError("derived from the catalogue during the search")
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("group_vector_ids", "live_vector_ids", "segment_kinds"):
+            mp.setattr(Catalogue, name, refuse)
+        mp.setattr(calibrate, "_fetch", refuse)
+        first = _search("a lighthouse on the coast", k=5)
+    assert first.results
+    # the same arrays as a search derives itself
+    shutil.rmtree(paths.index_dir() / "cache")
+    again = _search("a lighthouse on the coast", k=5)
+    assert [(r.path, r.score) for r in again.results] == [(r.path, r.score) for r in first.results]

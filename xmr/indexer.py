@@ -351,6 +351,7 @@ class _Run:
                 self._checkpoint_ann()
             if self.options.bridge_concepts:
                 self._embed_concepts()
+            self._prepare_search_state()
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -364,6 +365,18 @@ class _Run:
             with contextlib.suppress(Exception):
                 self.cat.finish_run(self.run_id, status, self.report.counts())
         return self.report
+
+    def _prepare_search_state(self) -> None:
+        """Let the first search of this generation find its O(N) arrays ready (xmr.search)."""
+        import sqlite3
+
+        from xmr.search import prepare_state
+
+        self.progress.phase("preparing search", None)
+        try:
+            prepare_state(self.cat, self.cat.index_dir)
+        except (OSError, sqlite3.Error, ValueError):
+            pass  # only a cache: the first search derives it instead
 
     def _reconcile(self) -> tuple[list[_Item], list[FileRow]]:
         """Walk the roots and sort each file into unchanged / work; return (work, vanished)."""

@@ -332,6 +332,37 @@ def search(
             embeddings.close()
 
 
+def _background(cat: Any, space: str, model_id: str, kind: str, n: int, group_ids: np.ndarray) -> np.ndarray:
+    """The calibration background of one group, from the state cache when this generation has it."""
+    from xmr.calibrate import background_sample
+
+    return cat.cached(
+        f"background\0{space}\0{model_id}\0{kind}\0{n}",
+        lambda: background_sample(
+            cat, space, model_id, n=n, ids=group_ids, cache_dir=cache_dir(cat.index_dir) / "calibration"
+        ),
+    )
+
+
+def prepare_state(cat: Catalogue, index_dir: Path) -> None:
+    """Derive now what the first search of this catalogue generation would derive in O(N):
+    the live and per-kind vector ids, the kind counts and the calibration backgrounds, into
+    the state cache. Called by writers (``xmr index``) after their last commit; a cache that
+    cannot be written is skipped, like every cache."""
+    from xmr.query_cache import StateCache
+
+    source = CachedSource(cat, StateCache(index_dir, cat.generation()))
+    for space in ("clip", "clap"):
+        model_id = cat.active_model(space)
+        if not model_id:
+            continue
+        source.live_vector_ids(space, model_id)
+        for kind, n in sorted(source.segment_kinds(space, model_id).items()):
+            if n:
+                group_ids = source.group_vector_ids(space, model_id, kind)
+                _background(source, space, model_id, kind, SearchOptions.background, group_ids)
+
+
 class _Search:
     def __init__(
         self,
@@ -471,7 +502,7 @@ class _Search:
 
     # -- the search -------------------------------------------------------------------------
     def run(self, t0: float) -> SearchResponse:
-        from xmr.calibrate import background_sample, fit_calibrators
+        from xmr.calibrate import fit_calibrators
         from xmr.vectorstore import VectorStore
 
         groups = self._groups()
@@ -503,17 +534,7 @@ class _Search:
                 if not len(cand):
                     continue
                 only_group = len(group_ids) == space_total
-                bg = self.cat.cached(
-                    f"background\0{space}\0{model_id}\0{kind}\0{opts.background}",
-                    lambda space=space, model_id=model_id, group_ids=group_ids: background_sample(
-                        self.cat,
-                        space,
-                        model_id,
-                        n=opts.background,
-                        ids=group_ids,
-                        cache_dir=cache_dir(self.cat.index_dir) / "calibration",
-                    ),
-                )
+                bg = _background(self.cat, space, model_id, kind, opts.background, group_ids)
                 plans.append(
                     _GroupPlan(
                         space,
