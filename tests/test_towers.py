@@ -122,6 +122,57 @@ def test_clip_tokenizer_matches_open_clip() -> None:
     assert np.array_equal(ClipTokenizer()(corpus), open_clip.get_tokenizer("ViT-B-32")(corpus).numpy())
 
 
+def test_plain_ascii_skips_ftfy_without_changing_a_token() -> None:
+    """The fast path is taken only for text that ftfy and html.unescape leave as it is."""
+    import html
+    import random
+
+    import ftfy
+
+    from xmr.encoders import clip_tokenizer
+
+    def reference(text: str) -> str:
+        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        return " ".join(text.split()).strip().lower()
+
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(128)] + ["\u00e9", "\u201c", "\u2028", "\r\n"]
+    corpus = [*TEXTS, "tom &amp; jerry", "caf&eacute;", "a\x1b[31mred", "del\x7f", "cr\rlf", "tab\there"]
+    corpus += ["".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(3000)]
+    corpus += ["".join(rng.choices([chr(c) for c in range(9, 127)], k=rng.randint(0, 40))) for _ in range(3000)]
+    plain = [t for t in corpus if clip_tokenizer._PLAIN.fullmatch(t)]
+    assert len(plain) > 500 and len(plain) < len(corpus) - 1000  # both paths exercised
+    assert all(ftfy.fix_text(t) == t and html.unescape(t) == t for t in plain)
+    assert [clip_tokenizer._clean(t) for t in corpus] == [reference(t) for t in corpus]
+
+
+def test_clip_tokenizer_tables_come_from_their_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xmr.encoders import clip_tokenizer
+    from xmr.encoders.clip_tokenizer import ClipTokenizer
+
+    want = ClipTokenizer()(TEXTS)
+    first = ClipTokenizer(cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("clip-bpe-*.marshal")
+    assert np.array_equal(first(TEXTS), want)
+
+    def no_build(path: Path) -> None:
+        raise AssertionError("tables rebuilt although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(clip_tokenizer, "_build_tables", no_build)
+        second = ClipTokenizer(cache_dir=tmp_path)
+    assert second.encoder == first.encoder and second.bpe_ranks == first.bpe_ranks
+    assert np.array_equal(second(TEXTS), want)
+
+    cached.write_bytes(cached.read_bytes()[:1000])  # a damaged copy is rebuilt and rewritten
+    assert np.array_equal(ClipTokenizer(cache_dir=tmp_path)(TEXTS), want)
+    assert len(cached.read_bytes()) > 1000
+
+    blocked = tmp_path / "a-file"  # a models dir that cannot be made (root ignores modes): built, nothing raised
+    blocked.write_text("")
+    assert np.array_equal(ClipTokenizer(cache_dir=blocked / "towers")(TEXTS), want)
+
+
 def test_roberta_tokenizer_matches_the_backend(models, tmp_path: Path) -> None:
     from xmr.encoders.clap import CONTEXT_LENGTH
     from xmr.encoders.roberta_tokenizer import RobertaTokenizer, save_backend_tokenizer
@@ -133,6 +184,79 @@ def test_roberta_tokenizer_matches_the_backend(models, tmp_path: Path) -> None:
     got = mine(TEXTS)
     assert np.array_equal(got["input_ids"], want["input_ids"])
     assert np.array_equal(got["attention_mask"], want["attention_mask"])
+    ascii_only = [t for t in TEXTS if t.isascii()]
+    fresh = RobertaTokenizer(tmp_path / "tokenizer.json", CONTEXT_LENGTH)
+    fresh(ascii_only)
+    assert fresh._tables is not None and fresh._rust is None  # typed queries never parse the JSON
+
+
+def _rust_reference(path: Path, max_length: int):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.enable_truncation(max_length)
+    tok.enable_padding(length=max_length, pad_id=tok.token_to_id("<pad>"), pad_token="<pad>")
+    counter = Tokenizer.from_file(str(path))
+    counter.no_truncation()
+    counter.no_padding()
+    return tok, counter
+
+
+def test_roberta_ascii_path_matches_tokenizers_on_fuzzed_text(models, tmp_path: Path) -> None:
+    import random
+
+    from xmr.encoders.roberta_tokenizer import RobertaTokenizer, save_backend_tokenizer
+
+    full, _ = models["clap"]
+    path = tmp_path / "tokenizer.json"
+    save_backend_tokenizer(full._tokenizer, path)
+    tok, counter = _rust_reference(path, 77)
+    rng = random.Random(1)
+    words = ["dog", "barking", " the", "'s", "'ll", "'re", "<mask>", "<s>", "</s>", "<pad>", "<unk>", "12", "3.5"]
+    alphabet = [chr(c) for c in range(128)] + words
+    corpus = ["".join(rng.choices(alphabet, k=rng.randint(0, 60))) for _ in range(2000)]
+    corpus += [" ".join(rng.choices(words + ["a", " ", "  ", "\t", "\n"], k=rng.randint(1, 120))) for _ in range(300)]
+    corpus += ["", " ", "   x   ", "don't 'S 'LL", "x" * 400, "a\x1cb\x1fc\x0bd\x0ce\rf"]
+    mine = RobertaTokenizer(path, 77)
+    got, want = mine(corpus), tok.encode_batch(corpus)
+    assert mine._rust is None
+    assert [list(r) for r in got["input_ids"]] == [e.ids for e in want]
+    assert [list(r) for r in got["attention_mask"]] == [e.attention_mask for e in want]
+    assert [mine.count_tokens(t) for t in corpus[:500]] == [
+        len(counter.encode(t, add_special_tokens=False).ids) for t in corpus[:500]
+    ]
+    assert mine._counter is None
+
+
+def test_roberta_tables_cache_and_the_tokenizers_fallback(models, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from xmr.encoders import roberta_tokenizer
+    from xmr.encoders.roberta_tokenizer import RobertaTokenizer, save_backend_tokenizer
+
+    full, _ = models["clap"]
+    path = tmp_path / "tokenizer.json"
+    save_backend_tokenizer(full._tokenizer, path)
+    tok, _ = _rust_reference(path, 77)
+    texts = ["a dog barking", "caf\u00e9 \u00fcber", "\u6f22\u5b57 <mask> x"]
+    RobertaTokenizer(path, 77)
+    assert len(list(tmp_path.glob(".tokenizer-*.marshal"))) == 1
+    with monkeypatch.context() as m:  # the second load reads the marshal copy, not the JSON
+        m.setattr(roberta_tokenizer.RobertaTokenizer, "_read_tables", lambda self: pytest.fail("JSON re-read"))
+        cached = RobertaTokenizer(path, 77)
+    assert cached._tables is not None
+    assert [list(r) for r in cached(texts)["input_ids"]] == [e.ids for e in tok.encode_batch(texts)]
+    assert cached._rust is not None  # non-ASCII text went to tokenizers
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["normalizer"] = {"type": "Lowercase"}  # a configuration the ASCII path does not reproduce
+    odd = tmp_path / "odd" / "tokenizer.json"
+    odd.parent.mkdir()
+    odd.write_text(json.dumps(data), encoding="utf-8")
+    odd_tok, _ = _rust_reference(odd, 77)
+    lowered = RobertaTokenizer(odd, 77)
+    assert lowered._tables is None
+    assert [list(r) for r in lowered(["A DOG Barking"])["input_ids"]] == [odd_tok.encode("A DOG Barking").ids]
 
 
 def test_each_tower_is_its_own_file_keyed_by_the_checkpoint(models) -> None:

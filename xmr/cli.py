@@ -149,6 +149,13 @@ def _index_dir(index: Path | None) -> Path:
     return paths.index_dir(index)
 
 
+def _server_recorded(index_dir: Path) -> bool:
+    """Whether a server has left its address in the index (no server: http.client is never imported)."""
+    from xmr.server.address import address_path
+
+    return address_path(index_dir).is_file()
+
+
 class _RichProgress:
     """Renders the core's progress callbacks on stderr (only on a terminal)."""
 
@@ -365,7 +372,7 @@ def search_cmd(
     index_dir = _index_dir(index)
     response: Any = None
     # a running server has the models warm; --concepts, --device and --precision are this process's own
-    if not no_server and concepts is None and device is None and precision is None:
+    if not no_server and concepts is None and device is None and precision is None and _server_recorded(index_dir):
         from xmr.client import remote_search
 
         request = {"k": top, "type": type_ or [], "under": under_, "min_score": min_score, "exact": exact}

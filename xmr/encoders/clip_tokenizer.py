@@ -13,15 +13,18 @@ architecture without a Hugging Face tokenizer uses.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import html
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
 
+from xmr.encoders import bpe
+
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+SPECIAL = ("<start_of_text>", "<end_of_text>")
 
 
 def default_vocab() -> Path:
@@ -31,91 +34,65 @@ def default_vocab() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / VOCAB_FILE
 
 
-@functools.cache
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(2**8):
-        if b not in bs:
-            bs.append(b)
-            cs.append(2**8 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
-def _pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
-    return {(a, b) for a, b in zip(word, word[1:], strict=False)}
+# printable ASCII, tab and newline, without "&": text that ftfy.fix_text and html.unescape return
+# unchanged (tests/test_towers.py checks it), so a plain query skips importing ftfy (30-80 ms)
+_PLAIN = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
 
 
 def _clean(text: str) -> str:
-    import ftfy
+    if not _PLAIN.fullmatch(text):
+        import ftfy
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    text = text.strip()
     return " ".join(text.split()).strip().lower()
+
+
+def _build_tables(path: Path) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    merges = gzip.open(path).read().decode("utf-8").split("\n")
+    merges = merges[1 : 49152 - 256 - 2 + 1]
+    merge_pairs = [tuple(m.split()) for m in merges]
+    vocab = list(bpe.bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab.extend("".join(m) for m in merge_pairs)
+    vocab.extend(SPECIAL)
+    return {t: i for i, t in enumerate(vocab)}, {p: i for i, p in enumerate(merge_pairs)}  # type: ignore[misc]
+
+
+def _tables(path: Path, cache_dir: Path | None) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """The vocabulary and merge ranks, from their cached copy when there is one."""
+    return bpe.cached_tables(
+        path,
+        cache_dir,
+        "clip-bpe",
+        lambda: _build_tables(path),
+        lambda t: isinstance(t, tuple) and len(t) == 2 and len(t[0]) == len(t[1]) + 512 + len(SPECIAL),
+    )
 
 
 class ClipTokenizer:
     """``open_clip.tokenizer.SimpleTokenizer()`` as numpy: ids of shape (n, context_length)."""
 
-    def __init__(self, vocab_path: str | Path | None = None, context_length: int = 77) -> None:
+    def __init__(
+        self, vocab_path: str | Path | None = None, context_length: int = 77, *, cache_dir: Path | None = None
+    ) -> None:
         import regex
 
         path = Path(vocab_path) if vocab_path else default_vocab()
-        merges = gzip.open(path).read().decode("utf-8").split("\n")
-        merges = merges[1 : 49152 - 256 - 2 + 1]
-        merge_pairs = [tuple(m.split()) for m in merges]
-        vocab = list(_bytes_to_unicode().values())
-        vocab = vocab + [v + "</w>" for v in vocab]
-        vocab.extend("".join(m) for m in merge_pairs)
-        special = ["<start_of_text>", "<end_of_text>"]
-        vocab.extend(special)
-        self.encoder = {t: i for i, t in enumerate(vocab)}
-        self.bpe_ranks = {p: i for i, p in enumerate(merge_pairs)}
-        self.cache: dict[str, str] = {t: t for t in special}
+        self.encoder, self.bpe_ranks = _tables(path, cache_dir)
+        self.cache: dict[str, str] = {t: t for t in SPECIAL}
         self.pat = regex.compile(
-            "|".join(special) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            "|".join(SPECIAL) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE,
         )
-        self.sot, self.eot = self.encoder[special[0]], self.encoder[special[1]]
+        self.sot, self.eot = self.encoder[SPECIAL[0]], self.encoder[SPECIAL[1]]
         self.context_length = context_length
-        self._byte_encoder = _bytes_to_unicode()
+        self._byte_encoder = bpe.bytes_to_unicode()
 
     def _bpe(self, token: str) -> str:
-        if token in self.cache:
-            return self.cache[token]
-        word: tuple[str, ...] = (*token[:-1], token[-1] + "</w>")
-        pairs = _pairs(word)
-        if not pairs:
-            return token + "</w>"
-        while True:
-            bigram = min(pairs, key=lambda p: self.bpe_ranks.get(p, float("inf")))
-            if bigram not in self.bpe_ranks:
-                break
-            first, second = bigram
-            new: list[str] = []
-            i = 0
-            while i < len(word):
-                try:
-                    j = word.index(first, i)
-                except ValueError:
-                    new.extend(word[i:])
-                    break
-                new.extend(word[i:j])
-                i = j
-                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
-                    new.append(first + second)
-                    i += 2
-                else:
-                    new.append(word[i])
-                    i += 1
-            word = tuple(new)
-            if len(word) == 1:
-                break
-            pairs = _pairs(word)
-        out = " ".join(word)
-        self.cache[token] = out
-        return out
+        if token not in self.cache:
+            self.cache[token] = " ".join(bpe.merge((*token[:-1], token[-1] + "</w>"), self.bpe_ranks))
+        return self.cache[token]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without the start/end tokens."""

@@ -184,7 +184,9 @@ class OnnxQueryEncoder:
             if self.space == "clip":
                 from xmr.encoders.clip_tokenizer import ClipTokenizer
 
-                self._tokenizer = ClipTokenizer(context_length=int(t.manifest.get("context_length", 77)))
+                self._tokenizer = ClipTokenizer(
+                    context_length=int(t.manifest.get("context_length", 77)), cache_dir=self._root
+                )
             else:
                 from xmr.encoders.roberta_tokenizer import RobertaTokenizer
 
