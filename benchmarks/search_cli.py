@@ -177,6 +177,9 @@ def main() -> None:
     ap.add_argument("--queries", default=",".join(QUERIES), help="which of: " + ", ".join(QUERIES))
     ap.add_argument("--no-state", action="store_true", help="cold runs without the prepared search state")
     args = ap.parse_args()
+    # an installed xmr has its bytecode compiled; without this a developer shell's
+    # PYTHONDONTWRITEBYTECODE=1 recompiles xmr in every timed process (about 0.07 s each)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     env = {**os.environ, **models(args.workdir)}
     print(f"# xmr search, whole processes, medians of {args.runs}; {os.cpu_count()} cores; load "
           f"{os.getloadavg()[0]:.1f} at start; cold = " + ("no cache, no prepared state" if args.no_state

@@ -333,6 +333,9 @@ def main() -> None:
         help="fake: part 1 with the deterministic test encoders (no model cost: the client/server path alone)",
     )
     args = ap.parse_args()
+    # an installed xmr has its bytecode compiled; without this a developer shell's
+    # PYTHONDONTWRITEBYTECODE=1 recompiles xmr in every timed process (about 0.07 s each)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     print(f"xmr serve benchmark: {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}, "
           f"load average {load_avg()}")
     with tempfile.TemporaryDirectory(prefix="xmr-bench-serve-") as tmp_s:
