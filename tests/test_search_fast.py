@@ -271,3 +271,36 @@ def test_the_first_search_after_indexing_finds_its_state_prepared(media: Path, m
     shutil.rmtree(paths.index_dir() / "cache")
     again = _search("a lighthouse on the coast", k=5)
     assert [(r.path, r.score) for r in again.results] == [(r.path, r.score) for r in first.results]
+
+
+def test_every_catalogue_lookup_of_a_search_uses_an_index_not_a_walk(media: Path) -> None:
+    """A search's per-result lookups (files by hash, segments by vector id) must not scan a
+    table: at 100k files, SQLite walking files_status instead of files_hash cost 28 ms a query."""
+    import sqlite3
+
+    plans: list[tuple[str, str]] = []
+    real_open = Catalogue.open
+
+    def traced_open(*args, **kwargs):
+        cat = real_open(*args, **kwargs)
+        sqls: list[str] = []
+        cat.conn.set_trace_callback(sqls.append)
+        cat._traced_sqls = sqls  # type: ignore[attr-defined]
+        opened.append(cat)
+        return cat
+
+    opened: list[Catalogue] = []
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Catalogue, "open", staticmethod(traced_open))
+    try:
+        _search("dog barking", k=5)
+    finally:
+        mp.undo()
+    sqls = [s for cat in opened for s in cat._traced_sqls if "FROM files" in s and " IN (" in s]  # type: ignore[attr-defined]
+    assert sqls, "no per-result file lookup seen"
+    with sqlite3.connect(f"file:{paths.index_dir() / 'catalogue.db'}?mode=ro", uri=True) as conn:
+        for sql in sqls:
+            plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            plans.append((sql, plan))
+    for sql, plan in plans:
+        assert "files_status" not in plan and "SCAN files" not in plan, (sql, plan)

@@ -766,7 +766,9 @@ class Catalogue:
         out: dict[str, list[tuple[str, str, bytes | None]]] = {}
         for chunk in _chunks(list(set(hashes)), 500):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT hash, path, modality, path_bytes FROM files WHERE status = 'indexed' AND hash IN ({marks})"
+            # "+status": without it SQLite walks files_status, every indexed row (28 ms at 100k files
+            # per search), instead of looking the few hashes up in files_hash
+            sql = f"SELECT hash, path, modality, path_bytes FROM files WHERE +status = 'indexed' AND hash IN ({marks})"
             params: list[Any] = list(chunk)
             if under:
                 clause, p = _under_any("path", under)
