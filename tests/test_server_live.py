@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import sqlite3
 import subprocess
 import threading
 import time
@@ -13,24 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from cli_helpers import invoke
+from cli_helpers import committed_files, invoke
 from server_helpers import FIXTURES, Server, index_media, running_server
 from test_crash import make_big_tree
 
 from xmr import paths
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
-
-
-def _indexed(db: Path) -> set[str]:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            return {p for (p,) in con.execute("SELECT path FROM files WHERE status = 'indexed'")}
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return set()
 
 
 def _paths(server: Server, q: str, **opts: object) -> list[str]:
@@ -80,13 +68,13 @@ def test_searches_during_an_index_run_see_only_committed_batches(tmp_path: Path,
         rounds = 0
         try:
             deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and indexer.poll() is None and not _indexed(db) & expected:
+            while time.monotonic() < deadline and indexer.poll() is None and not committed_files(db) & expected:
                 time.sleep(0.02)  # until the first text batch is committed (before it: "nothing of type text")
             while indexer.poll() is None and time.monotonic() < deadline:
-                committed = _indexed(db)
+                committed = committed_files(db)
                 found = set(_paths(server, "alpha bravo", type="text"))
                 # everything committed before the search is there; nothing that was not committed after it
-                assert committed & expected <= found <= _indexed(db)
+                assert committed & expected <= found <= committed_files(db)
                 rounds += 1
         finally:
             indexer.wait(timeout=300)

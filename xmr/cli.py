@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from xmr import __version__
 from xmr.errors import ExitCode, UsageError, XmrError
+from xmr.units import human_bytes
 
 
 class _XmrGroup(TyperGroup):
@@ -609,17 +610,6 @@ def eval_cmd(
 # -- status / errors / info / remove ----------------------------------------------------------------
 
 
-def _human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 @app.command("status")
 def status_cmd(
     index: IndexOpt = None,
@@ -656,7 +646,7 @@ def status_cmd(
         active = "" if sp["active"] else " (inactive)"
         out.print(f"space {sp['space']}: {sp['vectors']} vectors [{kinds}] by {sp['model_id']}{active}")
     out.print(
-        f"catalogue: {_human_bytes(data['catalogue_bytes'])}; vector index files: {_human_bytes(data['ann_bytes'])}"
+        f"catalogue: {human_bytes(data['catalogue_bytes'])}; vector index files: {human_bytes(data['ann_bytes'])}"
     )
     run = data.get("last_run")
     if run:
@@ -776,7 +766,7 @@ def models_cmd(
     out = _stdout_console()
     for r in rows:
         state = "present" if r.present else "MISSING"
-        size = _human_bytes(r.size_bytes) if r.size_bytes else ""
+        size = human_bytes(r.size_bytes) if r.size_bytes else ""
         out.print(f"{r.space}: {r.spec} [{state}] {r.source} {r.location or ''} {size}".rstrip())
         if r.sha256:
             out.print(f"  sha256 {r.sha256}")

@@ -12,22 +12,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from xmr.units import human_bytes
+
 SECTIONS = ("collection", "quality", "latency", "calibration", "resources")
 
 
 def _f(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _table(title: str, *columns: str) -> Table:
@@ -73,9 +64,9 @@ def render_report(data: dict[str, Any]) -> Group:
     ix = r["indexing"]
     rate = "-" if ix["files_per_s"] is None else f"{ix['files_per_s']:.1f} files/s"
     resources = _table("resources", "measure", "value")
-    resources.add_row("index size", _bytes(r["index_bytes"]))
-    resources.add_row("peak RSS (this process)", _bytes(r["peak_rss_bytes"]))
-    resources.add_row("peak RSS (largest decoder worker)", _bytes(r["peak_rss_children_bytes"]))
+    resources.add_row("index size", human_bytes(r["index_bytes"]))
+    resources.add_row("peak RSS (this process)", human_bytes(r["peak_rss_bytes"]))
+    resources.add_row("peak RSS (largest decoder worker)", human_bytes(r["peak_rss_children_bytes"]))
     resources.add_row("indexing rate", f"{rate} ({ix['files_embedded']} files, {ix['segments']} segments "
                       f"in {ix['elapsed_s']:.1f} s; {ix['unchanged']} unchanged)")  # fmt: skip
     parts: list[Any] = [*head, Text(""), quality, Text(""), latency, Text(""), calib, Text(""), resources]

@@ -13,7 +13,7 @@ import re
 from html.parser import HTMLParser
 
 from xmr.errors import MediaError
-from xmr.preprocess import read_error
+from xmr.preprocess import read_capped
 from xmr.preprocess.text import decode_text
 
 _SKIP = frozenset(
@@ -97,14 +97,7 @@ def decode_html(data: bytes, *, truncated: bool = False) -> str:
 
 
 def read_html(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> str:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise read_error(exc, path) from None
-    truncated = max_bytes is not None and len(data) > max_bytes
-    if truncated:
-        data = data[:max_bytes]
+    data, truncated = read_capped(path, max_bytes)
     try:
         return html_text(decode_html(data, truncated=truncated))
     except MediaError as exc:

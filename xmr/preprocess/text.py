@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xmr.errors import MediaError
-from xmr.preprocess import read_error
+from xmr.preprocess import read_capped
 
 DEFAULT_MAX_TEXT_BYTES = 16 * 1024 * 1024  # bytes beyond this are not read (and not indexed)
 
@@ -123,14 +123,7 @@ def decode_text(data: bytes, *, truncated: bool = False) -> str:
 
 def read_text(path: str | os.PathLike[str], *, max_bytes: int | None = DEFAULT_MAX_TEXT_BYTES) -> str:
     """Read and decode a text file (not normalised). Only the first ``max_bytes`` are read."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise read_error(exc, path) from None
-    truncated = max_bytes is not None and len(data) > max_bytes
-    if truncated:
-        data = data[:max_bytes]
+    data, truncated = read_capped(path, max_bytes)
     try:
         return decode_text(data, truncated=truncated)
     except MediaError as exc:

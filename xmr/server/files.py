@@ -90,8 +90,9 @@ class FileLookup:
         for i in range(0, len(paths_), 500):
             chunk = paths_[i : i + 500]
             marks = ",".join("?" * len(chunk))
+            # "+status" keeps SQLite on the path index instead of walking files_status (every indexed row)
             for fid, path in self._conn().execute(
-                f"SELECT id, path FROM files WHERE status = 'indexed' AND path IN ({marks})", chunk
+                f"SELECT id, path FROM files WHERE +status = 'indexed' AND path IN ({marks})", chunk
             ):
                 out[path] = int(fid)
         return out
