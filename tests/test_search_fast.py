@@ -14,7 +14,7 @@ from pathlib import Path
 import fake_encoders
 import numpy as np
 import pytest
-from test_indexer import make_image, make_text
+from test_indexer import make_text
 
 from xmr import paths
 from xmr.catalogue import Catalogue
@@ -106,11 +106,12 @@ def test_a_repeated_query_does_no_o_n_catalogue_work(media: Path) -> None:
 
 
 def test_min_score_does_not_grow_the_fetch_towards_n(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 long texts of many passages each: a fetch of k*5 passages collapses to fewer than k files,
+    # so without a threshold the fetch must grow; with one, the first fetch already falls below it
     root = tmp_path / "many"
     root.mkdir()
-    for i in range(400):
-        make_text(root / f"t{i}.txt", i, words=8)
-    make_image(root / "pic.png", 1)
+    for i in range(30):
+        make_text(root / f"t{i}.txt", i, words=3000)
     index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
     from xmr import search as search_mod
 
@@ -122,12 +123,14 @@ def test_min_score_does_not_grow_the_fetch_towards_n(tmp_path: Path, monkeypatch
         return orig(self, plan, k_fetch)
 
     monkeypatch.setattr(search_mod._Search, "_group_hits", spy)
-    res = _search("unrelated words here", k=100, min_score=3.0)
-    assert all(r.score >= 3.0 for r in res.results) and len(res.results) < 100
-    assert max(fetched) <= 100 * 5  # the first fetch was enough to see every group fall below 3.0
-    # without a threshold the same query does fetch more to fill k
+    k = 40  # more than there are files
+    full = _search("unrelated words here", k=k)
+    assert len(full.results) == 30
+    assert max(fetched) > k * 5  # without a threshold the fetch grew to try to fill k
     fetched.clear()
-    assert len(_search("unrelated words here", k=100).results) == 100
+    res = _search("unrelated words here", k=k, min_score=3.0)
+    assert all(r.score >= 3.0 for r in res.results) and len(res.results) < 30
+    assert fetched and max(fetched) == k * 5  # the first fetch was enough to see every group fall below 3.0
 
 
 def test_search_writes_nothing_to_the_index(media: Path) -> None:
@@ -304,3 +307,21 @@ def test_every_catalogue_lookup_of_a_search_uses_an_index_not_a_walk(media: Path
             plans.append((sql, plan))
     for sql, plan in plans:
         assert "files_status" not in plan and "SCAN files" not in plan, (sql, plan)
+
+
+def test_a_copy_of_indexed_content_into_an_under_folder_is_found_next_time(media: Path) -> None:
+    """The copy adds a files row but no vector: the generation stays, the --under answer must not."""
+    src = next(p for p in sorted((media / "text").iterdir()) if p.suffix in (".txt", ".md"))
+    folder = media / "later"
+    folder.mkdir()
+    make_text(folder / "own.txt", 3)
+    index([media], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    q = src.read_text(encoding="utf-8")[:200]
+    first = _search(q, k=5, under=[str(folder)])
+    assert {r.path for r in first.results} == {str(folder / "own.txt")}
+    generation = Catalogue.open(paths.index_dir(), readonly=True).generation()
+    shutil.copy2(src, folder / "copy.txt")
+    index([media], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    assert Catalogue.open(paths.index_dir(), readonly=True).generation() == generation  # no new vector
+    again = _search(q, k=5, under=[str(folder)])
+    assert str(folder / "copy.txt") in {r.path for r in again.results}

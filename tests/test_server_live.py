@@ -54,6 +54,26 @@ def test_the_next_search_sees_files_indexed_while_the_server_runs(tmp_path: Path
         assert not any("/audio/" in p for p in _paths(server, "bread"))
 
 
+def test_an_edited_and_a_new_file_are_both_seen_by_the_next_search(tmp_path: Path) -> None:
+    """Vectors added and deleted in one run: the server's stores must re-derive from the new generation."""
+    root = tmp_path / "notes"
+    shutil.copytree(FIXTURES / "text", root)
+    assert invoke("index", str(root), "--quiet", "--workers", "0").exit_code == 0
+    with running_server(paths.index_dir()) as server:
+        before = set(_paths(server, "bread", type="text"))
+        assert before == {str(p) for p in root.iterdir() if str(p) in before} and len(before) >= 2
+        edited = sorted(before)[0]
+        Path(edited).write_text("Quartz zebras graze beside the lighthouse at dawn.\n", encoding="utf-8")
+        (root / "new-note.md").write_text("A brand new note about copper kettles.\n", encoding="utf-8")
+        assert invoke("index", str(root), "--quiet", "--workers", "0").exit_code == 0
+        after = set(_paths(server, "bread", type="text"))
+        assert after == before | {str(root / "new-note.md")}
+        doc = server.upload("file", "n.md", (root / "new-note.md").read_bytes(), {"k": 1}).json()
+        assert doc["results"][0]["path"] == str(root / "new-note.md")
+        doc = server.upload("file", "e.md", Path(edited).read_bytes(), {"k": 1}).json()
+        assert doc["results"][0]["path"] == edited
+
+
 def test_searches_during_an_index_run_see_only_committed_batches(tmp_path: Path, xmr_cmd: list[str]) -> None:
     root = tmp_path / "growing"
     expected = make_big_tree(root / "tree", 900)

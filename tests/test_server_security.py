@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,16 +223,29 @@ def test_an_oversize_upload_gets_413(server: Server, served: tuple[Server, Path,
     assert server.upload("file", small.name, small.read_bytes()).status == 200
 
 
+def _cache_rows(index_dir: Path) -> tuple[int, int]:
+    db = index_dir / "cache" / "queries.db"
+    if not db.exists():
+        return (0, 0)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("embeddings", "answers"))
+
+
 def test_uploads_are_never_stored(server: Server, served: tuple[Server, Path, Path]) -> None:
     media = served[1]
     before = {p for p in server.index_dir.rglob("*") if "thumbnails" not in p.parts}
     tmp_before = set(os.listdir(tempfile.gettempdir()))
+    cached_before = _cache_rows(server.index_dir)
     upload = media / "images" / "rgba.png"
     assert server.upload("image", "mine.png", upload.read_bytes()).status == 200
+    # nothing derived from it either: no query embedding, no cached answer
+    assert _cache_rows(server.index_dir) == cached_before
     after = {p for p in server.index_dir.rglob("*") if "thumbnails" not in p.parts}
     assert {p.name for p in after - before} <= {p.name for p in before} | {"catalogue.db-wal", "catalogue.db-shm"}
     leftovers = [n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if n.startswith("xmr-upload-")]
     assert leftovers == []
+    assert server.search({"q": "a text query is cached", "k": 3}).status == 200
+    assert _cache_rows(server.index_dir) != cached_before  # (the count can see a new entry)
 
 
 def test_a_non_loopback_host_needs_allow_remote(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,8 @@ class QueryPart:
     kind: str  # text | image | audio | text_file
     value: str  # the text, or the absolute path of the query file
     weight: float = 1.0
+    # False for what must leave no trace (an upload to the server): no query or answer cache entry
+    cacheable: bool = True
 
     def label(self) -> str:
         w = "" if self.weight == 1.0 else f"{self.weight:g}:"

@@ -415,7 +415,7 @@ class _Search:
         if key not in self._native:
             part = self.parts[i]
             cache_key = None
-            if self.embeddings is not None:
+            if self.embeddings is not None and part.cacheable:
                 from xmr.query_cache import part_key
 
                 model_id = self.encoders.query_model_id(space)
@@ -431,7 +431,7 @@ class _Search:
             t = time.perf_counter()
             rows = _embed_native(part, space, self.encoders.get(space))
             self.embed_s += time.perf_counter() - t
-            if self.embeddings is not None:
+            if cache_key is not None:
                 self.embeddings.put(cache_key, self.encoders.query_model_id(space), rows)
             self._native[key] = rows
         return self._native[key]
@@ -584,7 +584,9 @@ class _Search:
     def _answer_key(self, plan: _GroupPlan, k_fetch: int) -> str | None:
         """The answer cache's key for one group search (None: not cacheable here)."""
         generation = getattr(getattr(self.cat, "state", None), "generation", None)
-        if self.embeddings is None or generation is None:
+        # --under: the candidates come from the files table, which can change (a copy of indexed
+        # content into the folder) without changing the vector generation
+        if self.embeddings is None or generation is None or self.under or not all(p.cacheable for p in self.parts):
             return None
         import hashlib
         import json
@@ -598,7 +600,6 @@ class _Search:
         except OSError:
             file_id = []
         head = [list(generation), state, file_id, plan.space, plan.model_id, plan.kind, k_fetch, self.options.exact]
-        head.append(self.under)
         h.update(json.dumps(head, sort_keys=True, default=str).encode())
         h.update(np.ascontiguousarray(plan.q, dtype="<f4").tobytes())
         return h.hexdigest()

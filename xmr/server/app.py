@@ -21,6 +21,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from importlib import resources
@@ -244,7 +245,7 @@ class Api:
         with staged(uploads, self.sandbox) as staged_files:
             names: dict[str, str] = {}
             for kind, path, up in staged_files:
-                parts.append(QueryPart(kind=kind, value=path, weight=up.weight))
+                parts.append(QueryPart(kind=kind, value=path, weight=up.weight, cacheable=False))
                 names[path] = display_name(up.filename)
             for f in likes:
                 os.close(fs.open_verified(f))  # only an indexed, unchanged file is read
@@ -291,6 +292,14 @@ class Api:
                 os.close(fd)
             fd = os.open(derived, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             media = "image/jpeg" if kind == "thumb" else "audio/wav"
+        try:
+            return self._respond(fd, media, range_header)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _respond(self, fd: int, media: str, range_header: str | None) -> Response:
+        """The response for an open fd (its owner from here: closed on every path but streaming)."""
         size = os.fstat(fd).st_size
         headers = {
             "accept-ranges": "bytes",
@@ -329,8 +338,11 @@ def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+_INT = re.compile(r"^-?[0-9]{1,18}$")
+
+
 def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not _INT.match(str(value)):
         raise UsageError(f"{name} must be an integer")
     return int(value)
 

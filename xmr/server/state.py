@@ -102,6 +102,8 @@ class WarmIndex:
             store = VectorStore(directory, self.catalogue, space, model_id, dim, readonly=True)
         else:
             store = entry[0]
+            # its sync re-derives live ids from the source: it must be this generation's, not the one it opened with
+            store.source = self.catalogue
             if entry[1] != state:  # an index run wrote a new checkpoint: reopen from it
                 store.refresh()
         self._stores[key] = (store, state)
