@@ -325,3 +325,19 @@ def test_a_copy_of_indexed_content_into_an_under_folder_is_found_next_time(media
     assert Catalogue.open(paths.index_dir(), readonly=True).generation() == generation  # no new vector
     again = _search(q, k=5, under=[str(folder)])
     assert str(folder / "copy.txt") in {r.path for r in again.results}
+
+
+def test_damaged_cache_entries_are_misses_not_failures(media: Path) -> None:
+    import sqlite3
+
+    first = _search("a lighthouse on the coast", k=5)
+    cache = paths.index_dir() / "cache"
+    with sqlite3.connect(cache / "queries.db") as conn:
+        assert conn.execute("UPDATE embeddings SET vectors = x'00'").rowcount
+        assert conn.execute("UPDATE answers SET ids = x'0000'").rowcount
+    states = list(cache.glob("state-*.npy"))
+    assert states
+    for p in states:
+        p.write_bytes(b"")
+    again = _search("a lighthouse on the coast", k=5)
+    assert [(r.path, r.score) for r in again.results] == [(r.path, r.score) for r in first.results]

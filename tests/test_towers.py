@@ -7,6 +7,7 @@ of the backends' own tokenizers.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -269,13 +270,18 @@ def test_each_tower_is_its_own_file_keyed_by_the_checkpoint(models) -> None:
             assert folder.stat().st_mode & 0o077 == 0  # private, like the index
 
 
-def test_a_tower_the_exporter_does_not_cover_falls_back_to_the_backend(models, monkeypatch) -> None:
-    full, _ = models["clip"]
+def _row(full, settings, sha: str | None = None) -> dict:
     info = full.info
-    # another sha256: a tower folder of its own that does not exist yet
+    return {"id": info.model_id, "space": "clip", "spec": settings.clip_model, "name": info.name,
+            "pretrained": info.pretrained, "checkpoint_sha256": sha or info.checkpoint_sha256, "dim": info.dim,
+            "preprocessing": {}}
+
+
+def test_a_tower_the_exporter_does_not_cover_falls_back_to_the_backend(models, monkeypatch, tmp_path) -> None:
+    full, _ = models["clip"]
     settings = models["settings"]
-    row = {"id": info.model_id, "space": "clip", "spec": settings.clip_model, "name": info.name,
-           "pretrained": info.pretrained, "checkpoint_sha256": "0" * 64, "dim": info.dim, "preprocessing": {}}
+    monkeypatch.setenv("XMR_MODELS_DIR", str(tmp_path / "models"))  # no tower exported there yet
+    row = _row(full, settings)
     calls = []
 
     def refuse(enc, names, **kw):
@@ -289,3 +295,26 @@ def test_a_tower_the_exporter_does_not_cover_falls_back_to_the_backend(models, m
     assert _max_diff(got, full.embed_texts(["a dog barking"])) == 0.0
     # remembered: the next query encoder goes to the backend without trying again
     assert not isinstance(query_encoder("clip", row, settings), towers.OnnxQueryEncoder)
+
+
+def test_a_checkpoint_that_changed_since_indexing_exports_nothing_under_the_old_key(models, tmp_path, monkeypatch):
+    full, _ = models["clip"]
+    monkeypatch.setenv("XMR_MODELS_DIR", str(tmp_path / "models"))
+    row = _row(full, models["settings"], sha="0" * 64)  # the catalogue's sha; the file on disk has another
+    q = query_encoder("clip", row, models["settings"])
+    got = q.embed_texts(["a dog barking"])
+    assert q.engine == "backend" and "changed since it was indexed" in q.fallback_reason
+    assert _max_diff(got, full.embed_texts(["a dog barking"])) == 0.0
+    assert not list((tmp_path / "models").rglob("manifest.json"))
+
+
+def test_a_damaged_tower_file_falls_back_to_the_backend(models, tmp_path, monkeypatch):
+    full, q = models["clip"]
+    monkeypatch.setenv("XMR_MODELS_DIR", str(tmp_path / "models"))
+    shutil.copytree(q.folder("text"), tmp_path / "copy")
+    fresh = query_encoder("clip", _row(full, models["settings"]), models["settings"])
+    shutil.copytree(tmp_path / "copy", fresh.folder("text"))
+    (fresh.folder("text") / "model.onnx").write_bytes(b"not a model")
+    got = fresh.embed_texts(["a dog barking"])
+    assert fresh.engine == "backend" and "cannot load the text tower" in fresh.fallback_reason
+    assert _max_diff(got, full.embed_texts(["a dog barking"])) == 0.0

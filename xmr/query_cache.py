@@ -107,7 +107,10 @@ class EmbeddingCache:
         except sqlite3.Error:
             return None
         n, dim, blob = row
-        return np.frombuffer(blob, dtype="<f4").reshape(n, dim).astype(np.float32)
+        try:
+            return np.frombuffer(blob, dtype="<f4").reshape(n, dim).astype(np.float32)
+        except (TypeError, ValueError):  # a damaged row is a miss: a cache never fails a search
+            return None
 
     def put(self, key: str | None, model_id: str, rows: np.ndarray) -> None:
         db = self._db(create=True) if key else None
@@ -142,10 +145,13 @@ class EmbeddingCache:
         except sqlite3.Error:
             return None
         n, k, ids, sims = row
-        return (
-            np.frombuffer(ids, dtype="<i8").reshape(n, k).astype(np.int64),
-            np.frombuffer(sims, dtype="<f4").reshape(n, k).astype(np.float32),
-        )
+        try:
+            return (
+                np.frombuffer(ids, dtype="<i8").reshape(n, k).astype(np.int64),
+                np.frombuffer(sims, dtype="<f4").reshape(n, k).astype(np.float32),
+            )
+        except (TypeError, ValueError):
+            return None
 
     def put_answer(self, key: str | None, ids: np.ndarray, sims: np.ndarray) -> None:
         db = self._db(create=True) if key else None
@@ -195,7 +201,7 @@ class StateCache:
             return None
         try:
             arr = np.load(self._file(name), allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: an empty file
             return None
         self._mem[name] = arr
         return arr

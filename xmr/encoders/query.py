@@ -80,6 +80,9 @@ def query_encoder(
         if notify is not None:
             notify(f"preparing fast {space} query encoders for {info.model_id} (once per model; this takes a while)")
         enc = backend_encoder(space, row, settings)
+        if enc.info.checkpoint_sha256 != info.checkpoint_sha256:
+            # the file behind this model id is not the one that was indexed: export nothing under its key
+            raise towers.TowerUnsupported(f"the checkpoint of {info.model_id} changed since it was indexed")
         try:
             export_towers(enc, list(towers.TOWERS[space]), root=root)
         except towers.TowerUnsupported as exc:
@@ -87,6 +90,8 @@ def query_encoder(
             raise
         except OSError as exc:  # a models dir that cannot be written: this process uses the backend
             raise towers.TowerUnsupported(f"cannot write the query towers: {exc}") from exc
+        except Exception as exc:  # the exporter or ONNX Runtime failed: use the backend, retry next process
+            raise towers.TowerUnsupported(f"cannot export the query towers: {exc}") from exc
 
     return towers.OnnxQueryEncoder(
         space, info, export=export, fallback=lambda: backend_encoder(space, row, settings)

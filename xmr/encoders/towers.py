@@ -173,7 +173,14 @@ class OnnxQueryEncoder:
                     if self._export is None:
                         raise TowerUnsupported(f"the {name} tower of {self.info.model_id} is not prepared")
                     self._export([name], self._root)
-                self._towers[name] = _Tower(self.folder(name))
+                    if not self.ready(name):  # exported under another key (the checkpoint changed?)
+                        raise TowerUnsupported(f"the {name} tower of {self.info.model_id} was not exported")
+                try:
+                    self._towers[name] = _Tower(self.folder(name))
+                except TowerUnsupported:
+                    raise
+                except Exception as exc:  # a damaged or unreadable export: the backend still answers
+                    raise TowerUnsupported(f"cannot load the {name} tower: {exc}") from exc
                 LOADED.append((self.info.model_id, name))
             return self._towers[name]
 
