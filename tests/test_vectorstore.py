@@ -575,3 +575,18 @@ def test_a_large_candidate_share_is_searched_by_overfetching(tmp_path):
     want, _ = store.exact_search(q, 10, candidate_ids=members)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), want.tolist(), strict=True)])
     assert recall >= 0.95
+
+
+def test_discard_removes_a_damaged_file_but_not_one_swapped_in_since(tmp_path):
+    """status --check removes what it found damaged only if it is still damaged under the swap lock."""
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    sound = store.path.read_bytes()
+    corrupt_bit_flip(store, src)
+    checker = new_store(tmp_path, src)
+    assert checker.verify().startswith("checksum mismatch")
+    store.path.write_bytes(sound)  # an index run's new checkpoint lands between the check and the removal
+    assert checker.discard_if_damaged() is False and store.path.read_bytes() == sound
+    corrupt_bit_flip(store, src)
+    assert new_store(tmp_path, src).discard_if_damaged() is True and not store.path.exists()
+    assert_same_as_exact(new_store(tmp_path, src), unit(rng, 8), 10)

@@ -69,8 +69,10 @@ def check(index_dir: Path | None = None) -> dict[str, Any]:
                 note = ""
                 if store.path.exists():
                     try:
-                        store.path.unlink()
-                        note = "; removed it (a cache: searches answer exactly until 'xmr index' rebuilds it)"
+                        if store.discard_if_damaged():
+                            note = "; removed it (a cache: searches answer exactly until 'xmr index' rebuilds it)"
+                        else:  # an index run replaced it meanwhile
+                            note = "; it has been replaced since by a sound one"
                     except OSError:
                         note = "; run 'xmr index' to rebuild it"
                 problems.append(f"{space} vector index {store.path.name}: {why}{note}")

@@ -795,6 +795,25 @@ class VectorStore:
                 finally:
                     os.close(fd)
 
+    def discard_if_damaged(self) -> bool:
+        """Remove the ANN file if, under the writers' swap lock, it still fails ``verify``.
+
+        The lock and the second look keep a checkpoint that an index run swapped in since
+        (a sound file) from being removed.
+        """
+        with self._mutex, _flock(self._lock_path("swap"), True, create=False):
+            state = self._safe_state()
+            why, fd, size = self._precheck(state)
+            if fd is not None:
+                try:
+                    why = self._verify_fd(fd, size, state, full=True)  # type: ignore[arg-type]
+                finally:
+                    os.close(fd)
+            if not why or not self.path.exists():
+                return False
+            self.path.unlink()
+            return True
+
     def _load_fd(self, fd: int, state: dict) -> tuple[Any, str]:
         import hnswlib
 

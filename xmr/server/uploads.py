@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +88,11 @@ class Sandbox:
                 self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             return self._pool
 
-    def _reset(self) -> None:
+    def _reset(self, failed: ProcessPoolExecutor | None = None) -> None:
+        """Kill and drop the pool (only if it is still ``failed``: another request may have reset it)."""
         with self._lock:
+            if failed is not None and self._pool is not failed:
+                return
             pool, self._pool = self._pool, None
         if pool is not None:
             for proc in list(getattr(pool, "_processes", {}).values()):  # a hung decoder is killed
@@ -102,16 +105,22 @@ class Sandbox:
         self._get().submit(int)
 
     def check(self, path: str, expect: str | None, name: str) -> str:
-        try:
-            return self._get().submit(_decode_check, path, expect).result(timeout=DECODE_TIMEOUT_S)
-        except MediaError as exc:
-            raise MediaError(exc.reason, path=name) from None
-        except BrokenProcessPool:
-            self._reset()
-            raise MediaError("the decoder crashed on this file", path=name) from None
-        except TimeoutError:
-            self._reset()
-            raise MediaError(f"decoding took longer than {DECODE_TIMEOUT_S:g} s", path=name) from None
+        # a crash or a restart can come from another request's file sharing the worker: the second
+        # try tells (this file crashes it again, or goes through on a fresh worker)
+        for attempt in (1, 2):
+            pool = self._get()
+            try:
+                return pool.submit(_decode_check, path, expect).result(timeout=DECODE_TIMEOUT_S)
+            except MediaError as exc:
+                raise MediaError(exc.reason, path=name) from None
+            except (BrokenProcessPool, CancelledError):
+                self._reset(pool)
+                if attempt == 2:
+                    raise MediaError("the decoder crashed on this file", path=name) from None
+            except TimeoutError:
+                self._reset(pool)
+                raise MediaError(f"decoding took longer than {DECODE_TIMEOUT_S:g} s", path=name) from None
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._reset()
