@@ -263,3 +263,19 @@ def test_a_non_loopback_host_needs_allow_remote(monkeypatch: pytest.MonkeyPatch)
     res = invoke("serve", "--host", "0.0.0.0", "--allow-remote", "--port", "0")
     assert res.exit_code == 0 and started and started[0].host == "0.0.0.0"
     assert "warning: listening on 0.0.0.0" in res.stderr
+
+
+def test_allow_remote_on_a_wildcard_accepts_the_name_clients_use_and_still_checks_origin(tmp_path: Path) -> None:
+    from xmr.server.app import ServerConfig, _Guard
+
+    token = "s3cret"
+    scope = {"type": "http", "path": "/api/search"}
+    auth = {"authorization": f"Bearer {token}"}
+    remote = _Guard(None, ServerConfig(tmp_path, token, host="0.0.0.0", port=9, any_host=True))
+    assert remote._refusal(scope, {**auth, "host": "192.168.1.5:9", "origin": "http://192.168.1.5:9"}) is None
+    assert remote._refusal(scope, {**auth, "host": "192.168.1.5:9"}) is None
+    assert remote._refusal(scope, {**auth, "host": "192.168.1.5:9", "origin": "http://evil.example"}).status_code == 403
+    assert remote._refusal(scope, {"host": "192.168.1.5:9"}).status_code == 401
+    local = _Guard(None, ServerConfig(tmp_path, token, host="127.0.0.1", port=9))
+    assert local._refusal(scope, {**auth, "host": "192.168.1.5:9"}).status_code == 421
+    assert local._refusal(scope, {**auth, "host": "127.0.0.1:9", "origin": "http://127.0.0.1:9"}) is None

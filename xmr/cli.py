@@ -500,7 +500,7 @@ def serve_cmd(
     if not is_loopback(host):
         _stderr_console().print(
             f"warning: listening on {host}: anyone who can reach it and has the token can search and read "
-            "the indexed files"
+            "the indexed files; plain HTTP, so the token and the files cross the network unencrypted"
         )
 
     def ready(url: str) -> None:

@@ -74,6 +74,9 @@ class ServerConfig:
     port: int = 8765
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     extra_hosts: list[str] = field(default_factory=list)
+    # --allow-remote on a wildcard address: clients name the machine as they reach it (any Host);
+    # the token still gates the API and an Origin must still be the page's own
+    any_host: bool = False
 
     @property
     def cookie_name(self) -> str:
@@ -137,10 +140,17 @@ class _Guard:
         await self.app(scope, counted_receive, send_with_headers)  # _TooLarge -> 413 (exception handler)
 
     def _refusal(self, scope: dict, headers: dict[str, str]) -> Response | None:
-        if headers.get("host", "").lower() not in self.hosts:
+        host = headers.get("host", "").lower()
+        if self.config.any_host:
+            if not host:
+                return _plain(421, "unexpected Host header")
+            origins = {f"http://{host}"}
+        elif host not in self.hosts:
             return _plain(421, "unexpected Host header")
+        else:
+            origins = self.origins
         origin = headers.get("origin")
-        if origin is not None and origin.lower() not in self.origins:
+        if origin is not None and origin.lower() not in origins:
             return _plain(403, "cross-origin request refused")
         if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             return _plain(403, "cross-origin request refused")

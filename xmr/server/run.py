@@ -107,7 +107,12 @@ def serve(
         shown = f"[{options.host}]" if ":" in options.host and not options.host.startswith("[") else options.host
         url = f"http://{shown}:{port}"
         config = ServerConfig(
-            index_dir=index_dir, token=token, host=shown, port=port, max_upload_bytes=options.max_upload_bytes
+            index_dir=index_dir,
+            token=token,
+            host=shown,
+            port=port,
+            max_upload_bytes=options.max_upload_bytes,
+            any_host=options.allow_remote and options.host.strip("[]") in ("0.0.0.0", "::"),
         )
         app = create_app(config, warm, sandbox)
         server = uvicorn.Server(
