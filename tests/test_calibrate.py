@@ -178,6 +178,19 @@ def test_background_sample_cache_reads_only_new_members(tmp_path):
     assert 0 < len(calls) < 64
 
 
+def test_background_files_of_old_groups_are_pruned(tmp_path):
+    """Each group (its ids) gets a file of its own; a growing index must not pile them up."""
+    rng = np.random.default_rng(9)
+    src = MemoryVectorSource()
+    ids = src.add("clip", MODEL, rng.standard_normal((400, DIM)).astype(np.float32))
+    for end in range(100, 400, 20):  # 15 generations of a growing group
+        background_sample(src, "clip", MODEL, n=64, ids=ids[:end], cache_dir=tmp_path)
+    newest = background_sample(src, "clip", MODEL, n=64, ids=ids, cache_dir=tmp_path)
+    files = list(tmp_path.glob("bg-*.npz"))
+    assert 1 < len(files) <= 8
+    assert np.array_equal(background_sample(src, "clip", MODEL, n=64, ids=ids, cache_dir=tmp_path), newest)
+
+
 def test_restricting_the_background_population():
     rng = np.random.default_rng(6)
     src = MemoryVectorSource()

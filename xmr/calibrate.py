@@ -44,6 +44,7 @@ ranked by z and collapsed to one per file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import math
@@ -124,7 +125,25 @@ def background_sample(
     if cache_file is not None and len(missing):
         with contextlib.suppress(OSError):  # a cache that cannot be written is just not kept
             _write_cache(cache_file, np.asarray(got, np.int64), out)
+            _prune(cache_file)
     return out
+
+
+_KEEP_PER_MODEL = 8  # the groups of a few recent generations; older ones are never asked for again
+
+
+def _prune(written: Path) -> None:
+    """Each generation's groups get files of their own (named by their ids): keep the newest few per model."""
+    prefix = written.name.rsplit("-", 1)[0] + "-"
+    files = []
+    for p in written.parent.glob(f"{glob.escape(prefix)}*.npz"):
+        with contextlib.suppress(OSError):
+            files.append((p.stat().st_mtime_ns, p))
+    files.sort(reverse=True)
+    for _, p in files[_KEEP_PER_MODEL:]:
+        if p != written:
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def _fetch(source: VectorSource, space: str, model_id: str, ids: np.ndarray, population: int) -> dict[int, np.ndarray]:
