@@ -786,14 +786,18 @@ class VectorStore:
             ):
                 return ""
             with _flock(self._lock_path("swap"), False, create=False):
-                state = self._safe_state()
-                why, fd, size = self._precheck(state)
-                if fd is None:
-                    return why
-                try:
-                    return self._verify_fd(fd, size, state, full=True)  # type: ignore[arg-type]
-                finally:
-                    os.close(fd)
+                return self._full_check()
+
+    def _full_check(self) -> str:
+        """The state row's checks and the whole file's checksum ("" when sound); the caller holds a swap lock."""
+        state = self._safe_state()
+        why, fd, size = self._precheck(state)
+        if fd is None:
+            return why
+        try:
+            return self._verify_fd(fd, size, state, full=True)  # type: ignore[arg-type]
+        finally:
+            os.close(fd)
 
     def discard_if_damaged(self) -> bool:
         """Remove the ANN file if, under the writers' swap lock, it still fails ``verify``.
@@ -802,14 +806,7 @@ class VectorStore:
         (a sound file) from being removed.
         """
         with self._mutex, _flock(self._lock_path("swap"), True, create=False):
-            state = self._safe_state()
-            why, fd, size = self._precheck(state)
-            if fd is not None:
-                try:
-                    why = self._verify_fd(fd, size, state, full=True)  # type: ignore[arg-type]
-                finally:
-                    os.close(fd)
-            if not why or not self.path.exists():
+            if not self._full_check() or not self.path.exists():
                 return False
             self.path.unlink()
             return True
