@@ -315,7 +315,8 @@ def bench_clip(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
-    from clap_helpers import build_roberta_tokenizer, make_checkpoint
+    from _models import roberta_tokenizer
+    from clap_helpers import make_checkpoint
 
     from xmr.encoders.clap import ClapEncoder
     from xmr.preprocess.audio import SAMPLE_RATE, load_audio, window_count, windows
@@ -334,7 +335,7 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  generated {len(files)} audio files ({AUDIO_SECONDS:.0f} s, {AUDIO_SR} Hz stereo; {kinds}; "
           f"{per_file} windows each at 48 kHz: {n_48k} samples) in {secs:.1f}s")
 
-    os.environ["XMR_CLAP_TOKENIZER"] = str(build_roberta_tokenizer(tmp / "roberta"))
+    os.environ["XMR_CLAP_TOKENIZER"] = str(roberta_tokenizer(tmp / "roberta"))
     ckpt = tmp / "clap" / "clap-htsat-tiny.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     _, secs = timed(lambda: make_checkpoint(ckpt, amodel=CLAP_AMODEL, seed=0))

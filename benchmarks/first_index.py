@@ -30,20 +30,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _proc  # noqa: E402
-from _models import clap_checkpoint, clip_checkpoint, xmr_env  # noqa: E402
-
-_WORDS = (
-    "buy milk call mum about the weekend trip fix the bike brakes before monday meeting notes budget review "
-    "garden seeds tomato basil remember passport renew library books due friday dentist appointment tuesday "
-    "idea for a short story about a lighthouse keeper pay the electricity bill water the plants ask Sam"
-).split()
+from _models import NOTE_WORDS, clap_checkpoint, clip_checkpoint, xmr_env  # noqa: E402
 
 
 def make_notes(folder: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for i in range(n):
-        words = rng.choice(_WORDS, size=int(rng.integers(6, 15)))
+        words = rng.choice(NOTE_WORDS, size=int(rng.integers(6, 15)))
         (folder / f"note{i:05d}.txt").write_text(" ".join(words) + "\n", encoding="utf-8")
 
 

@@ -66,9 +66,9 @@ def models(workdir: Path) -> dict[str, str]:
         from clap_helpers import make_checkpoint
 
         make_checkpoint(clap_ckpt, seed=1)
-    from clap_helpers import build_roberta_tokenizer
+    from _models import roberta_tokenizer
 
-    tok = build_roberta_tokenizer(root / "roberta")
+    tok = roberta_tokenizer(root / "roberta-words")
     return {
         "XMR_CLIP_MODEL": f"ViT-B-32:{clip_ckpt}",
         "XMR_CLAP_MODEL": str(clap_ckpt),

@@ -69,7 +69,8 @@ def make_models(tmp: Path) -> dict[str, str]:
 
     import open_clip
     import torch
-    from clap_helpers import build_roberta_tokenizer, make_checkpoint
+    from _models import roberta_tokenizer
+    from clap_helpers import make_checkpoint
 
     torch.manual_seed(0)
     logging.disable(logging.WARNING)
@@ -86,7 +87,7 @@ def make_models(tmp: Path) -> dict[str, str]:
     return {
         "XMR_CLIP_MODEL": f"ViT-B-32:{clip}",
         "XMR_CLAP_MODEL": str(clap),
-        "XMR_CLAP_TOKENIZER": str(build_roberta_tokenizer(tmp / "roberta")),
+        "XMR_CLAP_TOKENIZER": str(roberta_tokenizer(tmp / "roberta")),
         "XMR_OFFLINE": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",

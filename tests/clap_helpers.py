@@ -12,6 +12,7 @@ import io
 import json
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,18 @@ _WORDS = (
 ).split()
 
 
-def build_roberta_tokenizer(folder: Path, vocab_size: int = ROBERTA_VOCAB_SIZE) -> Path:
+def build_roberta_tokenizer(
+    folder: Path, vocab_size: int = ROBERTA_VOCAB_SIZE, words: Iterable[str] = ()
+) -> Path:
     """Write a byte-level BPE tokenizer laid out like roberta-base's files.
 
     Ids: <s>=0, <pad>=1, </s>=2, <unk>=3, the 256 byte symbols, then merged
     tokens, and <mask> last (vocab_size - 1), as in roberta-base. Merges first
     build some real words (so tokenisation is word-like), then fill up with
     pairs of byte symbols until the vocabulary has exactly ``vocab_size``
-    entries.
+    entries. ``words`` become whole tokens too: benchmarks pass the words of
+    their texts, so a text costs about as many tokens as with roberta-base's
+    real vocabulary (where common English words are one token each).
     """
     from tokenizers import pre_tokenizers
 
@@ -66,10 +71,10 @@ def build_roberta_tokenizer(folder: Path, vocab_size: int = ROBERTA_VOCAB_SIZE) 
     for ch in alphabet:
         vocab[ch] = len(vocab)
     merges: list[tuple[str, str]] = []
-    n_merges = vocab_size - len(vocab) - 1  # room left before <mask>
+    full = vocab_size - 1  # room left before <mask>
 
     def add(a: str, b: str) -> None:
-        if len(merges) < n_merges and a in vocab and b in vocab and a + b not in vocab:
+        if len(vocab) < full and a in vocab and b in vocab and a + b not in vocab:
             merges.append((a, b))
             vocab[a + b] = len(vocab)
 
@@ -80,9 +85,35 @@ def build_roberta_tokenizer(folder: Path, vocab_size: int = ROBERTA_VOCAB_SIZE) 
             add(cur, ch)
             cur = cur + ch
         add("Ġ", word)
+    ranks = {pair: i for i, pair in enumerate(merges)}
+
+    def whole(symbols: str) -> None:
+        # apply the merges so far as BPE does (lowest rank first), then join what is
+        # left left to right with merges ranked after all others: those fire last, so
+        # they cannot change how any earlier word splits
+        parts = list(symbols)
+        while len(parts) > 1:
+            best = min(range(len(parts) - 1), key=lambda i: ranks.get((parts[i], parts[i + 1]), 1 << 30))
+            if (parts[best], parts[best + 1]) not in ranks:
+                break
+            parts[best : best + 2] = [parts[best] + parts[best + 1]]
+        cur = parts[0]
+        for part in parts[1:]:
+            if len(vocab) >= full:
+                return
+            if (cur, part) not in ranks:
+                ranks[(cur, part)] = len(merges)
+                merges.append((cur, part))
+                vocab.setdefault(cur + part, len(vocab))
+            cur += part
+
+    for word in dict.fromkeys(w for w in words if w):
+        if all(ch in vocab for ch in word):  # ASCII letters and marks are their own byte symbols
+            whole(word)
+            whole("Ġ" + word)
     for a in alphabet:
         for b in alphabet:
-            if len(merges) >= n_merges:
+            if len(vocab) >= full:
                 break
             add(a, b)
     vocab["<mask>"] = len(vocab)
