@@ -251,13 +251,39 @@ def test_modalities_limit_the_work_and_pending_files_resume(tree: Path) -> None:
         assert cat.conn.execute("SELECT COUNT(*) FROM files WHERE status = 'pending'").fetchone()[0] == 0
 
 
-def test_worker_processes_give_the_same_catalogue_as_inline(tree: Path, tmp_path: Path) -> None:
+class _PoolSpy:
+    """Counts the decode pools an index run starts (wraps the real executor)."""
+
+    started = 0
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        from xmr import indexer
+
+        spy = self
+
+        class Counting(ProcessPoolExecutor):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                spy.started += 1
+                super().__init__(*args, **kwargs)
+
+        monkeypatch.setattr(indexer, "ProcessPoolExecutor", Counting)
+
+
+def test_worker_processes_give_the_same_catalogue_as_inline(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     inline_dir, pool_dir = tmp_path / "inline", tmp_path / "pool"
-    # enough files that the pool is used rather than the inline fast path
-    for i in range(10):
+    # enough files to decode that the pool is used rather than the inline fast path
+    for i in range(5):
         make_text(tree / f"extra{i}.txt", 100 + i)
+        make_image(tree / f"extra{i}.png", 100 + i)
+    pools = _PoolSpy(monkeypatch)
     index([tree], index_dir=inline_dir, options=IndexOptions(workers=0, checkpoint_ann=False))
+    assert pools.started == 0
     index([tree], index_dir=pool_dir, options=IndexOptions(workers=2, checkpoint_ann=False))
+    assert pools.started == 1
 
     def dump(d: Path) -> list[tuple]:
         with Catalogue.open(d, readonly=True) as cat:
@@ -268,6 +294,35 @@ def test_worker_processes_give_the_same_catalogue_as_inline(tree: Path, tmp_path
             ).fetchall()
 
     assert dump(inline_dir) == dump(pool_dir)
+
+
+def test_text_only_work_is_prepared_inline_without_a_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # reading a note costs far less than embedding it; a decode worker would only take a core
+    root = tmp_path / "notes"
+    root.mkdir()
+    for i in range(20):
+        make_text(root / f"note{i}.txt", i)
+    (root / "page.html").write_text("<html><body><p>a page about the sea</p></body></html>", encoding="utf-8")
+    pools = _PoolSpy(monkeypatch)
+    report = index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=2, checkpoint_ann=False))
+    assert report.embedded_files == 21 and report.failed == 0, report.errors
+    assert pools.started == 0
+    for i in range(8):  # eight images to decode: now the pool pays
+        make_image(root / f"photo{i}.png", i)
+    report = index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=2, checkpoint_ann=False))
+    assert report.embedded_files == 8 and pools.started == 1
+
+
+def test_decode_workers_run_below_the_encoder() -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from xmr import indexer
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=indexer._init_worker) as pool:
+        child = pool.submit(os.nice, 0).result()
+    assert child == min(19, os.nice(0) + indexer.WORKER_NICE)
 
 
 def test_hidden_and_excluded_files(tree: Path) -> None:

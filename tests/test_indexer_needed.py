@@ -170,10 +170,10 @@ def test_files_the_look_ahead_missed_still_get_their_encoders(
 ) -> None:
     # as if every file changed between the look and the decoding: nothing is loaded up front
     monkeypatch.setattr(needed, "spaces_needed", lambda *a, **k: needed.Needs())
-    root = _folder(tmp_path, *(["png"] * 6 + ["wav", "txt"]))  # 8 files: a pool when workers=1
+    root = _folder(tmp_path, *(["png"] * 7 + ["wav", "txt"]))  # 8 files to decode: a pool when workers=1
     report, loaded = _run(root, workers=workers)
     assert loaded == ["clap", "clip"]
-    assert report.embedded_files == 8 and report.failed == 0, report.errors
+    assert report.embedded_files == 9 and report.failed == 0, report.errors
     assert len(_vectors("clip")) >= 7 and len(_vectors("clap")) >= 2
     with _cat() as cat:
         assert {r.status for r in cat.files_under(str(root)).values()} == {"indexed"}
