@@ -613,3 +613,23 @@ def test_lower_precisions_stay_close_to_fp32(
         cos = (a * b).sum(axis=1)
         assert cos.min() >= 0.999, (precision, cos.min())
         assert not np.array_equal(a, b)
+
+
+def test_benchmark_words_become_whole_tokens_without_changing_other_splits(
+    tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    # benchmarks/_models.roberta_tokenizer relies on this: its words cost one token each,
+    # as in roberta-base's real vocabulary, and the tests' own words split as before
+    from transformers import RobertaTokenizer
+
+    words = ["lighthouse", "keeper", "electricity", "weather", "tuesday"]
+    plain = RobertaTokenizer.from_pretrained(str(tokenizer_dir))
+    built = RobertaTokenizer.from_pretrained(str(build_roberta_tokenizer(tmp_path / "tok", words=words)))
+    assert len(built) == len(plain) == 50265
+    text = "the lighthouse keeper paid the electricity bill on tuesday weather"
+    assert len(plain.tokenize(text)) > 20  # spelled in pieces without the words
+    assert built.tokenize(text)[:3] == ["the", "Ġlighthouse", "Ġkeeper"]
+    assert all(built.tokenize(" " + w) == ["Ġ" + w] for w in words)
+    assert built.tokenize("weather") == ["weather"]  # the word alone, not only after a space
+    for w in ("dog barking", "rain on a car", "piano music"):  # the tests' vocabulary splits as before
+        assert built.tokenize(w) == plain.tokenize(w)
