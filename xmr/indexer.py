@@ -220,8 +220,8 @@ def _decoding_items(work: Sequence[_Item]) -> int:
     return sum(
         1
         for item in work
-        if item.known_modality in ("image", "audio")
-        or (item.known_modality is None and os.path.splitext(item.path)[1].lower() not in light)
+        # by name even when the modality is known: a PDF is text, but its extraction is work
+        if item.known_modality in ("image", "audio") or os.path.splitext(item.path)[1].lower() not in light
     )
 
 
