@@ -590,3 +590,21 @@ def test_discard_removes_a_damaged_file_but_not_one_swapped_in_since(tmp_path):
     corrupt_bit_flip(store, src)
     assert new_store(tmp_path, src).discard_if_damaged() is True and not store.path.exists()
     assert_same_as_exact(new_store(tmp_path, src), unit(rng, 8), 10)
+
+
+@pytest.mark.parametrize(("na", "nb"), [(0, 5), (5, 0), (1, 1), (50, 2000), (3000, 40), (1000, 1000)])
+def test_sorted_intersection_equals_intersect1d(na: int, nb: int) -> None:
+    rng = np.random.default_rng(na * 7 + nb)
+    a = np.unique(rng.integers(0, 3 * max(na, nb, 1), size=na))
+    b = np.unique(rng.integers(0, 3 * max(na, nb, 1), size=nb))
+    got = vs.sorted_intersection(a, b)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, np.intersect1d(a, b, assume_unique=True))
+    assert np.array_equal(vs.sorted_intersection(b, a), got)
+
+
+def test_unsorted_candidate_ids_are_still_sorted_and_deduplicated() -> None:
+    assert vs.VectorStore._candidates(np.array([5, 3, 3, 9])).tolist() == [3, 5, 9]
+    sorted_ids = np.arange(10, dtype=np.int64)
+    assert vs.VectorStore._candidates(sorted_ids) is not None
+    assert vs.VectorStore._candidates(sorted_ids).tolist() == list(range(10))
