@@ -48,20 +48,19 @@ NOTE_WORDS = (
 def benchmark_words() -> list[str]:
     """Words of every text a benchmark embeds: the bridge concepts, the notes,
     the captions and the fixture prose, each once."""
+    from encoders import _ADJ, _NOUN, _PLACE  # benchmarks/encoders.py's captions
+
     from fixtures.make_fixtures import _GLUE, _WORDS
+    from xmr.bridge import load_concepts
 
     words = list(NOTE_WORDS)
-    concepts = REPO / "xmr" / "data" / "concepts.txt"
-    for line in concepts.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            words.extend(line.split())
+    for concept in load_concepts():  # what an index run embeds as the bridge vocabulary
+        words.extend(concept.split())
     for topic, vocab in _WORDS.items():
         words.append(topic)
         words.extend(vocab.split())
     words.extend(_GLUE)
-    words.extend("a photo of small large red blue old young quiet loud wet bright dark wooden dog cat bird car "
-                 "boat piano guitar train child woman man house tree bell beach street forest kitchen harbour "
-                 "garden station field river stage near".split())
+    words.extend(["a", "photo", "of", "near", "the", *_ADJ, *_NOUN, *_PLACE])
     return list(dict.fromkeys(words))
 
 

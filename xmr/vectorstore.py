@@ -436,14 +436,19 @@ def _topk(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return out_ids.astype(np.int64, copy=False), np.take_along_axis(psims, order, axis=1).astype(np.float32)
 
 
+def _in_sorted(members: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` (any shape) are in ``members`` (sorted, non-empty), by binary search."""
+    pos = np.minimum(np.searchsorted(members, values), len(members) - 1)
+    return members[pos] == values
+
+
 def sorted_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The ids in both of two sorted, duplicate-free arrays (as ``np.intersect1d``), without
     sorting their concatenation: a search of the smaller in the larger, O(n log m)."""
     small, large = (a, b) if len(a) <= len(b) else (b, a)
     if len(small) == 0 or len(large) == 0:
         return small[:0].astype(np.int64)
-    pos = np.minimum(np.searchsorted(large, small), len(large) - 1)
-    return small[large[pos] == small].astype(np.int64, copy=False)
+    return small[_in_sorted(large, small)].astype(np.int64, copy=False)
 
 
 def _merge(parts: list[tuple[np.ndarray, np.ndarray]], m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1020,8 +1025,7 @@ class VectorStore:
         except RuntimeError:
             return None
         labels = labels.astype(np.int64)
-        pos = np.minimum(np.searchsorted(members, labels), len(members) - 1)
-        hit = members[pos] == labels
+        hit = _in_sorted(members, labels)
         if (hit.sum(axis=1) < kk).any():
             return None
         order = np.argsort(~hit, axis=1, kind="stable")[:, :kk]  # members first, in rank order
