@@ -608,3 +608,114 @@ def test_unsorted_candidate_ids_are_still_sorted_and_deduplicated() -> None:
     sorted_ids = np.arange(10, dtype=np.int64)
     assert vs.VectorStore._candidates(sorted_ids) is not None
     assert vs.VectorStore._candidates(sorted_ids).tolist() == list(range(10))
+
+
+# ------------------------------------------------------------- mapped readers (one query a process)
+
+
+def mapped_reader(tmp_path: Path, src) -> VectorStore:
+    return VectorStore(
+        tmp_path / "ann", src, SPACE, MODEL, DIM, exact_threshold=0, readonly=True, mapped=True, num_threads=1
+    )
+
+
+def test_a_mapped_reader_scans_the_file_and_equals_exact(tmp_path):
+    src, store, ids, rng = make(tmp_path, 900)
+    store.checkpoint()
+    src.delete(SPACE, MODEL, ids[::7])  # deleted since the checkpoint
+    late = src.add(SPACE, MODEL, unit(rng, 30))  # committed since: the exact tail
+    reader = mapped_reader(tmp_path, src)
+    q = unit(rng, 6)
+    assert_same_as_exact(reader, q, 10)
+    stats = reader.stats()
+    assert stats["mode"] == "ann" and stats["scan"] and stats["tail_count"] == 30
+    assert not np.isin(reader.search(q, 200)[0], ids[::7]).any()
+    for cand in (ids[100:140], ids[::2], np.concatenate([ids[:400], late[:5]])):  # small, large, with tail
+        assert_same_as_exact(reader, q, 10, candidate_ids=cand)
+    assert_same_as_exact(reader, q[:1], 900)  # k beyond the live count
+    assert temp_files(store.directory) == [] and reader.degraded is None
+
+
+def test_a_mapped_reader_reads_the_vectors_hnswlib_stored(tmp_path):
+    src, store, ids, _ = make(tmp_path, 500)
+    store.checkpoint()
+    reader = mapped_reader(tmp_path, src)
+    reader.search(unit(np.random.default_rng(3), 1), 1)
+    graph = hnswlib.Index(space="ip", dim=DIM)
+    graph.load_index(str(store.path))
+    some = ids[[0, 7, 250, 499]]
+    np.testing.assert_array_equal(reader._index.get_items(some), np.asarray(graph.get_items(some), np.float32))
+    assert sorted(reader._index.get_ids_list().tolist()) == sorted(graph.get_ids_list())
+    with pytest.raises(RuntimeError):
+        reader._index.get_items(np.array([10**6]))
+
+
+def test_a_mapped_reader_with_sparse_ids(tmp_path):
+    """Ids far above the element count (a catalogue that deleted most of its vectors)."""
+    src, store, ids, rng = make(tmp_path, 6000)
+    src.delete(SPACE, MODEL, ids[ids % 16 != 0])
+    assert store.checkpoint()["element_count"] == 375
+    reader = mapped_reader(tmp_path, src)
+    assert_same_as_exact(reader, unit(rng, 4), 10)
+    assert reader.stats()["scan"] and reader._index._table.ndim == 2
+
+
+def corrupt_repeated_labels(store: VectorStore, src) -> None:
+    """A real file whose labels were rewritten to repeat (same size, valid header)."""
+    graph = hnswlib.Index(space="ip", dim=DIM)
+    graph.load_index(str(store.path))
+    n = graph.element_count
+    labels = np.asarray(graph.get_ids_list())
+    data = bytearray(store.path.read_bytes())
+    size_per = vs._HEADER.unpack_from(data, 0)[3]
+    label_off = vs._HEADER.unpack_from(data, 0)[4]
+    for i in range(n):
+        at = vs._HEADER.size + i * size_per + label_off
+        data[at : at + 8] = int(labels[0]).to_bytes(8, "little")
+    store.path.write_bytes(bytes(data))
+    state = src.get_ann_state(SPACE, MODEL)
+    state["checksum"] = file_checksum(store.path)
+    src.put_ann_state(SPACE, MODEL, state)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        corrupt_truncate,
+        corrupt_garbage,
+        corrupt_garbage_with_matching_state,
+        corrupt_wrong_dim,
+        corrupt_missing,
+        corrupt_state_dim,
+        corrupt_no_state,
+        corrupt_repeated_labels,
+    ],
+)
+def test_a_mapped_reader_answers_exactly_from_a_damaged_file(tmp_path, corrupt):
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    corrupt(store, src)
+    before = store.path.read_bytes() if store.path.exists() else None
+    reader = mapped_reader(tmp_path, src)
+    assert_same_as_exact(reader, unit(rng, 8), 10)
+    assert reader.degraded and reader.stats()["mode"] == "exact"
+    assert (store.path.read_bytes() if store.path.exists() else None) == before  # nothing written
+    if corrupt is corrupt_repeated_labels:
+        assert reader.degraded == "index labels repeat"
+
+
+def test_a_bit_flip_behind_the_header_is_found_by_the_full_check_for_a_mapped_reader_too(tmp_path):
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    corrupt_bit_flip(store, src)
+    assert mapped_reader(tmp_path, src).verify().startswith("checksum mismatch")
+
+
+def test_a_writer_never_maps(tmp_path):
+    src, store, _, rng = make(tmp_path, 300)
+    store.checkpoint()
+    writer = VectorStore(tmp_path / "ann", src, SPACE, MODEL, DIM, exact_threshold=0, mapped=True)
+    writer.search(unit(rng, 1), 3)
+    assert not writer.stats()["scan"]
+    src.add(SPACE, MODEL, unit(rng, 5))
+    assert writer.checkpoint()["build"] == "incremental"

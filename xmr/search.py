@@ -523,7 +523,8 @@ class _Search:
                 store = self.warm.store(space, model_id, q.shape[1])
             else:
                 ann = paths.ann_dir(self.cat.index_dir)
-                store = VectorStore(ann, self.cat, space, model_id, q.shape[1], readonly=True)
+                # one query in this process: scanning the mapped file beats loading the graph
+                store = VectorStore(ann, self.cat, space, model_id, q.shape[1], readonly=True, mapped=True)
             space_total = self.cat.vector_count(space, model_id)
             for g_space, _model, kind, n in groups:
                 if g_space != space:
