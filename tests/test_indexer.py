@@ -313,6 +313,41 @@ def test_text_only_work_is_prepared_inline_without_a_pool(tmp_path: Path, monkey
     assert report.embedded_files == 8 and pools.started == 1
 
 
+def test_short_texts_are_embedded_in_long_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a commit batch counts a text by its length: one-line notes fill it by the hundred, so the
+    # text encoders get calls long enough to sort by length (a batch of 64 segments held 64 notes)
+    import fake_encoders
+
+    calls: list[int] = []
+    real = fake_encoders.FakeClip.embed_texts
+
+    def spy(self, texts):
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(fake_encoders.FakeClip, "embed_texts", spy)
+    root = tmp_path / "notes"
+    root.mkdir()
+    for i in range(900):
+        make_text(root / f"note{i:03d}.txt", i, words=8)
+    report = index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=0, checkpoint_ann=False))
+    assert report.embedded_files == 900 and report.failed == 0, report.errors
+    assert sum(calls) >= 900 and max(calls) >= 256, calls
+    assert calls[0] <= 64  # the first batches stay small: the model starts while files are read
+
+
+def test_a_commit_batch_counts_texts_by_length() -> None:
+    from xmr.indexer import MIN_TEXT_SHARE, PASSAGE_CHARS, _Item, _Prepared, _segment_estimate
+
+    item = _Item("/x", "/", 1, 0, None, None, None, None)
+    note = _Prepared(item=item, text="buy milk")
+    long = _Prepared(item=item, text="w" * (10 * PASSAGE_CHARS))
+    image = _Prepared(item=item, pixels=np.zeros((3, 2, 2), np.float32))
+    assert _segment_estimate(note) == MIN_TEXT_SHARE
+    assert _segment_estimate(long) == 10
+    assert _segment_estimate(image) == 1
+
+
 def test_decode_workers_run_below_the_encoder() -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
