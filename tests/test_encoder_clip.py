@@ -460,15 +460,16 @@ MIXED = [
 def test_dynamic_lengths_equal_the_padded_path(enc: ClipEncoder, ref: SimpleNamespace) -> None:
     seen: list[int] = []
     runner = enc._text_runner
-    assert runner.dynamic
-    inner = runner.parts[0].transformer.forward
+    assert runner.dynamic and runner.pooled_last  # cut at the last pooled position, last block on the pooled rows
+    first = runner.parts[0].transformer.resblocks[0]
+    inner = first.forward
     saved = enc.batch_size
 
     def spy(x: object, *a: object, **k: object) -> object:
         seen.append(int(x.shape[1]))  # type: ignore[attr-defined]
         return inner(x, *a, **k)
 
-    runner.parts[0].transformer.forward = spy
+    first.forward = spy
     try:
         for size in (32, 3):
             enc.batch_size = size
@@ -480,7 +481,23 @@ def test_dynamic_lengths_equal_the_padded_path(enc: ClipEncoder, ref: SimpleName
             assert min(seen) <= 12 and max(seen) == 77 and len(seen) >= 3, seen
     finally:
         enc.batch_size = saved
-        del runner.parts[0].transformer.forward
+        del first.forward
+
+
+def test_the_pooled_last_block_equals_the_whole_block(enc: ClipEncoder) -> None:
+    import torch
+
+    runner = enc._text_runner
+    tokens = enc._tokenizer(MIXED)
+    with torch.inference_mode():
+        try:
+            runner.pooled_last = False
+            whole = runner.features(tokens).numpy()
+        finally:
+            runner.pooled_last = True
+        pooled = runner.features(tokens).numpy()
+    assert np.abs(pooled - whole).max() <= 1e-5
+    assert not np.array_equal(pooled, np.zeros_like(pooled))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

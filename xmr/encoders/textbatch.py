@@ -95,12 +95,43 @@ def clip_pool_positions(tokens: Any, pool: str, eos: int | None) -> Any:
     return (tokens == eos).int().argmax(dim=-1)
 
 
+def _plain_blocks(transformer: Any) -> bool:
+    """open_clip's batch-first Transformer of plain ResidualAttentionBlocks (what
+    ``last_block_at`` re-implements), run without gradient checkpointing."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    blocks = list(getattr(transformer, "resblocks", ()))
+    return (
+        bool(blocks)
+        and getattr(transformer, "batch_first", False)
+        and not getattr(transformer, "grad_checkpointing", False)
+        and all(type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in blocks)
+    )
+
+
+def last_block_at(block: Any, x: Any, rows: Any, pos: Any, mask: Any) -> Any:
+    """The last block's output at one position per row, (B, d): the pooled row is all the
+    tower reads, so its queries, attention output and MLP run for that row only (about a
+    twelfth of a 12-layer tower's matrix work saved), against keys and values of every
+    position. Under the causal mask that row attends to positions <= its own, as in the
+    full block (``ResidualAttentionBlock.forward``)."""
+    kv = block.ln_1(x)
+    q = kv[rows, pos][:, None]
+    heads = block.attn.num_heads
+    row_mask = mask[pos][:, None, :].repeat_interleave(heads, dim=0).to(q.dtype)  # (B*heads, 1, L)
+    attn = block.attn(q, kv, kv, need_weights=False, attn_mask=row_mask)[0]
+    y = x[rows, pos][:, None] + block.ls_1(attn)
+    y = y + block.ls_2(block.mlp(block.ln_2(y)))
+    return y[:, 0]
+
+
 class ClipTextRunner:
     """Embeds CLIP token rows (n, 77) in length-sorted batches cut at their last pooled position."""
 
     def __init__(self, model: Any):
         self.model = model
         self.parts = _clip_text_parts(model)
+        self.pooled_last = self.parts is not None and _plain_blocks(self.parts[0].transformer)
 
     @property
     def dynamic(self) -> bool:
@@ -125,9 +156,16 @@ class ClipTextRunner:
         cast_dtype = parts.transformer.get_cast_dtype()
         x = parts.token_embedding(tokens[:, :seq]).to(cast_dtype)
         x = x + parts.positional_embedding[:seq].to(cast_dtype)
-        x = parts.transformer(x, attn_mask=parts.attn_mask[:seq, :seq])
+        mask = parts.attn_mask[:seq, :seq]
+        rows = torch.arange(x.shape[0], device=x.device)
+        if self.pooled_last:
+            *blocks, last = parts.transformer.resblocks
+            for block in blocks:
+                x = block(x, attn_mask=mask)
+            x = last_block_at(last, x, rows, pos, mask)
+        else:
+            x = parts.transformer(x, attn_mask=mask)[rows, pos]
         x = parts.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), pos]
         proj = parts.text_projection
         if proj is not None:
             x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
