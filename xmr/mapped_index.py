@@ -37,7 +37,7 @@ class MappedIndex:
     """
 
     def __init__(self, fd: int, size: int, header: struct.Struct, dim: int) -> None:
-        self._map = mmap.mmap(fd, size, prot=mmap.PROT_READ)  # the mapping keeps the inode, not the name
+        self._map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)  # the mapping keeps the inode, not the name
         fields = header.unpack_from(self._map, 0)
         count, size_per, label_off, data_off = fields[2], fields[3], fields[4], fields[5]
         self.dim = int(dim)
