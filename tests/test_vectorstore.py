@@ -262,18 +262,19 @@ def corrupt_no_state(store: VectorStore, src) -> None:
     src._states.clear()
 
 
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        corrupt_truncate,
-        corrupt_garbage,
-        corrupt_garbage_with_matching_state,
-        corrupt_wrong_dim,
-        corrupt_missing,
-        corrupt_state_dim,
-        corrupt_no_state,
-    ],
-)
+# damage that a reader's cheap checks (size, header, state row) must catch before the file answers
+INVALID_FILES = [
+    corrupt_truncate,
+    corrupt_garbage,
+    corrupt_garbage_with_matching_state,
+    corrupt_wrong_dim,
+    corrupt_missing,
+    corrupt_state_dim,
+    corrupt_no_state,
+]
+
+
+@pytest.mark.parametrize("corrupt", INVALID_FILES)
 def test_invalid_file_is_detected_and_rebuilt(tmp_path, corrupt):
     src, store, _, rng = make(tmp_path, 300)
     first = store.checkpoint()
@@ -678,19 +679,7 @@ def corrupt_repeated_labels(store: VectorStore, src) -> None:
     src.put_ann_state(SPACE, MODEL, state)
 
 
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        corrupt_truncate,
-        corrupt_garbage,
-        corrupt_garbage_with_matching_state,
-        corrupt_wrong_dim,
-        corrupt_missing,
-        corrupt_state_dim,
-        corrupt_no_state,
-        corrupt_repeated_labels,
-    ],
-)
+@pytest.mark.parametrize("corrupt", [*INVALID_FILES, corrupt_repeated_labels])
 def test_a_mapped_reader_answers_exactly_from_a_damaged_file(tmp_path, corrupt):
     src, store, _, rng = make(tmp_path, 300)
     store.checkpoint()
