@@ -44,7 +44,8 @@ from xmr.documents import (
     is_junk,
     split_document,
 )
-from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, load_encoder, model_status
+from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, model_status
+from xmr.encoders.engine import index_encoder
 from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
 from xmr.lock import index_lock
 from xmr.settings import Settings
@@ -559,7 +560,7 @@ class _Run:
         self._check_models_present(todo)
         for space in todo:
             self.progress.phase(f"loading {space} model", None)
-            enc = load_encoder(space, self.settings)
+            enc = index_encoder(space, self.settings)
             self.encoders[space] = enc
             with self.cat.transaction():
                 self.cat.ensure_model(enc.info, self._configured_spec(space))

@@ -51,6 +51,7 @@ class Settings:
     batch_size: int | None = None  # None: the backend chooses for the device
     offline: bool = False
     query_engine: str = "onnx"  # onnx (per-tower ONNX Runtime) | torch (the backends)
+    index_engine: str = "onnx"  # onnx (CLIP's image tower in ONNX Runtime when exported) | torch
     # fp32|bf16|int8 on CPU (xmr.encoders.precision); None: fp32 to index, the index's own to search
     precision: str | None = None
     # extra extensions read as plain-text documents (XMR_TEXT_EXT, comma-separated; --text-ext)
@@ -68,6 +69,7 @@ class Settings:
             batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
             offline=offline_mode(),
             query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
+            index_engine=env.get("XMR_INDEX_ENGINE", "onnx"),
             precision=env.get("XMR_PRECISION") or None,
             text_extensions=tuple(e.strip() for e in env.get("XMR_TEXT_EXT", "").split(",") if e.strip()),
         )

@@ -616,6 +616,39 @@ def _checkpoint_mismatch(exc: BaseException, arch: str) -> str:
     return f"checkpoint does not fit the {arch} architecture{more}: {detail}"
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What names a configured CLIP model, found without torch: its resolved files, the
+    model id vectors are recorded under at fp32, and the checkpoint's sha256."""
+
+    resolved: _Resolved
+    model_id: str
+    sha256: str | None
+
+
+def identity(settings: Settings) -> Identity:
+    """Resolve the configured model (fetching it when online and missing) and name it.
+
+    Raises ModelMissing as the encoder would, in milliseconds."""
+    spec = parse_spec(settings.clip_model)
+    offline = _is_offline(settings)
+    res = _resolve(spec)
+    downloadable = res.checkpoint is not None or spec.kind in ("tag", "hf-hub")
+    if not res.present and not res.problem and downloadable and not offline:
+        _fetch(res)
+        res = _resolve(spec)
+    _require_present(res, offline=offline)
+    assert res.checkpoint is not None
+    sha = file_sha256(res.checkpoint)
+    if spec.kind == "tag":
+        model_id = f"clip:{spec.arch}:{spec.tag}"
+    elif spec.kind == "hf-hub":
+        model_id = f"clip:hf-hub:{spec.repo}"
+    else:
+        model_id = f"clip:{res.name}:sha256:{sha[:16] if sha else 'unknown'}"
+    return Identity(res, model_id, sha)
+
+
 # ----------------------------------------------------------------- the encoder
 
 
@@ -629,14 +662,8 @@ class ClipEncoder:
         from xmr.encoders.device import resolve_device, use_half
 
         self.settings = settings
-        spec = parse_spec(settings.clip_model)
-        offline = _is_offline(settings)
-        res = _resolve(spec)
-        downloadable = res.checkpoint is not None or spec.kind in ("tag", "hf-hub")
-        if not res.present and not res.problem and downloadable and not offline:
-            _fetch(res)
-            res = _resolve(spec)
-        _require_present(res, offline=offline)  # before torch: fails in milliseconds
+        ident = identity(settings)  # before torch: a missing model fails in milliseconds
+        res = ident.resolved
         assert res.checkpoint is not None
 
         device = resolve_device(settings.device)
@@ -644,8 +671,6 @@ class ClipEncoder:
         self._half = use_half(device)
         self._model, self._tokenizer = self._build(res, device, self._half)
         self.precision = precision.on_device(settings.precision, device.type)
-        self._model = precision.apply(self._model, self.precision)
-        self._text_runner = ClipTextRunner(self._model)
 
         cfg = self._model.visual.preprocess_cfg
         self._preprocessor = ImagePreprocessor.from_open_clip(cfg)
@@ -655,14 +680,8 @@ class ClipEncoder:
         self._context_length = int(getattr(self._tokenizer, "context_length", None) or 77)
         self._n_special = self._special_token_count()
 
-        sha = file_sha256(res.checkpoint)
-        if spec.kind == "tag":
-            model_id = f"clip:{spec.arch}:{spec.tag}"
-        elif spec.kind == "hf-hub":
-            model_id = f"clip:hf-hub:{spec.repo}"
-        else:
-            model_id = f"clip:{res.name}:sha256:{sha[:16] if sha else 'unknown'}"
-        model_id = precision.tag_model_id(model_id, self.precision)
+        sha = ident.sha256
+        model_id = precision.tag_model_id(ident.model_id, self.precision)
         # what decides the pixels (the decode guard max_pixels does not)
         pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
         self.info = ModelInfo(
@@ -675,6 +694,16 @@ class ClipEncoder:
             preprocessing=pp,
         )
         self.checkpoint_path = res.checkpoint
+        # int8: images run the ONNX Runtime int8 tower (engine.int8_images), so the image tower
+        # stays fp32 here (it is what gets exported); text runs torch's int8
+        self._int8_images = None
+        if self.precision == "int8":
+            from xmr.encoders import engine
+
+            self._int8_images = engine.int8_images(self)
+        keep = ("visual",) if self._int8_images is not None else ()
+        self._model = precision.apply(self._model, self.precision, exclude=keep)
+        self._text_runner = ClipTextRunner(self._model)
 
     # -- construction
 
@@ -800,6 +829,14 @@ class ClipEncoder:
             raise ValueError(f"expected pixels of shape (n, 3, {h}, {w}), got {arr.shape}")
         if len(arr) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._int8_images is not None:
+            from xmr.encoders.towers import TowerUnsupported
+
+            try:
+                return self._int8_images.embed_images(arr)
+            except TowerUnsupported:  # remembered where it is the model's fault: later runs start here
+                self._int8_images = None
+                precision.apply(self._model.visual, "int8")
         dtype = torch.float16 if self._half else torch.float32
         out = []
         with torch.inference_mode():

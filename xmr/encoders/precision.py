@@ -4,7 +4,9 @@
 ``bf16`` runs the models under bfloat16 autocast and ``int8`` replaces their
 Linear layers with dynamically quantised ones (int8 weights, activations
 quantised per batch: ``torch.ao.quantization.quantize_dynamic``). CUDA keeps
-its fp16 and MPS its fp32 whatever is asked.
+its fp16 and MPS its fp32 whatever is asked. CLIP's image tower at int8 is the
+exception: it runs as an ONNX Runtime int8 model (xmr.encoders.tower_quant,
+faster than torch's int8 here), whichever engine indexes.
 
 Vectors made at another precision are different vectors: the precision is part
 of the model id (``clip:ViT-B-32:tag@int8``; fp32 and the device defaults add
@@ -91,8 +93,9 @@ def expected_tag(requested: str | None, device: str) -> str:
 # ----------------------------------------------------------------------- torch side
 
 
-def apply(model: Any, precision: str) -> Any:
-    """The model to run at ``precision`` (int8: Linear layers dynamically quantised)."""
+def apply(model: Any, precision: str, *, exclude: tuple[str, ...] = ()) -> Any:
+    """The model to run at ``precision`` (int8: Linear layers dynamically quantised, but for
+    those under the submodules named in ``exclude``)."""
     if precision != "int8":
         return model
     import warnings
@@ -107,7 +110,9 @@ def apply(model: Any, precision: str) -> Any:
         name: per_channel_dynamic_qconfig
         for name, module in model.named_modules()
         # exactly Linear: MultiheadAttention's out_proj (a subclass) must stay as it is
-        if type(module) is torch.nn.Linear and not _KEEP_FP32.search(name)
+        if type(module) is torch.nn.Linear
+        and not _KEEP_FP32.search(name)
+        and not any(name == top or name.startswith(top + ".") for top in exclude)
     }
     # torch warns that torch.ao.quantization is deprecated in favour of torchao; its
     # dynamic int8 Linear kernels are what we measured (benchmarks/precision.py)

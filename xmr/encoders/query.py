@@ -69,6 +69,8 @@ def query_encoder(
     if row is None or _uses_backend(space, settings) or not row.get("checkpoint_sha256"):
         return backend_encoder(space, row, settings)
     if precision.of_model_id(row["id"]) != precision.DEFAULT or (settings.precision or "fp32") != precision.DEFAULT:
+        if space == "clip" and settings.precision == "int8":
+            return _int8_clip(row, settings)
         return backend_encoder(space, row, settings)  # the query towers are fp32 exports
     info = model_info(row)
     if towers.unsupported_reason(info):
@@ -96,6 +98,22 @@ def query_encoder(
     return towers.OnnxQueryEncoder(
         space, info, export=export, fallback=lambda: backend_encoder(space, row, settings)
     )
+
+
+def _int8_clip(row: dict[str, Any], settings: Settings) -> Any:
+    """CLIP at int8: images through the int8 image tower, as indexing embeds them (no torch once
+    it exists), text through the backend at int8 (xmr.encoders.engine)."""
+    from xmr.encoders.engine import index_encoder
+
+    if row.get("spec"):
+        settings = replace(settings, clip_model=row["spec"])
+    enc = index_encoder("clip", replace(settings, index_engine="onnx"))
+    if precision.base_model_id(enc.info.model_id) != precision.base_model_id(row["id"]):
+        raise UsageError(
+            f"the clip model resolves to {enc.info.model_id}, but the index was built with {row['id']}",
+            hint="re-index with the model you want to search with",
+        )
+    return enc
 
 
 def prepare(space: str, row: dict[str, Any], settings: Settings) -> list[str]:

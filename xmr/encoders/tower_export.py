@@ -31,15 +31,19 @@ from xmr.encoders.towers import (
 OPSET = 17
 
 
-def export_towers(encoder: Any, towers: list[str], *, root: Path | None = None) -> dict[str, Path]:
+def export_towers(
+    encoder: Any, towers: list[str], *, root: Path | None = None, model_id: str | None = None
+) -> dict[str, Path]:
     """Export ``towers`` of a loaded backend encoder; returns tower -> folder.
 
-    Raises TowerUnsupported for models the query engine does not cover
-    (they keep using the backend at query time).
+    ``model_id`` keys the export when it is not the encoder's own (its fp32 id, for an
+    encoder at int8 whose image tower is still fp32). Raises TowerUnsupported for
+    models the query engine does not cover (they keep using the backend at query time).
     """
     out = {}
+    model_id = model_id or encoder.info.model_id
     for tower in towers:
-        target = tower_dir(encoder.info.model_id, encoder.info.checkpoint_sha256, tower, root=root)
+        target = tower_dir(model_id, encoder.info.checkpoint_sha256, tower, root=root)
         if (target / "manifest.json").is_file():
             out[tower] = target
             continue
@@ -47,7 +51,7 @@ def export_towers(encoder: Any, towers: list[str], *, root: Path | None = None) 
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{tower}-", dir=target.parent))
         try:
-            _export_one(wrapper, probes, tmp, tower=tower, encoder=encoder, extra=extra)
+            _export_one(wrapper, probes, tmp, tower=tower, encoder=encoder, extra={**extra, "model_id": model_id})
             try:
                 os.replace(tmp, target)
             except OSError:  # another process finished first
@@ -250,7 +254,7 @@ def _export_one(
         raise TowerUnsupported(f"the exported {tower} tower differs from torch by {diff:.2e}")
     manifest = {
         "format": FORMAT,
-        "model_id": encoder.info.model_id,
+        "model_id": extra.pop("model_id", encoder.info.model_id),
         "space": encoder.space,
         "tower": tower,
         "checkpoint_sha256": encoder.info.checkpoint_sha256,

@@ -1,0 +1,192 @@
+"""What embeds images while indexing: CLIP's exported image tower in ONNX Runtime, or the backend.
+
+A run that embeds images through the backend first imports torch and
+open_clip and builds the whole model: 6-8 s on two cores before the first
+image, more than a naive loop's encode of a couple of hundred photos. With the
+image tower exported (:mod:`xmr.encoders.towers`, once per checkpoint: by the
+first search, ``xmr models prepare``, or the first run that embeds a batch of
+``EXPORT_MIN_IMAGES`` images), images go through ONNX Runtime (0.2-0.4 s to
+start, and faster per image than torch here), and torch is imported only when
+text needs embedding too.
+
+At int8, CLIP's images always run the ONNX int8 tower (:mod:`tower_quant`), from
+this module or from the backend itself (``int8_images``), so the vectors of
+``...@int8`` are the same whichever path made them; text stays torch's int8.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmr.encoders import load_encoder, precision, towers
+from xmr.encoders.base import ModelInfo
+from xmr.errors import ModelError, UsageError
+from xmr.settings import Settings
+
+ENGINES = ("onnx", "torch")
+# a first run exports the image tower (4-5 s for ViT-B-32 here, once per checkpoint) once it
+# has this many images to embed: about what the export costs in torch encode time
+EXPORT_MIN_IMAGES = 64
+
+
+def cpu_without_torch(device: str | None) -> bool:
+    """Whether ``device`` is surely the CPU, decided without importing torch (auto on a
+    machine that may have a GPU is left to the backend)."""
+    d = (device or "auto").strip().lower()
+    if d == "cpu":
+        return True
+    if d != "auto" or sys.platform == "darwin":  # auto on a Mac may be MPS
+        return False
+    return not (Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi"))
+
+
+def uses_towers(space: str, settings: Settings) -> bool:
+    engine = (settings.index_engine or "onnx").strip().lower()
+    if engine not in ENGINES:
+        raise UsageError(f"unknown index engine {engine!r} (XMR_INDEX_ENGINE); choose from {', '.join(ENGINES)}")
+    return (
+        space == "clip"
+        and engine == "onnx"
+        and space not in settings.backends
+        and (settings.precision or precision.DEFAULT) in ("fp32", "int8")
+        and cpu_without_torch(settings.device)
+        and towers.available()
+    )
+
+
+def index_encoder(space: str, settings: Settings) -> Any:
+    """The encoder ``xmr index`` embeds ``space`` with (see the module doc)."""
+    if not uses_towers(space, settings):
+        return load_encoder(space, settings)
+    from xmr.encoders import clip
+
+    ident = clip.identity(settings)
+    base = ModelInfo(
+        model_id=ident.model_id,
+        space=space,
+        name=ident.resolved.name,
+        pretrained=ident.resolved.pretrained,
+        checkpoint_sha256=ident.sha256,
+        dim=0,
+    )
+    if not ident.sha256 or towers.unsupported_reason(base):
+        return load_encoder(space, settings)
+    return ImageTowerEncoder(settings, base)
+
+
+def int8_images(encoder: Any) -> towers.OnnxQueryEncoder | None:
+    """The int8 image tower of a CLIP backend encoder at int8 (its fp32 image tower is
+    exported first, once), or None where ONNX Runtime does not cover the model."""
+    if not towers.available() or not encoder.info.checkpoint_sha256:
+        return None
+    base = replace(encoder.info, model_id=precision.base_model_id(encoder.info.model_id))
+    if towers.unsupported_reason(base):
+        return None
+    return towers.OnnxQueryEncoder("clip", base, export=_exporter(lambda: encoder, base), precision="int8")
+
+
+def _exporter(backend: Any, base: ModelInfo) -> Any:
+    def export(names: list[str], root: Path) -> None:
+        from xmr.encoders.tower_export import export_towers
+
+        try:
+            export_towers(backend(), names, root=root, model_id=base.model_id)
+        except towers.TowerUnsupported as exc:
+            towers.remember_unsupported(base, str(exc), root=root)
+            raise
+        except OSError as exc:  # a models dir that cannot be written: the backend serves
+            raise towers.TowerUnsupported(f"cannot write the {', '.join(names)} tower: {exc}") from exc
+        except Exception as exc:  # the exporter failed: the backend serves, and the next run retries
+            raise towers.TowerUnsupported(f"cannot export the {', '.join(names)} tower: {exc}") from exc
+
+    return export
+
+
+class ImageTowerEncoder:
+    """CLIP for indexing: images through ONNX Runtime, text (and images, where the tower
+    cannot serve) through the backend, which is built the first time it is needed."""
+
+    space = "clip"
+    modalities = frozenset({"image", "text"})
+
+    def __init__(self, settings: Settings, base: ModelInfo) -> None:
+        self.settings = settings
+        self.precision = settings.precision or precision.DEFAULT
+        self._backend: Any = None
+        self._images = towers.OnnxQueryEncoder(
+            "clip", base, export=_exporter(self.backend, base), precision=self.precision, prepack=True
+        )  # pre-packed weights: slower to start (0.2-0.4 s), won back within a batch of images
+        self._use_tower = True
+        self._by_backend = 0  # images this run embedded through the backend
+        manifest = self._images.folder("image", variant=False) / "manifest.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text(encoding="utf-8"))
+            from xmr.preprocess.image import ImagePreprocessor
+
+            self.dim = int(m["dim"])
+            self._preprocessor = ImagePreprocessor(**m["preprocess"])
+            pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
+            self.info = replace(
+                base, model_id=precision.tag_model_id(base.model_id, self.precision), dim=self.dim, preprocessing=pp
+            )
+        else:  # no export yet: the backend is needed now (preprocessing, and the export itself)
+            b = self.backend()
+            self.dim, self.info, self._preprocessor = b.dim, b.info, b.image_preprocessor()
+
+    @property
+    def engine(self) -> str:
+        return "onnx" if self._backend is None else "onnx+backend"
+
+    def backend(self) -> Any:
+        if self._backend is None:
+            b = load_encoder("clip", self.settings)
+            known = getattr(self, "info", None)
+            if known is not None and (b.info.model_id, b.info.dim, b.info.preprocessing) != (
+                known.model_id,
+                known.dim,
+                known.preprocessing,
+            ):
+                raise ModelError(
+                    f"the exported image tower of {known.model_id} does not match its model ({b.info.model_id})",
+                    hint=f"remove {self._images.folder('image', variant=False).parent} and index again",
+                )
+            self._backend = b
+        return self._backend
+
+    # -- images
+    def image_preprocessor(self) -> Any:
+        return self._preprocessor
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self._use_tower and (
+            self._images.ready("image", variant=False)
+            or self.precision == "int8"
+            or self._by_backend + len(pixels) >= EXPORT_MIN_IMAGES
+        ):
+            try:
+                return self._images.embed_images(pixels)
+            except towers.TowerUnsupported:
+                self._use_tower = False  # the backend serves this run (at int8, its own int8 path)
+        self._by_backend += len(pixels)
+        return self.backend().embed_images(pixels)
+
+    # -- text: the backend's
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return self.backend().embed_texts(texts)
+
+    def split_text(self, text: str) -> list[Any]:
+        return self.backend().split_text(text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend().count_tokens(text)
