@@ -633,3 +633,28 @@ def test_benchmark_words_become_whole_tokens_without_changing_other_splits(
     assert built.tokenize("weather") == ["weather"]  # the word alone, not only after a space
     for w in ("dog barking", "rain on a car", "piano music"):  # the tests' vocabulary splits as before
         assert built.tokenize(w) == plain.tokenize(w)
+
+
+@pytest.mark.slow
+def test_int8_computes_the_spectrogram_by_fft_as_laion_clap_does_by_convolution(
+    encoder: Any, tiny: tuple[Path, dict[str, Any]]
+) -> None:
+    import torch
+
+    from xmr.encoders.clap import ClapEncoder
+    from xmr.encoders.clap_frontend import use_fft
+
+    low = ClapEncoder(Settings(clap_model=str(tiny[0]), device="cpu", precision="int8"))
+    fft = low.model.audio_branch.spectrogram_extractor
+    conv = encoder.model.audio_branch.spectrogram_extractor  # fp32 keeps laion-clap's module
+    assert type(fft).__name__ == "_FftSpectrogram" and type(conv).__module__.startswith("torchlibrosa")
+    x = torch.from_numpy(np.stack([w.samples for w in windows(quantize(_audio(12.0)))]))
+    with torch.inference_mode():
+        want, got = conv(x), fft(x)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-5
+
+    class Other(torch.nn.Module):  # not torchlibrosa's layout: left alone
+        spectrogram_extractor = torch.nn.Identity()
+
+    assert not use_fft(Other())

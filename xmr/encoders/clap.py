@@ -510,6 +510,10 @@ class ClapEncoder:
             self._convert_half()
         self.precision = precision.on_device(settings.precision, self.device.type)
         self.model = precision.apply(self.model, self.precision)
+        if self.precision == "int8":
+            from xmr.encoders.clap_frontend import use_fft
+
+            use_fft(self.model.audio_branch)
         self.arch = arch
         self.audio_cfg = model.audio_cfg
         self.batch_size = settings.batch_size
