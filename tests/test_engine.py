@@ -10,6 +10,7 @@ else shares its batch and whichever path made it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,43 @@ def test_an_image_query_on_an_int8_index_finds_itself_through_the_int8_tower_wit
         f"res = search([QueryPart('image', {photo!r})], index_dir=Path({env['index']!r})).as_dict()\n"
         "top = res['results'][0]\n"
         f"assert top['path'] == {photo!r} and abs(top['raw'] - 1.0) < 1e-5, top\n"
+        "from xmr.indexer import IndexOptions, index\n"
+        "from xmr.settings import Settings\n"
+        f"report = index([{env['photos']!r}], index_dir=Path({env['index'] + '-again'!r}),"
+        " settings=Settings.from_env(precision='int8'), options=IndexOptions(workers=0))\n"
+        "assert report.embedded_files >= 5, report\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    child = {k: v for k, v in os.environ.items() if k != "XMR_DEVICE"}  # auto: no GPU here, so no torch
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=child)
+
+
+def test_a_damaged_image_tower_falls_back_to_the_backend_at_fp32(env, monkeypatch) -> None:
+    settings = Settings.from_env()
+    _export_image_tower(settings, monkeypatch)
+    enc = engine.index_encoder("clip", settings)
+    manifest = enc._images.folder("image", variant=False) / "manifest.json"
+    good = manifest.read_text()
+    manifest.write_text("{not json")
+    damaged = engine.index_encoder("clip", settings)  # no traceback: the backend's preprocessing and id
+    assert damaged.engine == "onnx+backend" and damaged.info == enc.info
+    manifest.write_text(good)
+    (enc._images.folder("image", variant=False) / "model.onnx").write_bytes(b"garbage")
+    report = index([env["photos"]], index_dir=Path(env["index"]), settings=settings, options=IndexOptions(workers=0))
+    assert report.embedded_files >= 5 and report.failed == 0
+
+
+def test_int8_images_have_no_second_quantiser(env, monkeypatch) -> None:
+    from xmr.encoders import tower_quant
+    from xmr.errors import ModelError
+
+    def refuse(src: Path, dst: Path) -> Path:
+        raise towers.TowerUnsupported("the quantiser does not handle this graph")
+
+    monkeypatch.setattr(tower_quant, "quantise", refuse)
+    low = load_encoder("clip", Settings.from_env(precision="int8"), reuse=False)
+    pixels = np.zeros((2, 3, 224, 224), np.float32)
+    with pytest.raises(ModelError, match="int8 image tower.*quantiser does not handle"):
+        low.embed_images(pixels)
+    with pytest.raises(ModelError, match="int8 image tower"):
+        engine.index_encoder("clip", Settings.from_env(precision="int8")).embed_images(pixels)

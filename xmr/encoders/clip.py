@@ -694,8 +694,8 @@ class ClipEncoder:
             preprocessing=pp,
         )
         self.checkpoint_path = res.checkpoint
-        # int8: images run the ONNX Runtime int8 tower (engine.int8_images), so the image tower
-        # stays fp32 here (it is what gets exported); text runs torch's int8
+        # int8: images run the ONNX Runtime int8 tower only (engine.int8_images), so the image
+        # tower stays fp32 here (it is what gets exported); text runs torch's int8
         self._int8_images = None
         if self.precision == "int8":
             from xmr.encoders import engine
@@ -830,13 +830,9 @@ class ClipEncoder:
         if len(arr) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._int8_images is not None:
-            from xmr.encoders.towers import TowerUnsupported
+            from xmr.encoders import engine
 
-            try:
-                return self._int8_images.embed_images(arr)
-            except TowerUnsupported:  # remembered where it is the model's fault: later runs start here
-                self._int8_images = None
-                precision.apply(self._model.visual, "int8")
+            return engine.int8_embed(self._int8_images, arr)
         dtype = torch.float16 if self._half else torch.float32
         out = []
         with torch.inference_mode():

@@ -44,7 +44,9 @@ def cpu_without_torch(device: str | None) -> bool:
         return True
     if d != "auto" or sys.platform == "darwin":  # auto on a Mac may be MPS
         return False
-    return not (Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi"))
+    # NVIDIA's driver, ROCm's kernel driver, WSL's GPU device: torch may find a GPU there
+    signs = ("/proc/driver/nvidia/version", "/dev/kfd", "/dev/dxg")
+    return not (any(Path(p).exists() for p in signs) or shutil.which("nvidia-smi"))
 
 
 def uses_towers(space: str, settings: Settings) -> bool:
@@ -61,8 +63,9 @@ def uses_towers(space: str, settings: Settings) -> bool:
     )
 
 
-def index_encoder(space: str, settings: Settings) -> Any:
-    """The encoder ``xmr index`` embeds ``space`` with (see the module doc)."""
+def index_encoder(space: str, settings: Settings, *, prepack: bool | None = True) -> Any:
+    """The encoder ``xmr index`` embeds ``space`` with (see the module doc); ``prepack=None``
+    for a one-shot query (as the process says: xmr.encoders.towers.long_lived)."""
     if not uses_towers(space, settings):
         return load_encoder(space, settings)
     from xmr.encoders import clip
@@ -76,20 +79,31 @@ def index_encoder(space: str, settings: Settings) -> Any:
         checkpoint_sha256=ident.sha256,
         dim=0,
     )
-    if not ident.sha256 or towers.unsupported_reason(base):
+    if not ident.sha256 or (settings.precision != "int8" and towers.unsupported_reason(base)):
         return load_encoder(space, settings)
-    return ImageTowerEncoder(settings, base)
+    return ImageTowerEncoder(settings, base, prepack=prepack)
 
 
 def int8_images(encoder: Any) -> towers.OnnxQueryEncoder | None:
     """The int8 image tower of a CLIP backend encoder at int8 (its fp32 image tower is
-    exported first, once), or None where ONNX Runtime does not cover the model."""
+    exported first, once). None only without ONNX Runtime or a checkpoint hash (then torch's
+    int8 is the one int8 there is)."""
     if not towers.available() or not encoder.info.checkpoint_sha256:
         return None
     base = replace(encoder.info, model_id=precision.base_model_id(encoder.info.model_id))
-    if towers.unsupported_reason(base):
-        return None
     return towers.OnnxQueryEncoder("clip", base, export=_exporter(lambda: encoder, base), precision="int8")
+
+
+def int8_embed(tower: towers.OnnxQueryEncoder, pixels: np.ndarray) -> np.ndarray:
+    """Images through the int8 tower. Where it cannot be had there is no second int8: vectors
+    of another quantiser under the same ``@int8`` id would not be comparable with the rest."""
+    try:
+        return tower.embed_images(pixels)
+    except towers.TowerUnsupported as exc:
+        raise ModelError(
+            f"cannot run CLIP's int8 image tower for {tower.info.model_id}: {exc}",
+            hint="index images at --precision fp32 or bf16",
+        ) from exc
 
 
 def _exporter(backend: Any, base: ModelInfo) -> Any:
@@ -116,29 +130,33 @@ class ImageTowerEncoder:
     space = "clip"
     modalities = frozenset({"image", "text"})
 
-    def __init__(self, settings: Settings, base: ModelInfo) -> None:
+    def __init__(self, settings: Settings, base: ModelInfo, *, prepack: bool | None = True) -> None:
         self.settings = settings
         self.precision = settings.precision or precision.DEFAULT
         self._backend: Any = None
+        # pre-packed weights (indexing): slower to start (0.2-0.4 s), won back within a batch of images
         self._images = towers.OnnxQueryEncoder(
-            "clip", base, export=_exporter(self.backend, base), precision=self.precision, prepack=True
-        )  # pre-packed weights: slower to start (0.2-0.4 s), won back within a batch of images
+            "clip", base, export=_exporter(self.backend, base), precision=self.precision, prepack=prepack
+        )
         self._use_tower = True
         self._by_backend = 0  # images this run embedded through the backend
-        manifest = self._images.folder("image", variant=False) / "manifest.json"
-        if manifest.is_file():
-            m = json.loads(manifest.read_text(encoding="utf-8"))
+        try:
             from xmr.preprocess.image import ImagePreprocessor
 
+            m = json.loads((self._images.folder("image", variant=False) / "manifest.json").read_text(encoding="utf-8"))
             self.dim = int(m["dim"])
             self._preprocessor = ImagePreprocessor(**m["preprocess"])
             pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
             self.info = replace(
                 base, model_id=precision.tag_model_id(base.model_id, self.precision), dim=self.dim, preprocessing=pp
             )
-        else:  # no export yet: the backend is needed now (preprocessing, and the export itself)
+        except (OSError, ValueError, KeyError, TypeError):
+            # no export yet (or a damaged one): the backend is needed now, for the preprocessing
+            # and the export itself
             b = self.backend()
             self.dim, self.info, self._preprocessor = b.dim, b.info, b.image_preprocessor()
+            if getattr(getattr(b, "_device", None), "type", "cpu") != "cpu":  # a GPU the check missed
+                self._use_tower, self.precision = False, b.precision
 
     @property
     def engine(self) -> str:
@@ -172,10 +190,12 @@ class ImageTowerEncoder:
             or self.precision == "int8"
             or self._by_backend + len(pixels) >= EXPORT_MIN_IMAGES
         ):
+            if self.precision == "int8":
+                return int8_embed(self._images, pixels)
             try:
                 return self._images.embed_images(pixels)
             except towers.TowerUnsupported:
-                self._use_tower = False  # the backend serves this run (at int8, its own int8 path)
+                self._use_tower = False  # the backend serves this run: the same vectors within 1e-5
         self._by_backend += len(pixels)
         return self.backend().embed_images(pixels)
 

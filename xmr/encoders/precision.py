@@ -82,9 +82,14 @@ def expected_tag(requested: str | None, device: str) -> str:
         return DEFAULT
     dev = (device or "auto").strip().lower()
     if dev == "auto":
-        from xmr.encoders.device import resolve_device
+        from xmr.encoders.engine import cpu_without_torch
 
-        dev = resolve_device("auto").type
+        if cpu_without_torch("auto"):  # no sign of a GPU: the CPU, without importing torch
+            dev = "cpu"
+        else:
+            from xmr.encoders.device import resolve_device
+
+            dev = resolve_device("auto").type
     kind = "cuda" if dev.startswith("cuda") else dev
     eff = on_device(p, kind)
     return DEFAULT if eff == "fp16" else eff

@@ -107,7 +107,7 @@ def _int8_clip(row: dict[str, Any], settings: Settings) -> Any:
 
     if row.get("spec"):
         settings = replace(settings, clip_model=row["spec"])
-    enc = index_encoder("clip", replace(settings, index_engine="onnx"))
+    enc = index_encoder("clip", replace(settings, index_engine="onnx"), prepack=None)
     if precision.base_model_id(enc.info.model_id) != precision.base_model_id(row["id"]):
         raise UsageError(
             f"the clip model resolves to {enc.info.model_id}, but the index was built with {row['id']}",

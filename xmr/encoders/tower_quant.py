@@ -50,6 +50,7 @@ def quantise(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
+        was = logging.root.manager.disable
         logging.disable(logging.WARNING)  # the quantiser's advice on the root logger, to stderr
         try:
             quantize_dynamic(
@@ -65,7 +66,7 @@ def quantise(src: Path, dst: Path) -> Path:
         except Exception as exc:  # an op or size the quantiser does not handle: torch's int8 serves
             raise TowerUnsupported(f"cannot quantise the {manifest['tower']} tower: {exc}") from exc
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(was)
         if not np.isfinite(cosine) or cosine < MIN_COSINE:
             raise TowerUnsupported(f"the int8 {manifest['tower']} tower strays from fp32 (cosine {cosine:.5f})")
         manifest.update(

@@ -190,8 +190,10 @@ class OnnxQueryEncoder:
 
                     try:
                         quantise(self.folder(name, variant=False), self.folder(name))
-                    except OSError as exc:
-                        raise TowerUnsupported(f"cannot write the int8 {name} tower: {exc}") from exc
+                    except TowerUnsupported:
+                        raise
+                    except (OSError, ValueError, KeyError, TypeError) as exc:  # unwritable dir, damaged manifest
+                        raise TowerUnsupported(f"cannot make the int8 {name} tower: {exc}") from exc
                 try:
                     self._towers[name] = _Tower(self.folder(name), prepack=self._prepack)
                 except TowerUnsupported:
