@@ -682,8 +682,7 @@ class ClipEncoder:
 
         sha = ident.sha256
         model_id = precision.tag_model_id(ident.model_id, self.precision)
-        # what decides the pixels (the decode guard max_pixels does not)
-        pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
+        pp = self._preprocessor.provenance()
         self.info = ModelInfo(
             model_id=model_id,
             space=SPACE,

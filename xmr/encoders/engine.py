@@ -146,7 +146,7 @@ class ImageTowerEncoder:
             m = json.loads((self._images.folder("image", variant=False) / "manifest.json").read_text(encoding="utf-8"))
             self.dim = int(m["dim"])
             self._preprocessor = ImagePreprocessor(**m["preprocess"])
-            pp = {k: v for k, v in self._preprocessor.describe().items() if k != "max_pixels"}
+            pp = self._preprocessor.provenance()
             self.info = replace(
                 base, model_id=precision.tag_model_id(base.model_id, self.precision), dim=self.dim, preprocessing=pp
             )

@@ -11,9 +11,6 @@ then is the folder moved into place, so a half-written tower is never used.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from xmr.encoders.towers import (
     MAX_EXPORT_DIFF,
     TowerUnsupported,
     onnx_version,
+    staging,
     tower_dir,
 )
 
@@ -48,17 +46,8 @@ def export_towers(
             out[tower] = target
             continue
         wrapper, probes, extra = _wrap(encoder, tower)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{tower}-", dir=target.parent))
-        try:
+        with staging(target) as tmp:
             _export_one(wrapper, probes, tmp, tower=tower, encoder=encoder, extra={**extra, "model_id": model_id})
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process finished first
-                if not (target / "manifest.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         out[tower] = target
     return out
 
@@ -272,9 +261,6 @@ def _export_one(
         manifest["tokenizer"] = "tokenizer.json"
     manifest.update(extra)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    for p in tmp.iterdir():
-        os.chmod(p, 0o600)
-    os.chmod(tmp, 0o700)
 
 
 def _self_attention(

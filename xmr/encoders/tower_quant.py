@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xmr.encoders.towers import TowerUnsupported, onnx_version
+from xmr.encoders.towers import TowerUnsupported, onnx_version, staging
 
 INT8 = "int8"
 # the towers an int8 variant is made for; text and audio stay with torch's int8 (see precision)
@@ -38,7 +35,7 @@ def quantise(src: Path, dst: Path) -> Path:
     """Write the int8 variant of the fp32 tower folder ``src`` as ``dst``; returns ``dst``.
 
     Raises TowerUnsupported when the tower has no int8 variant or the result strays
-    from fp32 (then the caller keeps torch's int8)."""
+    from fp32 (then images at int8 stop with an error: engine.int8_embed)."""
     if (dst / "manifest.json").is_file():
         return dst
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
@@ -47,9 +44,7 @@ def quantise(src: Path, dst: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
-    try:
+    with staging(dst) as tmp:
         was = logging.root.manager.disable
         logging.disable(logging.WARNING)  # the quantiser's advice on the root logger, to stderr
         try:
@@ -63,7 +58,7 @@ def quantise(src: Path, dst: Path) -> Path:
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
             cosine = _probe_cosine(src, tmp, manifest)
-        except Exception as exc:  # an op or size the quantiser does not handle: torch's int8 serves
+        except Exception as exc:  # an op or size the quantiser does not handle: no int8 tower
             raise TowerUnsupported(f"cannot quantise the {manifest['tower']} tower: {exc}") from exc
         finally:
             logging.disable(was)
@@ -73,16 +68,6 @@ def quantise(src: Path, dst: Path) -> Path:
             {"precision": INT8, "quantisation": SETTINGS, "int8_min_cosine": cosine, "onnxruntime": onnx_version()}
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-        for p in tmp.iterdir():
-            os.chmod(p, 0o600)
-        os.chmod(tmp, 0o700)
-        try:
-            os.replace(tmp, dst)
-        except OSError:  # another process finished first
-            if not (dst / "manifest.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dst
 
 

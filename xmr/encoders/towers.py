@@ -22,9 +22,12 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import re
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,27 @@ def model_dir(model_id: str, sha256: str | None, *, root: Path | None = None) ->
 
 def tower_dir(model_id: str, sha256: str | None, tower: str, *, root: Path | None = None) -> Path:
     return model_dir(model_id, sha256, root=root) / tower
+
+
+@contextlib.contextmanager
+def staging(target: Path) -> Iterator[Path]:
+    """A folder beside ``target`` to build a tower in. When the block ends without error it
+    is made private and moved into place, so a half-written tower is never used; one that
+    another process finished first is kept."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        for p in tmp.iterdir():
+            os.chmod(p, 0o600)
+        os.chmod(tmp, 0o700)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / "manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

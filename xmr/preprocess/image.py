@@ -314,6 +314,11 @@ class ImagePreprocessor:
         d["std"] = list(self.std)
         return d
 
+    def provenance(self) -> dict[str, Any]:
+        """What the catalogue records per model: ``describe()`` without the decode guard
+        ``max_pixels``, which refuses an image but does not change its pixels."""
+        return {k: v for k, v in self.describe().items() if k != "max_pixels"}
+
     def __call__(self, path: str | os.PathLike[str] | Path) -> np.ndarray:
         target = (self.size[1], self.size[0]) if self.draft else None
         img = load_image(path, max_pixels=self.max_pixels, target_size=target)
