@@ -12,7 +12,8 @@ from xmr.calibrate import (
     fit_calibrators,
     sample_ids,
 )
-from xmr.vectorstore import MemoryVectorSource, VectorStore
+from xmr.store.hnsw import HnswStore as VectorStore
+from xmr.store.memory import MemoryVectorSource
 
 DIM = 64
 MODEL = "m"

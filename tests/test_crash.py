@@ -14,7 +14,7 @@ import pytest
 
 from xmr import paths
 from xmr.catalogue import Catalogue
-from xmr.vectorstore import EXACT_THRESHOLD
+from xmr.store.hnsw import EXACT_THRESHOLD
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
 

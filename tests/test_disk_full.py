@@ -21,7 +21,8 @@ from test_crash import _check_consistent, _snapshot, make_big_tree
 from xmr import paths
 from xmr.catalogue import Catalogue
 from xmr.errors import ExitCode
-from xmr.vectorstore import EXACT_THRESHOLD, file_checksum
+from xmr.store.hnsw import EXACT_THRESHOLD
+from xmr.store.hnsw_file import file_checksum
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
 

@@ -12,7 +12,7 @@ from cli_helpers import invoke
 from test_crash import make_big_tree
 
 from xmr import paths
-from xmr.vectorstore import EXACT_THRESHOLD
+from xmr.store.hnsw import EXACT_THRESHOLD
 
 
 @pytest.fixture

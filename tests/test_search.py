@@ -19,7 +19,8 @@ from xmr.errors import MediaError, NoIndex, PathNotFound, UsageError
 from xmr.indexer import IndexOptions, index
 from xmr.query import QueryPart, parse_query
 from xmr.search import SearchOptions, search
-from xmr.vectorstore import EXACT_THRESHOLD, file_checksum, index_file_name
+from xmr.store.hnsw import EXACT_THRESHOLD
+from xmr.store.hnsw_file import file_checksum, index_file_name
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "media"

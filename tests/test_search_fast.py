@@ -224,7 +224,7 @@ def test_search_reads_a_catalogue_one_index_behind_without_migrating(media: Path
 def test_a_repeated_query_does_not_open_the_vector_index(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer cache: the same query on the same catalogue generation and ANN files reuses what
     the vector index returned; a new file, another filter or --exact asks the index again."""
-    from xmr.vectorstore import VectorStore
+    from xmr.store.hnsw import HnswStore as VectorStore
 
     first = _search("a lighthouse on the coast", k=5)
     opened: list[str] = []  # the spaces whose vector index was asked (or opened)

@@ -7,10 +7,16 @@ import hnswlib
 import numpy as np
 import pytest
 
-import xmr.vectorstore as vs
+import xmr.store.hnsw_file as hnsw_file
+import xmr.store.hnsw_search as hnsw_search
 from benchmarks.search import clustered  # the benchmark's generator: one definition of the data
 from xmr.errors import CatalogueError, UsageError
-from xmr.vectorstore import HnswParams, MemoryVectorSource, VectorSource, VectorStore, file_checksum
+from xmr.store import topk
+from xmr.store.hnsw import HnswStore as VectorStore
+from xmr.store.hnsw_build import HnswParams
+from xmr.store.hnsw_file import file_checksum
+from xmr.store.memory import MemoryVectorSource
+from xmr.store.source import VectorSource
 
 SPACE, MODEL = "clip", "test-model"
 DIM = 32
@@ -326,7 +332,7 @@ def test_checkpoint_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(vs.os, "replace", boom)
+    monkeypatch.setattr(hnsw_file.os, "replace", boom)
     with pytest.raises(CatalogueError):
         store.checkpoint()
     monkeypatch.undo()
@@ -340,8 +346,8 @@ def test_checkpoint_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
 def test_state_row_written_after_the_file(tmp_path, monkeypatch):
     src, store, _, rng = make(tmp_path, 300)
     order = []
-    real_replace, real_put = vs.os.replace, src.put_ann_state
-    monkeypatch.setattr(vs.os, "replace", lambda a, b: (order.append("replace"), real_replace(a, b)))
+    real_replace, real_put = hnsw_file.os.replace, src.put_ann_state
+    monkeypatch.setattr(hnsw_file.os, "replace", lambda a, b: (order.append("replace"), real_replace(a, b)))
     monkeypatch.setattr(src, "put_ann_state", lambda *a: (order.append("put"), real_put(*a)))
     store.checkpoint()
     assert order == ["replace", "put"]
@@ -373,8 +379,8 @@ def test_candidate_ids_small_subset(tmp_path, threshold):
 
 
 def test_candidate_ids_filtered_hnsw(tmp_path, monkeypatch):
-    monkeypatch.setattr(vs, "SUBSET_EXACT_MAX", 10)  # force the hnswlib filter path
-    monkeypatch.setattr(vs, "SUBSET_EXACT_FRACTION", 0.0)
+    monkeypatch.setattr(hnsw_search, "SUBSET_EXACT_MAX", 10)  # force the hnswlib filter path
+    monkeypatch.setattr(hnsw_search, "SUBSET_EXACT_FRACTION", 0.0)
     src, store, ids, rng = make(tmp_path, 800)
     q = unit(rng, 6)
     cand = ids[ids % 2 == 0]
@@ -497,7 +503,8 @@ import sys
 import time
 import numpy as np
 from pathlib import Path
-from xmr.vectorstore import HnswParams, VectorStore
+from xmr.store.hnsw import HnswStore as VectorStore
+from xmr.store.hnsw_build import HnswParams
 exec(open(sys.argv[1]).read())
 src = SqliteSource(sys.argv[2])
 put = src.put_ann_state
@@ -569,7 +576,7 @@ def test_a_large_candidate_share_is_searched_by_overfetching(tmp_path):
     members = np.sort(rng.choice(ids, 900, replace=False))  # 30 %
     q = unit(rng, 20)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(VectorStore, "_exact_from_index", lambda *a, **k: pytest.fail("no get_items for a large share"))
+        mp.setattr(hnsw_search, "exact_from_index", lambda *a, **k: pytest.fail("no get_items for a large share"))
         got, sims = store.search(q, 10, candidate_ids=members)
     assert np.isin(got, members).all() and got.shape == (20, 10)
     assert (np.diff(sims, axis=1) <= 1e-6).all()
@@ -598,17 +605,17 @@ def test_sorted_intersection_equals_intersect1d(na: int, nb: int) -> None:
     rng = np.random.default_rng(na * 7 + nb)
     a = np.unique(rng.integers(0, 3 * max(na, nb, 1), size=na))
     b = np.unique(rng.integers(0, 3 * max(na, nb, 1), size=nb))
-    got = vs.sorted_intersection(a, b)
+    got = topk.sorted_intersection(a, b)
     assert got.dtype == np.int64
     assert np.array_equal(got, np.intersect1d(a, b, assume_unique=True))
-    assert np.array_equal(vs.sorted_intersection(b, a), got)
+    assert np.array_equal(topk.sorted_intersection(b, a), got)
 
 
 def test_unsorted_candidate_ids_are_still_sorted_and_deduplicated() -> None:
-    assert vs.VectorStore._candidates(np.array([5, 3, 3, 9])).tolist() == [3, 5, 9]
+    assert VectorStore._candidates(np.array([5, 3, 3, 9])).tolist() == [3, 5, 9]
     sorted_ids = np.arange(10, dtype=np.int64)
-    assert vs.VectorStore._candidates(sorted_ids) is not None
-    assert vs.VectorStore._candidates(sorted_ids).tolist() == list(range(10))
+    assert VectorStore._candidates(sorted_ids) is not None
+    assert VectorStore._candidates(sorted_ids).tolist() == list(range(10))
 
 
 # ------------------------------------------------------------- mapped readers (one query a process)
@@ -668,10 +675,10 @@ def corrupt_repeated_labels(store: VectorStore, src) -> None:
     n = graph.element_count
     labels = np.asarray(graph.get_ids_list())
     data = bytearray(store.path.read_bytes())
-    size_per = vs._HEADER.unpack_from(data, 0)[3]
-    label_off = vs._HEADER.unpack_from(data, 0)[4]
+    size_per = hnsw_file.HEADER.unpack_from(data, 0)[3]
+    label_off = hnsw_file.HEADER.unpack_from(data, 0)[4]
     for i in range(n):
-        at = vs._HEADER.size + i * size_per + label_off
+        at = hnsw_file.HEADER.size + i * size_per + label_off
         data[at : at + 8] = int(labels[0]).to_bytes(8, "little")
     store.path.write_bytes(bytes(data))
     state = src.get_ann_state(SPACE, MODEL)

@@ -12,7 +12,7 @@ hnswlib 0.8's file (``saveIndex``): a 96-byte header, then ``cur_element_count``
 records of ``size_data_per_element`` bytes each (level-0 links, the vector as
 ``dim`` float32 at ``offsetData``, the label as uint64 at ``label_offset``),
 then the upper levels' link lists, which a scan never reads. The caller has
-checked the header and the size against the state row (``_check_header``).
+checked the header and the size against the state row (``hnsw_file.check_header``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import mmap
 import struct
 
 import numpy as np
+
+from xmr.store.topk import empty, topk
 
 # query rows scanned together: the (rows, n) score block stays under 256 MB
 _BLOCK_FLOATS = 64 << 20
@@ -31,7 +33,7 @@ _DENSE_FACTOR = 4
 class MappedIndex:
     """The vectors and labels of one hnswlib file, read-only, by exact scan.
 
-    Offers what ``VectorStore`` uses of ``hnswlib.Index`` on a reader's path
+    Offers what ``HnswStore`` uses of ``hnswlib.Index`` on a reader's path
     (``element_count``, ``get_ids_list``, ``get_items``, ``mark_deleted``) plus
     ``search`` over a set of member labels.
     """
@@ -78,14 +80,12 @@ class MappedIndex:
     # -- search --------------------------------------------------------------------------------
     def search(self, q: np.ndarray, k: int, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of each row of ``q`` among ``members`` (labels in the file)."""
-        from xmr.vectorstore import _topk
-
         m = len(q)
         if len(members) == 0 or k <= 0:
-            return np.empty((m, 0), np.int64), np.empty((m, 0), np.float32)
+            return empty(m)
         pos = self._positions(members)
         rows = max(1, _BLOCK_FLOATS // max(1, self.element_count))
-        parts = [_topk(self._score(q[s : s + rows])[:, pos], members, k) for s in range(0, m, rows)]
+        parts = [topk(self._score(q[s : s + rows])[:, pos], members, k) for s in range(0, m, rows)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _score(self, q: np.ndarray) -> np.ndarray:

@@ -1,0 +1,78 @@
+"""Vector index backends by name: ``open_index("hnswlib", ...)``.
+
+A backend is a factory registered under a name (``register_backend``); the
+name an index uses is recorded in the catalogue's settings under
+``BACKEND_SETTING``. A catalogue without that setting predates it and uses
+``DEFAULT_BACKEND``, so old indexes open unchanged. A backend whose optional
+package is missing raises ``BackendError`` saying what to install
+(``require``), not an ImportError from deep inside a search.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xmr.store.base import BackendError, VectorIndex
+from xmr.store.source import VectorSource
+
+BACKEND_SETTING = "vector_backend"
+DEFAULT_BACKEND = "hnswlib"
+
+# (directory, source, space, model_id, dim, **options) -> VectorIndex
+BackendFactory = Callable[..., VectorIndex]
+_BACKENDS: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make ``open_index(name, ...)`` call ``factory``; a second registration replaces the first."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"backend name {name!r}: letters, digits, '-' and '_' only")
+    _BACKENDS[name] = factory
+
+
+def unregister_backend(name: str) -> None:
+    _BACKENDS.pop(name, None)
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def index_backend(source: Any) -> str:
+    """The backend the catalogue records (``DEFAULT_BACKEND`` when it records none)."""
+    get = getattr(source, "get_setting", None)
+    name = get(BACKEND_SETTING) if callable(get) else None
+    return name or DEFAULT_BACKEND
+
+
+def require(module: str, *, backend: str, install: str) -> None:
+    """Raise BackendError naming ``install`` when ``module`` cannot be imported (it is not imported here)."""
+    if importlib.util.find_spec(module) is None:
+        raise BackendError(f"the {backend!r} vector index needs the Python package {module!r}: pip install {install}")
+
+
+def open_index(
+    backend: str, directory: Path, source: VectorSource, space: str, model_id: str, dim: int, **options: Any
+) -> VectorIndex:
+    """The vector index of (space, model) kept by ``backend`` under ``directory`` (opened lazily)."""
+    factory = _BACKENDS.get(backend)
+    if factory is None:
+        known = ", ".join(backend_names()) or "none"
+        raise BackendError(
+            f"unknown vector index backend {backend!r} (this xmr knows: {known}); "
+            "the index was written by another xmr version or with a backend that is not installed"
+        )
+    return factory(Path(directory), source, space, model_id, int(dim), **options)
+
+
+def _hnswlib(directory: Path, source: VectorSource, space: str, model_id: str, dim: int, **options: Any) -> VectorIndex:
+    require("hnswlib", backend="hnswlib", install="hnswlib")
+    from xmr.store.hnsw import HnswStore
+
+    return HnswStore(directory, source, space, model_id, dim, **options)
+
+
+register_backend(DEFAULT_BACKEND, _hnswlib)
