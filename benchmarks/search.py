@@ -1,4 +1,4 @@
-"""Benchmark xmr.vectorstore on synthetic 512-d embeddings.
+"""Benchmark the hnswlib vector index (xmr.store.hnsw) on synthetic 512-d embeddings.
 
     python benchmarks/search.py --sizes 10000,100000,1000000 --queries 200
     python benchmarks/search.py --crossover          # exact vs HNSW latency, small sizes
@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xmr.vectorstore import DEFAULT_PARAMS, HnswParams, MemoryVectorSource, VectorStore
+from xmr.store.hnsw import HnswStore as VectorStore
+from xmr.store.hnsw_build import DEFAULT_PARAMS, HnswParams
+from xmr.store.memory import MemoryVectorSource
 
 
 def clustered(

@@ -100,7 +100,7 @@ def build_index(n: int, workdir: Path, env: dict[str, str]) -> Path:
             raise SystemExit(f"xmr {' '.join(cmd)} failed: {r.stderr}")
     from xmr.catalogue import Catalogue, now_iso
     from xmr.search import prepare_state
-    from xmr.vectorstore import VectorStore
+    from xmr.store.hnsw import HnswStore
 
     with Catalogue.open(index) as cat:
         ids = {sp: cat.active_model(sp) for sp in ("clip", "clap")}
@@ -137,7 +137,7 @@ def build_index(n: int, workdir: Path, env: dict[str, str]) -> Path:
                 made += count
         t0 = time.perf_counter()
         for space in ("clip", "clap"):
-            VectorStore(index / "ann", cat, space, ids[space], 512).checkpoint()
+            HnswStore(index / "ann", cat, space, ids[space], 512).checkpoint()
         build_s = time.perf_counter() - t0
         prepare_state(cat, index)  # what `xmr index` does after its last commit
     (index / "built.json").write_text(json.dumps({"n": n, "ann_build_s": round(build_s, 1)}))

@@ -231,7 +231,7 @@ def build_synthetic_index(index_dir: Path, n: int) -> tuple[str, float]:
     from xmr.catalogue import Catalogue, now_iso
     from xmr.encoders import load_encoder, release
     from xmr.settings import Settings
-    from xmr.vectorstore import VectorStore
+    from xmr.store.hnsw import HnswStore
 
     settings = Settings.from_env()
     enc = load_encoder("clip", settings)
@@ -261,7 +261,7 @@ def build_synthetic_index(index_dir: Path, n: int) -> tuple[str, float]:
                 ((f"{i:032x}", info.model_id, seen) for i in range(n)),
             )
         t0 = time.perf_counter()
-        VectorStore(paths.ann_dir(index_dir), cat, "clip", info.model_id, info.dim).checkpoint()
+        HnswStore(paths.ann_dir(index_dir), cat, "clip", info.model_id, info.dim).checkpoint()
         build_s = time.perf_counter() - t0
     del enc
     release()

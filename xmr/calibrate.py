@@ -57,7 +57,7 @@ import numpy as np
 
 from xmr import paths
 from xmr.errors import UsageError
-from xmr.vectorstore import VectorSource
+from xmr.store.source import VectorSource
 
 MIN_BACKGROUND = 20  # below this, no distribution is fitted (prior scale)
 PRIOR_SCALE = 0.1

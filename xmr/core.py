@@ -41,7 +41,7 @@ def check(index_dir: Path | None = None) -> dict[str, Any]:
     """
     import numpy as np
 
-    from xmr.vectorstore import VectorStore
+    from xmr.store import index_backend, open_index
 
     index_dir = index_dir or paths.index_dir()
     problems: list[str] = []
@@ -60,14 +60,14 @@ def check(index_dir: Path | None = None) -> dict[str, Any]:
                 bad += int(np.count_nonzero(~np.isfinite(vecs).all(axis=1) | (np.abs(norms - 1.0) > 1e-3)))
             if bad:
                 problems.append(f"{space} {model_id}: {bad} vectors not finite or not unit-norm")
-            store = VectorStore(paths.ann_dir(index_dir), cat, space, model_id, dim, readonly=True)
-            if not store.path.exists() and cat.get_ann_state(space, model_id) is None:
+            store = open_index(index_backend(cat), paths.ann_dir(index_dir), cat, space, model_id, dim, readonly=True)
+            if not store.persisted() and cat.get_ann_state(space, model_id) is None:
                 continue
             checked["ann_files"] += 1
             why = store.verify()
             if why:
                 note = ""
-                if store.path.exists():
+                if store.persisted():
                     try:
                         if store.discard_if_damaged():
                             note = "; removed it (a cache: searches answer exactly until 'xmr index' rebuilds it)"
@@ -75,7 +75,7 @@ def check(index_dir: Path | None = None) -> dict[str, Any]:
                             note = "; it has been replaced since by a sound one"
                     except OSError:
                         note = "; run 'xmr index' to rebuild it"
-                problems.append(f"{space} vector index {store.path.name}: {why}{note}")
+                problems.append(f"{space} vector index {store.label}: {why}{note}")
     return {"ok": not problems, "problems": problems, "checked": checked}
 
 

@@ -928,30 +928,23 @@ class _Run:
     def _checkpoint_ann(self) -> None:
         """Bring each space's ANN cache up to date: after new work, or when a crash
         left it behind (stale state row, replaced file, leftover temp file)."""
-        from xmr.vectorstore import VectorStore
+        from xmr.store import BACKEND_SETTING, index_backend, open_index
 
         ann = paths.ann_dir(self.cat.index_dir)
+        backend = index_backend(self.cat)
+        if self.cat.get_setting(BACKEND_SETTING) is None:  # an index from before the setting: hnswlib
+            with self.cat.transaction():
+                self.cat.set_setting(BACKEND_SETTING, backend)
         for space in self.spaces:
             model_id = self.cat.active_model(space)
             row = self.cat.model_row(model_id) if model_id else None
-            if row is None or not (space in self.encoders or self._ann_stale(ann, space, model_id)):
+            if row is None:
                 continue
-            self.progress.phase(f"saving vector index ({space})", None)
-            VectorStore(ann, self.cat, space, model_id, int(row["dim"])).checkpoint()
-
-    def _ann_stale(self, ann: Path, space: str, model_id: str) -> bool:
-        """Cheap checks only (size, header, state row; no checksum): the checkpoint verifies fully."""
-        from xmr.vectorstore import VectorStore, index_file_name
-
-        state = self.cat.get_ann_state(space, model_id)
-        if state is None:
-            return self.cat.vector_count(space, model_id) > 0
-        if int(state.get("max_vector_id", -1)) != self.cat.max_vector_id(space, model_id):
-            return True
-        row = self.cat.model_row(model_id)
-        if row and VectorStore(ann, self.cat, space, model_id, int(row["dim"])).cheap_problem():
-            return True
-        return any(ann.glob(f".{index_file_name(space, model_id)}.*.tmp"))
+            store = open_index(backend, ann, self.cat, space, model_id, int(row["dim"]))
+            # problem(): cheap checks only (state row, size, header, temp files); the checkpoint verifies fully
+            if space in self.encoders or store.problem():
+                self.progress.phase(f"saving vector index ({space})", None)
+                store.checkpoint()
 
 
 def _segment_estimate(p: _Prepared) -> float:

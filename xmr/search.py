@@ -503,7 +503,7 @@ class _Search:
     # -- the search -------------------------------------------------------------------------
     def run(self, t0: float) -> SearchResponse:
         from xmr.calibrate import fit_calibrators
-        from xmr.vectorstore import VectorStore
+        from xmr.store import index_backend, open_index
 
         groups = self._groups()
         opts = self.options
@@ -524,7 +524,9 @@ class _Search:
             else:
                 ann = paths.ann_dir(self.cat.index_dir)
                 # one query in this process: scanning the mapped file beats loading the graph
-                store = VectorStore(ann, self.cat, space, model_id, q.shape[1], readonly=True, mapped=True)
+                store = open_index(
+                    index_backend(self.cat), ann, self.cat, space, model_id, q.shape[1], readonly=True, mapped=True
+                )
             space_total = self.cat.vector_count(space, model_id)
             for g_space, _model, kind, n in groups:
                 if g_space != space:
@@ -566,9 +568,9 @@ class _Search:
         fill_snippets(self.cat, results, all_segments=opts.all_segments)
         if self.notify is not None:
             for plan in {id(p.store): p for p in plans}.values():
-                if plan.store.degraded:
+                if plan.store.fallback():
                     self.notify(
-                        f"the {plan.space} vector index is unusable ({plan.store.degraded}); searching exactly "
+                        f"the {plan.space} vector index is unusable ({plan.store.fallback()}); searching exactly "
                         "until 'xmr index' rebuilds it"
                     )
         self._explain(results, part_vectors)
@@ -593,14 +595,9 @@ class _Search:
         import json
 
         h = hashlib.blake2b(digest_size=20)
-        # the ANN state row changes with every checkpoint of the file (count, max id, hash)
-        state = self.cat.get_ann_state(plan.space, plan.model_id)
-        try:  # and the file itself: any write to it (a damaged copy too) misses the cache
-            st = os.stat(plan.store.path)
-            file_id: list[int] = [st.st_size, st.st_mtime_ns, st.st_ino]
-        except OSError:
-            file_id = []
-        head = [list(generation), state, file_id, plan.space, plan.model_id, plan.kind, k_fetch, self.options.exact]
+        # changes with every checkpoint of the vector index and any write to its files
+        fingerprint = plan.store.fingerprint()
+        head = [list(generation), fingerprint, plan.space, plan.model_id, plan.kind, k_fetch, self.options.exact]
         h.update(json.dumps(head, sort_keys=True, default=str).encode())
         h.update(np.ascontiguousarray(plan.q, dtype="<f4").tobytes())
         return h.hexdigest()
@@ -613,7 +610,7 @@ class _Search:
         else:
             search_fn = plan.store.exact_search if self.options.exact else plan.store.search
             ids, sims = search_fn(plan.q, k_fetch, candidate_ids=plan.candidates)
-            if key and not plan.store.degraded:
+            if key and not plan.store.fallback():
                 self.embeddings.put_answer(key, np.asarray(ids), np.asarray(sims))
         route = "bridge" if plan.bridged else "direct"
         discount = BRIDGE_DISCOUNT if plan.bridged else 1.0

@@ -14,7 +14,7 @@ search the catalogue's *generation* (its vector count and highest vector id,
 O(1)) says whether vectors were added or deleted since the last one; only then
 are the derived arrays (live ids, group ids, calibration backgrounds: the
 search's ``StateCache``) recomputed, and the vector stores fetch what was
-added (``VectorStore`` syncs on count and max id). A new ANN checkpoint (its
+added (a ``VectorIndex`` syncs on count and max id). A new ANN checkpoint (its
 state row changed) makes a store reopen from the new file. Query embeddings
 are kept in the index's ``EmbeddingCache`` like any search does.
 """
@@ -90,7 +90,7 @@ class WarmIndex:
 
     # -- xmr.search.WarmContext -----------------------------------------------------------
     def store(self, space: str, model_id: str, dim: int) -> Any:
-        from xmr.vectorstore import VectorStore
+        from xmr.store import index_backend, open_index
 
         key = (space, model_id, int(dim))
         state = self._cat.get_ann_state(space, model_id)
@@ -99,7 +99,7 @@ class WarmIndex:
             for old in [k for k in self._stores if k[0] == space]:  # the space's model changed
                 self._stores.pop(old)[0].close()
             directory = paths.ann_dir(self.index_dir)
-            store = VectorStore(directory, self.catalogue, space, model_id, dim, readonly=True)
+            store = open_index(index_backend(self._cat), directory, self.catalogue, space, model_id, dim, readonly=True)
         else:
             store = entry[0]
             # its sync re-derives live ids from the source: it must be this generation's, not the one it opened with

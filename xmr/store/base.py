@@ -78,7 +78,7 @@ class VectorIndex(Protocol):
         ...
 
     def persisted(self) -> bool:
-        """Whether anything was persisted (a file or a state row) that ``verify`` can check."""
+        """Whether the index has files on disk (that ``discard_if_damaged`` could remove)."""
         ...
 
     def fingerprint(self) -> str:

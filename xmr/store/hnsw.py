@@ -39,10 +39,10 @@ from xmr.errors import CatalogueError, UsageError, write_failure
 from xmr.store.fsutil import flock
 from xmr.store.hnsw_build import DEFAULT_PARAMS, HnswBuilder, HnswParams
 from xmr.store.hnsw_file import METRIC, STATE_FORMAT, HnswFile, hnswlib_version
-from xmr.store.hnsw_search import ann_search
+from xmr.store.hnsw_view import LoadedView
 from xmr.store.mapped import MappedIndex
-from xmr.store.source import VectorSource
-from xmr.store.topk import empty, exact_block, keep_candidates, merge
+from xmr.store.source import VectorSource, check_batch
+from xmr.store.topk import empty, exact_block, merge
 
 # Below this many live vectors the store searches exactly and builds no ANN.
 # Measured with `benchmarks/search.py --crossover` (all runs in
@@ -140,17 +140,9 @@ class HnswStore:
         if k < 0:
             raise UsageError(f"k must be >= 0, got {k}")
         cand = self._candidates(candidate_ids)
-        m = len(q)
         with self._mutex:
             self._ensure_open()
-            if self._mode == "exact":
-                ids, vecs = keep_candidates(self._ids, self._vecs, cand)
-                return exact_block(q, vecs, ids, k)
-            parts = [ann_search(self._index, self._index_live, q, k, cand, self.params.ef_search, self.num_threads)]
-            if len(self._tail_ids):
-                ids, vecs = keep_candidates(self._tail_ids, self._tail_vecs, cand)
-                parts.append(exact_block(q, vecs, ids, k))
-            return merge(parts, m, k)
+            return self._view.search(q, k, cand, self.params.ef_search, self.num_threads)
 
     def exact_search(
         self, queries: np.ndarray, k: int, *, candidate_ids: np.ndarray | None = None
@@ -247,7 +239,7 @@ class HnswStore:
         return self.degraded or ""
 
     def persisted(self) -> bool:
-        return self.path.exists() or self.file.state() is not None
+        return self.path.exists()
 
     def fingerprint(self) -> str:
         return self.file.fingerprint()
@@ -255,15 +247,15 @@ class HnswStore:
     def stats(self) -> dict[str, Any]:
         """What is loaded and what the state row says; opens nothing."""
         with self._mutex:
-            state = self._state or self.file.state()
+            state = self._view.state or self.file.state()
             out: dict[str, Any] = {
                 "backend": self.backend,
                 "space": self.space,
                 "model_id": self.model_id,
                 "dim": self.dim,
                 "opened": self._opened,
-                "mode": self._mode,
-                "scan": isinstance(self._index, MappedIndex),
+                "mode": self._view.mode,
+                "scan": isinstance(self._view.index, MappedIndex),
                 "exact_threshold": self.exact_threshold,
                 "params": {
                     "M": self.params.M,
@@ -277,38 +269,27 @@ class HnswStore:
                 "last_error": self.last_error,
                 "open_seconds": self._open_seconds,
             }
-            if self._opened and self._mode == "exact":
-                out["live_count"] = int(len(self._ids))
-            elif self._opened:
-                out.update(
-                    live_count=int(len(self._index_live) + len(self._tail_ids)),
-                    index_elements=int(len(self._index_ids)),
-                    index_live=int(len(self._index_live)),
-                    index_deleted=int(len(self._index_ids) - len(self._index_live)),
-                    tail_count=int(len(self._tail_ids)),
-                )
+            if self._opened:
+                out.update(self._view.counts())
             return out
 
     # ---------------------------------------------------------------- opening
 
     def _reset(self) -> None:
         self._opened = False
-        self._mode: str | None = None
-        self._index: Any = None
-        self._state: dict | None = None
-        self._ids = np.empty(0, np.int64)  # exact mode: all live vectors
-        self._vecs = np.empty((0, self.dim), np.float32)
-        self._index_ids = np.empty(0, np.int64)  # ann mode: labels in the file (sorted)
-        self._index_live = np.empty(0, np.int64)  # ...of which live
-        self._tail_ids = np.empty(0, np.int64)  # ann mode: ids > state max, searched exactly
-        self._tail_vecs = np.empty((0, self.dim), np.float32)
-        self._loaded_max = 0  # every live id <= this is loaded (index or tail)
-        self._seen = (-1, -1)  # (count, max id) of the source at the last sync
+        self._view = LoadedView(self.space, self.model_id, self.dim)
         self._open_seconds: float | None = None
+
+    @property
+    def _index(self) -> Any:
+        """The loaded graph (hnswlib.Index or MappedIndex), None in exact mode."""
+        return self._view.index
 
     def _ensure_open(self) -> None:
         if self._opened:
-            self._sync()
+            if not self._view.sync(self.source):
+                self._reset()  # catalogue went backwards (replaced): nothing loaded can be trusted
+                self._ensure_open()
             return
         t0 = time.perf_counter()
         if self.source.vector_count(self.space, self.model_id) < self.exact_threshold:
@@ -319,16 +300,10 @@ class HnswStore:
         self._open_seconds = time.perf_counter() - t0
 
     def _open_exact(self) -> None:
-        count = self.source.vector_count(self.space, self.model_id)
-        mx = self.source.max_vector_id(self.space, self.model_id)
-        ids, vecs = self._fetch(after_id=0)
-        self._mode = "exact"
-        self._ids, self._vecs = ids, vecs
-        self._loaded_max = max(mx, int(ids[-1]) if len(ids) else 0)
-        self._seen = (count, mx)
+        self._view.load_exact(self.source)
 
     def _load_valid(self, *, full: bool) -> tuple[Any, dict | None, str]:
-        return self.file.load_valid(full=full, mapped=self.mapped, check=self._ids_reused)
+        return self.file.load_valid(full=full, mapped=self.mapped)
 
     def _open_ann(self) -> None:
         # a writer builds on the file, so it checks every byte (a flipped bit would
@@ -361,119 +336,11 @@ class HnswStore:
                         self._mem_index = self._mem_state = None
         self._install(index, state)  # type: ignore[arg-type]
 
-    def _ids_reused(self, index: Any, state: dict) -> str:
-        """Why the catalogue no longer holds, under the file's ids, the file's vectors.
-
-        A catalogue that hands out max(id)+1 (SQLite INTEGER PRIMARY KEY without
-        AUTOINCREMENT) reuses the ids of deleted newest rows. If any id <= the
-        state's max_vector_id was reused, the highest live id <= it was too
-        (every id above the reuse point had been deleted), so comparing the
-        top few live ids with the file detects reuse at the cost of one query.
-        """
-        state_max = int(state["max_vector_id"])
-        ids = vecs = None
-        for window in (64, 4096):
-            ids, vecs = self._fetch(after_id=max(0, state_max - window), batch=window, until=state_max)
-            if len(ids):
-                break
-        else:  # no live id near the top: look up the highest ones (rare)
-            live = self.source.live_vector_ids(self.space, self.model_id)
-            live = live[live <= state_max][-8:]
-            if not len(live):
-                return ""
-            parts = [self._fetch(after_id=int(i) - 1, batch=1, until=int(i)) for i in live]
-            ids = np.concatenate([p[0] for p in parts])
-            vecs = np.concatenate([p[1] for p in parts])
-        ids, vecs = ids[-8:], vecs[-8:]
-        try:
-            stored = np.asarray(index.get_items(ids), dtype=np.float32)
-        except RuntimeError:  # a live id <= max that the file does not hold
-            return "catalogue ids do not match the index (ids reused or catalogue replaced)"
-        if not np.array_equal(stored, vecs):
-            return "catalogue vectors differ from the index under the same ids (ids reused)"
-        return ""
-
     def _install(self, index: Any, state: dict) -> None:
-        """Take a verified index: derive deletions and the exact tail from the source."""
-        count = self.source.vector_count(self.space, self.model_id)
-        mx = self.source.max_vector_id(self.space, self.model_id)
-        labels = np.sort(np.asarray(index.get_ids_list(), dtype=np.int64))
-        state_max = int(state["max_vector_id"])
-        live = self.source.live_vector_ids(self.space, self.model_id)
-        gone = np.setdiff1d(labels, live, assume_unique=True)
-        for label in gone.tolist():
-            index.mark_deleted(label)
-        tail_ids, tail_vecs = self._fetch(after_id=state_max)
-        self._mode = "ann"
-        self._index, self._state = index, state
-        self._index_ids = labels
-        self._index_live = np.setdiff1d(labels, gone, assume_unique=True)
-        self._tail_ids, self._tail_vecs = tail_ids, tail_vecs
-        self._loaded_max = max(mx, state_max, int(tail_ids[-1]) if len(tail_ids) else 0)
-        self._seen = (count, mx)
-
-    def _sync(self) -> None:
-        """Bring the loaded view up to date with commits and deletions since it was taken."""
-        count = self.source.vector_count(self.space, self.model_id)
-        mx = self.source.max_vector_id(self.space, self.model_id)
-        if (count, mx) == self._seen:
-            return
-        if mx < self._seen[1]:
-            self._reset()  # catalogue went backwards (replaced): nothing loaded can be trusted
-            self._ensure_open()
-            return
-        new_ids, new_vecs = self._fetch(after_id=self._loaded_max)
-        if self._mode == "exact":
-            self._ids = np.concatenate([self._ids, new_ids])
-            self._vecs = np.concatenate([self._vecs, new_vecs])
-            held = len(self._ids)
-        else:
-            self._tail_ids = np.concatenate([self._tail_ids, new_ids])
-            self._tail_vecs = np.concatenate([self._tail_vecs, new_vecs])
-            held = len(self._index_live) + len(self._tail_ids)
-        self._loaded_max = max(mx, self._loaded_max, int(new_ids[-1]) if len(new_ids) else 0)
-        if held != count:  # something was deleted: re-derive from the live ids
-            live = self.source.live_vector_ids(self.space, self.model_id)
-            if self._mode == "exact":
-                keep = np.isin(self._ids, live, assume_unique=True)
-                self._ids, self._vecs = self._ids[keep], self._vecs[keep]
-            else:
-                gone = np.setdiff1d(self._index_live, live, assume_unique=True)
-                for label in gone.tolist():
-                    self._index.mark_deleted(label)
-                self._index_live = np.setdiff1d(self._index_live, gone, assume_unique=True)
-                keep = np.isin(self._tail_ids, live, assume_unique=True)
-                self._tail_ids, self._tail_vecs = self._tail_ids[keep], self._tail_vecs[keep]
-        self._seen = (count, mx)
-
-    def _fetch(
-        self, after_id: int, *, batch: int = _EXACT_BATCH, until: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Live vectors with after_id < id (<= until), concatenated."""
-        ids_parts, vec_parts = [], []
-        with contextlib.closing(
-            self.source.iter_vectors(self.space, self.model_id, after_id=after_id, batch=batch)
-        ) as it:
-            for ids, vecs in it:
-                self._check_batch(vecs)
-                ids = np.asarray(ids, np.int64)
-                if until is not None and len(ids) and ids[-1] > until:
-                    keep = ids <= until
-                    ids_parts.append(ids[keep])
-                    vec_parts.append(np.asarray(vecs, np.float32)[keep])
-                    break
-                ids_parts.append(ids)
-                vec_parts.append(np.asarray(vecs, np.float32))
-        if not ids_parts:
-            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
-        return np.concatenate(ids_parts), np.concatenate(vec_parts)
+        self._view.install(self.source, index, state)
 
     def _check_batch(self, vecs: np.ndarray) -> None:
-        if vecs.ndim != 2 or vecs.shape[1] != self.dim:
-            raise CatalogueError(
-                f"catalogue holds {vecs.shape[-1]}-d vectors for {self.space} model {self.model_id}, "
-                f"expected {self.dim}"
-            )
+        check_batch(vecs, self.space, self.model_id, self.dim)
 
     def _queries(self, queries: np.ndarray) -> np.ndarray:
         q = np.asarray(queries, dtype=np.float32)
@@ -510,12 +377,8 @@ class HnswStore:
         mx0 = self.source.max_vector_id(self.space, self.model_id)
         index, reason = None, force_rebuild
         if reason is None:
-            held = self._index is not None and not isinstance(self._index, MappedIndex)
-            if self._opened and self._mode == "ann" and self._state == prev and held:
-                index = self._index  # what we hold is what the file holds: skip re-reading it
-                for label in np.setdiff1d(self._index_ids, self._index_live, assume_unique=True).tolist():
-                    index.unmark_deleted(label)  # the file carries no deletion marks
-            else:
+            index = self._view.reusable_index(prev) if self._opened else None  # skips re-reading the file
+            if index is None:
                 index, _, reason = self._load_valid(full=True)
         self._reset()  # the in-memory view is rebuilt below
         builder = HnswBuilder(

@@ -27,16 +27,17 @@ import re
 import secrets
 import struct
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xmr import paths
 from xmr.store.fsutil import flock, fsync_dir, pread, short_write_errno
 from xmr.store.mapped import MappedIndex
-from xmr.store.source import VectorSource
+from xmr.store.source import VectorSource, fetch_vectors
 
 STATE_FORMAT = 1
 METRIC = "ip"  # vectors are L2-normalised, so inner product == cosine
@@ -161,11 +162,8 @@ class HnswFile:
         return json.dumps([self.state(), file_id], sort_keys=True, default=str)
 
     # -- trust ---------------------------------------------------------------------------
-    def load_valid(
-        self, *, full: bool, mapped: bool, check: Callable[[Any, dict], str]
-    ) -> tuple[Any, dict | None, str]:
-        """(index, state, "") for a valid file, else (None, state, why); ``check`` compares
-        the loaded index with the catalogue ("" when they agree)."""
+    def load_valid(self, *, full: bool, mapped: bool) -> tuple[Any, dict | None, str]:
+        """(index, state, "") for a valid file, else (None, state, why)."""
         why = "no state"
         state = None
         for attempt in range(3):
@@ -178,7 +176,7 @@ class HnswFile:
                     why = self.verify_fd(fd, size, state, full=full)  # type: ignore[arg-type]
                     if not why:
                         index, why = self._map_fd(fd, size, state) if mapped else self._load_fd(fd, state)  # type: ignore[arg-type]
-                        why = why or check(index, state)  # type: ignore[arg-type]
+                        why = why or self._ids_reused(index, state)  # type: ignore[arg-type]
                         if not why:
                             return index, state, ""
                 finally:
@@ -226,7 +224,7 @@ class HnswFile:
 
         On open only what is cheap: the size and the header (dimension, element
         count, layout), and after loading the newest vectors against the
-        catalogue (the store's ``_ids_reused``). The whole-file checksum, written
+        catalogue (``_ids_reused``). The whole-file checksum, written
         at every checkpoint, is verified by ``full_check`` (``xmr status --check``).
         """
         if size != int(state["file_size"]):
@@ -274,6 +272,43 @@ class HnswFile:
                 return False
             self.path.unlink()
             return True
+
+    def _ids_reused(self, index: Any, state: dict) -> str:
+        """Why the catalogue no longer holds, under the file's ids, the file's vectors.
+
+        A catalogue that hands out max(id)+1 (SQLite INTEGER PRIMARY KEY without
+        AUTOINCREMENT) reuses the ids of deleted newest rows. If any id <= the
+        state's max_vector_id was reused, the highest live id <= it was too
+        (every id above the reuse point had been deleted), so comparing the
+        top few live ids with the file detects reuse at the cost of one query.
+        """
+        state_max = int(state["max_vector_id"])
+        ids = vecs = None
+        for window in (64, 4096):
+            ids, vecs = self._fetch(after_id=max(0, state_max - window), batch=window, until=state_max)
+            if len(ids):
+                break
+        else:  # no live id near the top: look up the highest ones (rare)
+            live = self.source.live_vector_ids(self.space, self.model_id)
+            live = live[live <= state_max][-8:]
+            if not len(live):
+                return ""
+            parts = [self._fetch(after_id=int(i) - 1, batch=1, until=int(i)) for i in live]
+            ids = np.concatenate([p[0] for p in parts])
+            vecs = np.concatenate([p[1] for p in parts])
+        ids, vecs = ids[-8:], vecs[-8:]
+        try:
+            stored = np.asarray(index.get_items(ids), dtype=np.float32)
+        except RuntimeError:  # a live id <= max that the file does not hold
+            return "catalogue ids do not match the index (ids reused or catalogue replaced)"
+        if not np.array_equal(stored, vecs):
+            return "catalogue vectors differ from the index under the same ids (ids reused)"
+        return ""
+
+    def _fetch(self, after_id: int, *, batch: int, until: int) -> tuple[np.ndarray, np.ndarray]:
+        return fetch_vectors(
+            self.source, self.space, self.model_id, self.dim, after_id=after_id, batch=batch, until=until
+        )
 
     def _load_fd(self, fd: int, state: dict) -> tuple[Any, str]:
         import hnswlib

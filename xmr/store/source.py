@@ -6,10 +6,13 @@ index is a derived cache of it, reached only through this protocol.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from xmr.errors import CatalogueError
 
 
 @runtime_checkable
@@ -56,3 +59,37 @@ class VectorSource(Protocol):
     def put_ann_state(self, space: str, model_id: str, state: dict) -> None:
         """Store (replace) the state row; ``state`` is JSON-serialisable."""
         ...
+
+
+def check_batch(vecs: np.ndarray, space: str, model_id: str, dim: int) -> None:
+    """Raise CatalogueError unless ``vecs`` is a (n, dim) batch."""
+    if vecs.ndim != 2 or vecs.shape[1] != dim:
+        raise CatalogueError(f"catalogue holds {vecs.shape[-1]}-d vectors for {space} model {model_id}, expected {dim}")
+
+
+def fetch_vectors(
+    source: VectorSource,
+    space: str,
+    model_id: str,
+    dim: int,
+    *,
+    after_id: int,
+    batch: int = 20_000,
+    until: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Live vectors with after_id < id (<= until), concatenated: (ids int64, vectors float32)."""
+    ids_parts, vec_parts = [], []
+    with contextlib.closing(source.iter_vectors(space, model_id, after_id=after_id, batch=batch)) as it:
+        for ids, vecs in it:
+            check_batch(vecs, space, model_id, dim)
+            ids = np.asarray(ids, np.int64)
+            if until is not None and len(ids) and ids[-1] > until:
+                keep = ids <= until
+                ids_parts.append(ids[keep])
+                vec_parts.append(np.asarray(vecs, np.float32)[keep])
+                break
+            ids_parts.append(ids)
+            vec_parts.append(np.asarray(vecs, np.float32))
+    if not ids_parts:
+        return np.empty(0, np.int64), np.empty((0, dim), np.float32)
+    return np.concatenate(ids_parts), np.concatenate(vec_parts)
