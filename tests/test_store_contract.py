@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from xmr import paths
 from xmr.catalogue import Catalogue
 from xmr.errors import UsageError, XmrError
+from xmr.indexer import IndexOptions, index
 from xmr.store import (
     BACKEND_SETTING,
     DEFAULT_BACKEND,
@@ -313,3 +315,22 @@ def test_a_catalogue_without_the_setting_opens_with_hnswlib(tmp_path):
         assert index_backend(cat) == "hnswlib"
         index = open_index(index_backend(cat), tmp_path / "ann", cat, SPACE, MODEL, DIM, readonly=True)
         assert index.stats()["backend"] == "hnswlib"
+
+
+@pytest.mark.usefixtures("fake_encoders")
+def test_an_index_run_records_the_backend_and_checkpoints_with_the_recorded_one(tmp_path):
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "a.txt").write_text("a lighthouse on the coast\n", encoding="utf-8")
+    index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    with Catalogue.open(paths.index_dir()) as cat:
+        assert cat.get_setting(BACKEND_SETTING) == "hnswlib"
+        assert cat.get_ann_state("clip", cat.active_model("clip"))["build"] == "exact"  # the hnswlib row
+        with cat.transaction():
+            cat.set_setting(BACKEND_SETTING, MEMORY)
+    (root / "b.txt").write_text("a dog running on the beach\n", encoding="utf-8")
+    index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        model = cat.active_model("clip")
+        want = {"backend": MEMORY, "max_vector_id": cat.max_vector_id("clip", model)}
+        assert cat.get_ann_state("clip", model) == want
