@@ -29,6 +29,7 @@ from xmr.store import (
     register_backend,
     unregister_backend,
 )
+from xmr.store.factory import require
 from xmr.store.hnsw_build import HnswParams
 from xmr.store.memory import MemoryVectorSource
 
@@ -299,6 +300,19 @@ def test_unknown_backend_is_a_clear_xmr_error(tmp_path):
     with pytest.raises(BackendError, match="unknown vector index backend 'faiss'.*hnswlib") as err:
         open_index("faiss", tmp_path, MemoryVectorSource(), SPACE, MODEL, DIM)
     assert isinstance(err.value, XmrError)
+
+
+def test_a_backend_without_its_package_says_what_to_install(tmp_path):
+    def needs_missing(*args: Any, **kw: Any) -> VectorIndex:
+        require("xmr_no_such_package", backend="ghost", install="'xmr[ghost]'")
+        raise AssertionError("require let a missing package through")
+
+    register_backend("ghost", needs_missing)
+    try:
+        with pytest.raises(BackendError, match=r"'ghost' vector index needs .*pip install 'xmr\[ghost\]'"):
+            open_index("ghost", tmp_path, MemoryVectorSource(), SPACE, MODEL, DIM)
+    finally:
+        unregister_backend("ghost")
 
 
 def test_the_catalogue_setting_picks_the_backend(tmp_path):
