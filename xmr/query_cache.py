@@ -5,8 +5,8 @@
   repeated query (the same text, or the same file under any name) runs no
   encoder. Bounded: the least recently used entries go beyond ``MAX_ENTRIES``.
 * **Answers** (``queries.db`` too): what one group's vector index returned for a
-  query's vectors, keyed by the catalogue generation, the ANN file's recorded
-  state, the group, the vectors, k and the filters, so a repeated query does not
+  query's vectors, keyed by the catalogue generation, the vector index's
+  ``fingerprint()``, the group, the vectors, k and the filters, so a repeated query does not
   load the ANN file at all. Bounded like the embeddings (``MAX_ANSWERS``).
 * **Search state** (``state-*.npz``): per (space, model) the arrays a search
   derives from the catalogue in O(N) (live vector ids, the ids of each segment
