@@ -600,7 +600,10 @@ class _Search:
             file_id: list[int] = [st.st_size, st.st_mtime_ns, st.st_ino]
         except OSError:
             file_id = []
+        from xmr import __version__
+
         head = [list(generation), state, file_id, plan.space, plan.model_id, plan.kind, k_fetch, self.options.exact]
+        head.append(__version__)  # another version's answers are not reused
         h.update(json.dumps(head, sort_keys=True, default=str).encode())
         h.update(np.ascontiguousarray(plan.q, dtype="<f4").tobytes())
         return h.hexdigest()
