@@ -116,7 +116,7 @@ def test_a_stopped_server_leaves_no_sandbox(tmp_path: Path, fake_env: None, how:
     with running_server(tmp_path / "index") as server:
         photo = media / "images" / "rgba.png"
         assert server.upload("image", photo.name, photo.read_bytes()).status == 200
-        children = wait_children(server.proc.pid, 1, server.proc)  # the upload sandbox (and its tracker)
+        children = wait_children(server.proc.pid, 2, server.proc)  # the upload sandbox and its resource tracker
         server.proc.send_signal(how)
         code = server.proc.wait(timeout=30)
         assert wait_gone(children) == []
