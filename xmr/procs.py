@@ -8,8 +8,9 @@ only once every holder of its pipe (the parent and each worker) is gone.
 
 * on Linux the kernel sends it SIGKILL when the parent dies (``PR_SET_PDEATHSIG``),
   even while it is stuck in a decoder's C code;
-* everywhere, a daemon thread polls the parent pid and exits the process when
-  the parent is gone (the portable fallback, and the only one on macOS).
+* on any POSIX system, a daemon thread polls the parent pid (a process whose
+  parent died is reparented) and exits the process when the parent is gone (the
+  portable fallback, and the only one on macOS).
 
 Call it first thing in a pool's ``initializer`` (spawned workers only: a pool
 whose processes are started from a thread that later ends would lose them,
