@@ -125,37 +125,42 @@ def test_a_stopped_server_leaves_no_sandbox(tmp_path: Path, fake_env: None, how:
             assert not (tmp_path / "index" / "server.json").exists()
 
 
-def _child_of_child(grandchild_pid: multiprocessing.Queue) -> None:
+def _child_of_child(armed: multiprocessing.Queue, watch_only: bool) -> None:
     ctx = multiprocessing.get_context("spawn")
-    p = ctx.Process(target=_sleeper)
-    p.start()
-    grandchild_pid.put(p.pid)
+    ctx.Process(target=_sleeper, args=(armed, watch_only)).start()
     time.sleep(3600)
 
 
-def _sleeper() -> None:
-    from xmr.procs import die_with_parent
+def _sleeper(armed: multiprocessing.Queue, watch_only: bool) -> None:
+    from xmr import procs
 
-    die_with_parent()
+    if watch_only:  # as on macOS: no death signal, only the watcher thread
+        procs._set_pdeathsig = lambda sig: False
+    procs.die_with_parent()
+    armed.put(os.getpid())
     time.sleep(3600)
 
 
-def test_die_with_parent_ends_a_worker_whose_parent_was_killed() -> None:
+@pytest.mark.parametrize("watch_only", [False, True])
+def test_die_with_parent_ends_a_worker_whose_parent_was_killed(watch_only: bool) -> None:
     ctx = multiprocessing.get_context("spawn")
-    pids: multiprocessing.Queue = ctx.Queue()
-    middle = ctx.Process(target=_child_of_child, args=(pids,))
+    armed: multiprocessing.Queue = ctx.Queue()
+    middle = ctx.Process(target=_child_of_child, args=(armed, watch_only))
     middle.start()
+    worker: dict[int, int] = {}
     try:
-        worker = pids.get(timeout=60)
-        started = _stat(worker)
+        pid = armed.get(timeout=60)  # the worker armed its death signal and its watcher
+        started = _stat(pid)
         assert started is not None
-        # killed before or after the worker armed its watch: either way it ends
+        worker[pid] = started[2]
         os.kill(middle.pid, signal.SIGKILL)
         middle.join(timeout=30)
-        assert wait_gone({worker: started[2]}) == []
+        assert wait_gone(worker) == []
     finally:
         if middle.is_alive():
             middle.kill()
+        for pid in survivors(worker):  # a failed test leaves nothing behind either
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_sigterm_raises_terminated_so_cleanup_runs() -> None:
