@@ -48,6 +48,7 @@ def browser(width: int = 1280, height: int = 900) -> Iterator[Any]:
         f"--window-size={width},{height}",
     ):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages, for get_log
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
     try:
         yield driver
@@ -70,7 +71,7 @@ def wait_for(driver: Any, script: str, *args: Any, timeout: float = WAIT_S) -> A
 def open_page(driver: Any, server: Server) -> None:
     driver.get(f"{server.url}/#token={server.token}")
     wait_for(driver, "return document.body.dataset.ready === '1'")
-    assert "token" not in driver.current_url  # dropped from the address bar once traded for the cookie
+    assert "token" not in driver.current_url  # dropped from the address bar once kept in sessionStorage
 
 
 def type_query(driver: Any, text: str) -> list[dict[str, Any]]:
@@ -138,8 +139,12 @@ def test_the_page_in_headless_chromium(served: tuple[Server, Path], tmp_path: Pa
         cards = type_query(driver, "harbour lights")
         assert len(cards) == 24
         images = [c for c in cards if c["modality"] == "image"]
-        assert images and all("kind=thumb" in c["thumb"] for c in images)
+        assert images and all("kind=thumb" in c["thumb"] and "&sig=" in c["thumb"] for c in images)
         wait_for(driver, ALL_THUMBS_LOADED)
+        # signed URLs, no cookie: nothing a page on another local port could be sent
+        assert driver.get_cookies() == []
+        # no failed request (the favicon included) and no script error in the console
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
         assert {c["modality"] for c in cards} == {"image", "audio", "text"}
         # every snippet that holds a query word shows it highlighted, and only query words are marked
         marks = driver.execute_script(
@@ -229,7 +234,7 @@ def test_the_page_needs_the_launch_token(served: tuple[Server, Path]) -> None:
         driver.get(f"{server.url}/#token=wrong")
         wait_for(driver, "return document.querySelector('#message').textContent.includes('refused')")
         status = driver.execute_script(
-            "return fetch('/api/status').then(r => r.status)"  # no cookie, no header
+            "return fetch('/api/status').then(r => r.status)"  # no header (and no cookie is accepted)
         )
         assert status == 401
 

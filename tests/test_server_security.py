@@ -53,7 +53,6 @@ def test_every_api_call_needs_the_token(server: Server) -> None:
         ("GET", f"/api/files/{file_id}", None),
         ("GET", f"/api/files/{file_id}?kind=thumb", None),
         ("GET", "/api/openapi.json", None),
-        ("POST", "/api/session", None),
         ("GET", "/api/ping", None),
     ]
     for method, path, body in calls:
@@ -65,19 +64,92 @@ def test_every_api_call_needs_the_token(server: Server) -> None:
     assert server.request("GET", "/api/status").status == 200
 
 
-def test_the_page_session_cookie_is_httponly_strict_and_works(server: Server) -> None:
-    reply = server.request("POST", "/api/session")
-    cookie = reply.headers["set-cookie"]
-    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
-    pair = cookie.split(";")[0]
-    assert pair.split("=", 1)[1] == server.token
-    ok = server.request("GET", "/api/status", token=False, headers={"Cookie": pair})
-    assert ok.status == 200
-    other_port = pair.replace(pair.split("=")[0], "xmr_token_1")
-    assert server.request("GET", "/api/status", token=False, headers={"Cookie": other_port}).status == 401
+def test_no_cookie_is_set_or_accepted_and_other_local_origins_are_refused(server: Server) -> None:
     page = server.request("GET", "/", token=False)
     assert page.status == 200 and server.token.encode() not in page.body  # the page holds no secret
+    assert "set-cookie" not in page.headers
     assert "script-src 'self'" in page.headers["content-security-policy"]
+    host, port = server.host_port
+    file_id = next(iter(_ids(server).values()))
+    # the cookie earlier versions set: a browser sends it to every port of 127.0.0.1, so it must not work
+    old_cookie = {"Cookie": f"xmr_token_{port}={server.token}"}
+    for path in ("/api/status", f"/api/files/{file_id}", f"/api/files/{file_id}?kind=thumb"):
+        assert server.request("GET", path, token=False, headers=old_cookie).status == 401, path
+    # the page load clears it
+    cleared = server.request("GET", "/", token=False, headers=old_cookie).headers["set-cookie"]
+    assert cleared.startswith(f"xmr_token_{port}=") and "max-age=0" in cleared.lower()
+    # a page served by another local port, even one holding the token, is another origin
+    other = {"Origin": f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}"}
+    assert server.request("GET", "/api/status", headers=other).status == 403
+    assert server.search({"q": "x"}, headers=other).status == 403
+    assert server.request("POST", "/api/session").status == 404  # the cookie endpoint is gone
+
+
+def test_results_carry_signed_file_urls_that_only_open_what_they_name(server: Server) -> None:
+    doc = server.search({"q": "x", "k": 100}).json()
+    image = next(r for r in doc["results"] if r["modality"] == "image")
+    audio = next(r for r in doc["results"] if r["modality"] == "audio")
+    text = next(r for r in doc["results"] if r["modality"] == "text")
+    assert set(image["urls"]) == {"original", "thumb"} and set(audio["urls"]) == {"original", "audio"}
+    assert set(text["urls"]) == {"original"}
+    original = server.request("GET", image["urls"]["original"], token=False)
+    assert original.status == 200 and original.body == Path(image["path"]).read_bytes()
+    thumb = server.request("GET", image["urls"]["thumb"], token=False)
+    assert thumb.status == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert server.request("GET", audio["urls"]["audio"], token=False).status == 200
+    url = image["urls"]["thumb"]
+    path, _, query = url.partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    sig = params["sig"]
+    flipped = sig[:-1] + ("A" if sig[-1] != "A" else "B")
+    forged = [
+        url.replace(f"sig={sig}", f"sig={flipped}"),  # a wrong signature
+        url.replace(f"sig={sig}", "sig="),  # none
+        url.replace("kind=thumb", "kind=original"),  # another kind of the same file
+        url.replace(path, f"/api/files/{text['file_id']}"),  # another file
+        url.replace(f"exp={params['exp']}", f"exp={int(params['exp']) + 3600}"),  # a later expiry
+        url.replace(f"exp={params['exp']}", f"exp={int(params['exp']) - 3600}"),  # an earlier one
+        url + "&kind=original",  # a second kind
+        path + "?kind=thumb",  # no signature at all
+    ]
+    for bad in forged:
+        assert server.request("GET", bad, token=False).status == 401, bad
+    # a signed URL is for reading only, and never reaches another endpoint
+    assert server.request("POST", url, token=False).status == 401
+    assert server.request("GET", "/api/status?" + query, token=False).status == 401
+    # from another origin it is refused like any call
+    other = {"Sec-Fetch-Site": "same-site"}
+    assert server.request("GET", url, token=False, headers=other).status == 403
+
+
+def test_an_expired_signed_url_is_refused(tmp_path: Path) -> None:
+    import time
+
+    from xmr.server.app import ServerConfig, _Guard
+    from xmr.server.signing import UrlSigner
+
+    signer = UrlSigner(b"k" * 32, ttl_s=60)
+    guard = _Guard(None, ServerConfig(tmp_path, "s3cret", host="127.0.0.1", port=9, signer=signer))
+
+    def refusal(url: str) -> object:
+        path, _, query = url.partition("?")
+        scope = {"type": "http", "path": path, "method": "GET", "query_string": query.encode()}
+        return guard._refusal(scope, {"host": "127.0.0.1:9"})
+
+    fresh = signer.url(7, "thumb")
+    assert refusal(fresh) is None
+    stale = signer.url(7, "thumb", now=time.time() - 2 * 3600 - 120)  # expired (the expiry rounds up to the hour)
+    assert refusal(stale).status_code == 401
+    assert UrlSigner(b"other" * 8).verify(*fresh.split("?")) is False  # another server's secret
+
+
+def test_the_favicon_is_served_and_linked_so_the_page_logs_no_404(server: Server) -> None:
+    icon = server.request("GET", "/favicon.ico", token=False)
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.body.startswith(b"<svg")
+    page = server.request("GET", "/", token=False).body.decode()
+    assert '<link rel="icon" href="/static/favicon.svg"' in page  # what the page asks for
+    assert server.request("GET", "/static/favicon.svg", token=False).body == icon.body
 
 
 def test_an_id_that_is_not_indexed_gets_404(server: Server, served: tuple[Server, Path, Path]) -> None:

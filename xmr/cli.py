@@ -362,6 +362,9 @@ def search_cmd(
     ] = False,
     precision: PrecisionOpt = None,
     quiet: QuietOpt = False,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Show image results inline (kitty, iTerm2, WezTerm; never into a pipe).")
+    ] = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
     from xmr.query import parse_query
@@ -414,6 +417,10 @@ def search_cmd(
         sys.stdout.buffer.flush()
     elif sys.stdout.isatty():
         _render_results_table(response, explain=explain, all_segments=all_segments)
+        if preview:
+            from xmr.cli_preview import show_previews
+
+            show_previews(response.results)
     else:
         # plain "score<TAB>path" lines for pipes, like rclip
         sys.stdout.flush()

@@ -166,6 +166,11 @@ def head_text(head: bytes) -> str:
 
 def read_any(path: str | os.PathLike[str], *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
     """Read a file given as a document (a query's ``--text-file``): whatever its name, no policy."""
+    return extract(path, any_kind(path), max_bytes=max_bytes)
+
+
+def any_kind(path: str | os.PathLike[str]) -> str:
+    """The kind ``read_any`` reads a file as (PDF, HTML, plain...), from its name and first bytes."""
     from xmr.preprocess import read_error
 
     try:
@@ -174,7 +179,7 @@ def read_any(path: str | os.PathLike[str], *, max_bytes: int = MAX_DOCUMENT_BYTE
     except OSError as exc:
         raise read_error(exc, path) from None
     pdf = head.startswith(b"%PDF-")
-    return extract(path, document_kind(os.fspath(path), "" if pdf else head_text(head), pdf=pdf), max_bytes=max_bytes)
+    return document_kind(os.fspath(path), "" if pdf else head_text(head), pdf=pdf)
 
 
 def read_document(

@@ -180,6 +180,9 @@ WORKER_NICE = 10  # added to the decode workers' niceness (os.nice)
 
 
 def _init_worker() -> None:
+    from xmr.procs import die_with_parent
+
+    die_with_parent()  # a killed `xmr index` leaves no decoder behind
     # Ctrl-C is the parent's to handle; workers just stop when it shuts the pool down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # decoders run in the encoder's idle gaps rather than taking a core from its threads:

@@ -33,7 +33,7 @@ MAX_ENTRIES = 4096
 MAX_ANSWERS = 1024
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
-    key TEXT PRIMARY KEY,           -- blake2b of (model id, kind, content)
+    key TEXT PRIMARY KEY,           -- blake2b of (xmr version, model id, kind, how read, content)
     model_id TEXT NOT NULL,
     rows INTEGER NOT NULL,
     dim INTEGER NOT NULL,
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     used REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS answers (
-    key TEXT PRIMARY KEY,           -- blake2b of (generation, ANN state, group, query vectors, k, filters)
+    key TEXT PRIMARY KEY,           -- blake2b of (xmr version, generation, ANN state, group, vectors, k, filters)
     rows INTEGER NOT NULL,
     k INTEGER NOT NULL,
     ids BLOB NOT NULL,              -- int64 little-endian, rows x k
@@ -56,9 +56,24 @@ def cache_dir(index_dir: Path) -> Path:
 
 
 def part_key(model_id: str, kind: str, value: str) -> str | None:
-    """The cache key of one query part: text by its value, files by their bytes (None: unreadable)."""
+    """The cache key of one query part: text by its value, files by their bytes (None: unreadable).
+
+    The key also names the xmr version (another version may embed or read differently: its
+    entries are not reused) and, for a text file, how it is read: the same bytes named
+    ``page.html`` (visible text) and ``page.txt`` (every character) embed differently.
+    """
+    from xmr import __version__
+
     h = hashlib.blake2b(digest_size=20)
-    h.update(f"{model_id}\0{kind}\0".encode())
+    h.update(f"xmr {__version__}\0{model_id}\0{kind}\0".encode())
+    if kind == "text_file":
+        from xmr.documents import any_kind
+        from xmr.errors import XmrError
+
+        try:
+            h.update(f"{any_kind(value)}\0".encode())
+        except XmrError:
+            return None
     if kind == "text":
         h.update(value.encode("utf-8", "surrogatepass"))
     else:
@@ -191,7 +206,9 @@ class StateCache:
 
     def _file(self, name: str) -> Path:
         gen = "-".join(str(g) for g in self.generation or ())
-        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+        from xmr import __version__
+
+        digest = hashlib.blake2b(f"{__version__}\0{name}".encode(), digest_size=8).hexdigest()
         return self.dir / f"state-{gen}-{digest}.npy"
 
     def get(self, name: str) -> np.ndarray | None:

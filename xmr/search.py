@@ -597,7 +597,10 @@ class _Search:
         h = hashlib.blake2b(digest_size=20)
         # changes with every checkpoint of the vector index and any write to its files
         fingerprint = plan.store.fingerprint()
+        from xmr import __version__
+
         head = [list(generation), fingerprint, plan.space, plan.model_id, plan.kind, k_fetch, self.options.exact]
+        head.append(__version__)  # another version's answers are not reused
         h.update(json.dumps(head, sort_keys=True, default=str).encode())
         h.update(np.ascontiguousarray(plan.q, dtype="<f4").tobytes())
         return h.hexdigest()

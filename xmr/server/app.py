@@ -5,10 +5,11 @@ Security, in the order a request meets it (``_Guard``, plain ASGI):
 1. the ``Host`` header must name this server (a DNS-rebinding page cannot reach it);
 2. a request with an ``Origin`` other than this server's, or that the browser
    marks ``Sec-Fetch-Site: cross-site``/``same-site``, is refused (403);
-3. every ``/api/`` call needs the per-index token: ``Authorization: Bearer``
-   (the CLI reads it from the index dir) or the HttpOnly, SameSite=Strict
-   cookie that ``POST /api/session`` sets for the page (which gets the token
-   from the launch URL's fragment, never sent to the server in a URL);
+3. every ``/api/`` call needs the per-index token as ``Authorization: Bearer``
+   (the CLI reads it from the index dir; the page from the launch URL's
+   fragment, never sent to the server in a URL), except a ``GET /api/files``
+   URL this server signed (``xmr.server.signing``): no cookie is accepted, since
+   a browser sends cookies to every port of the host;
 4. a body over the upload cap is refused with 413, by Content-Length or
    while it streams in.
 
@@ -40,6 +41,7 @@ from xmr.query import QueryPart, parse_query
 from xmr.search import TYPES, SearchOptions
 from xmr.server import files as fs
 from xmr.server.openapi import openapi_document
+from xmr.server.signing import UrlSigner
 from xmr.server.state import WarmIndex
 from xmr.server.uploads import DEFAULT_MAX_UPLOAD_BYTES, Sandbox, Upload, display_name, staged
 
@@ -77,10 +79,11 @@ class ServerConfig:
     # --allow-remote on a wildcard address: clients name the machine as they reach it (any Host);
     # the token still gates the API and an Origin must still be the page's own
     any_host: bool = False
+    signer: UrlSigner = field(default_factory=UrlSigner)  # the page's file URLs
 
     @property
     def cookie_name(self) -> str:
-        # cookies are not port-scoped: one name per port keeps two servers apart
+        # what earlier versions set for the page: no longer accepted, and cleared when the page loads
         return f"xmr_token_{self.port}"
 
 
@@ -157,7 +160,10 @@ class _Guard:
         path = scope["path"]
         if not path.startswith("/api/"):
             return None
-        if not self._authorised(headers):
+        signed = scope.get("method") in ("GET", "HEAD") and self.config.signer.verify(
+            path, scope.get("query_string", b"").decode("latin-1")
+        )
+        if not signed and not self._authorised(headers):
             return _plain(401, "missing or wrong token")
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_upload_bytes:
@@ -169,11 +175,6 @@ class _Guard:
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
-        else:
-            for piece in headers.get("cookie", "").split(";"):
-                name, _, value = piece.strip().partition("=")
-                if name == self.config.cookie_name:
-                    given = value
         return bool(given) and secrets.compare_digest(given.encode(), self.token)
 
 
@@ -189,14 +190,14 @@ class Api:
     # -- page --------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
         html = resources.files("xmr").joinpath("web/index.html").read_text()
-        return Response(html, media_type="text/html", headers={"content-security-policy": _PAGE_CSP})
-
-    async def session(self, request: Request) -> Response:
-        resp = JSONResponse({"ok": True})
-        resp.set_cookie(
-            self.config.cookie_name, self.config.token, httponly=True, samesite="strict", path="/", secure=False
-        )
+        resp = Response(html, media_type="text/html", headers={"content-security-policy": _PAGE_CSP})
+        if self.config.cookie_name in request.cookies:  # an earlier version's token cookie: drop it
+            resp.delete_cookie(self.config.cookie_name, path="/", httponly=True, samesite="strict")
         return resp
+
+    async def favicon(self, request: Request) -> Response:
+        svg = resources.files("xmr").joinpath("web/favicon.svg").read_bytes()
+        return Response(svg, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
 
     async def ping(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -271,6 +272,7 @@ class Api:
         for r in doc["results"]:
             if r["path"] in ids:
                 r["file_id"] = ids[r["path"]]
+                r["urls"] = self.config.signer.urls(r["file_id"], r["modality"])
         raw = {
             str(i): base64.b64encode(r.raw_path).decode() for i, r in enumerate(response.results) if r.raw_path
         }
@@ -421,7 +423,7 @@ def create_app(config: ServerConfig, warm: WarmIndex, sandbox: Sandbox | None = 
         Route("/", api.page),
         Mount("/static", app=static, name="static"),
         Route("/api/ping", api.ping),
-        Route("/api/session", api.session, methods=["POST"]),
+        Route("/favicon.ico", api.favicon),
         Route("/api/openapi.json", api.openapi),
         Route("/api/status", api.status),
         Route("/api/search", api.search, methods=["POST"]),

@@ -67,7 +67,7 @@ def openapi_document() -> dict[str, Any]:
         "properties": {"error": {"type": "string"}, "exit_code": {"type": "integer"}},
     }
     doc_response = {
-        "description": "an xmr-search/1 document; each result also has file_id (for /api/files)",
+        "description": "an xmr-search/1 document; each result also has file_id and signed urls (for /api/files)",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchDocument"}}},
     }
     return {
@@ -77,10 +77,9 @@ def openapi_document() -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {
                 "token": {"type": "http", "scheme": "bearer", "description": "the token in INDEX/server.json"},
-                "cookie": {"type": "apiKey", "in": "cookie", "name": "xmr_token_PORT"},
             },
         },
-        "security": [{"token": []}, {"cookie": []}],
+        "security": [{"token": []}],
         "paths": {
             "/api/search": {
                 "post": {
@@ -114,6 +113,9 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         {"name": "file_id", "in": "path", "required": True, "schema": {"type": "integer"}},
                         {"name": "kind", "in": "query", "schema": {"enum": ["original", "thumb", "audio"]}},
+                        {"name": "exp", "in": "query", "schema": {"type": "integer"},
+                         "description": "with sig: a signed URL from a result's urls (no token needed)"},
+                        {"name": "sig", "in": "query", "schema": {"type": "string"}},
                         {"name": "Range", "in": "header", "schema": {"type": "string"},
                          "description": "one bytes= range"},
                     ],
@@ -126,8 +128,6 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/api/session": {"post": {"summary": "Set the token cookie the page's images and players use",
-                                      "responses": {"200": {"description": "cookie set"}}}},
             "/api/ping": {"get": {"summary": "Liveness (the CLI's 200 ms probe)",
                                   "responses": {"200": {"description": "ok"}}}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "ok"}}}},

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xmr import paths
+from xmr import paths, procs
 from xmr.errors import UsageError
 from xmr.server.address import ServerAddress, new_token, read_address, remove_address, write_address
 from xmr.server.uploads import DEFAULT_MAX_UPLOAD_BYTES
@@ -101,6 +101,8 @@ def serve(
     sandbox.start()
     sock = None
     token = new_token()
+    # SIGTERM/SIGHUP: the same clean stop as Ctrl-C (server.json removed, the sandbox ended), exit 0
+    restore_signals = procs.raise_on_terminate()
     try:
         sock = _bind(options.host, options.port)
         port = sock.getsockname()[1]
@@ -128,7 +130,10 @@ def serve(
 
             server.startup = startup  # type: ignore[method-assign]
         server.run(sockets=[sock])
+    except procs.Terminated:
+        pass
     finally:
+        restore_signals()
         remove_address(index_dir, token)
         if sock is not None:
             with contextlib.suppress(OSError):

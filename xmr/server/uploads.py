@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmr.errors import MediaError, UsageError
+from xmr.procs import die_with_parent
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 DECODE_TIMEOUT_S = 60.0
@@ -85,7 +86,9 @@ class Sandbox:
     def _get(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                # die_with_parent: a server killed any way takes its decoder with it
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=die_with_parent)
             return self._pool
 
     def _reset(self, failed: ProcessPoolExecutor | None = None) -> None:

@@ -4,14 +4,15 @@
 const state = { lastQuery: null, running: 0 };
 const $ = (sel) => document.querySelector(sel);
 
-// The launch URL carries the token in its fragment (#token=...): trade it for an
-// HttpOnly cookie, so images and players can load files, then drop it from the URL.
+// The launch URL carries the token in its fragment (#token=...): keep it in this origin's
+// sessionStorage and send it as a header; no cookie (a browser would send one to every
+// port of 127.0.0.1). Images and players load the signed URLs each result carries.
 async function authenticate() {
   const m = location.hash.match(/token=([^&]+)/);
   if (m) sessionStorage.setItem("xmr-token", decodeURIComponent(m[1]));
   const token = sessionStorage.getItem("xmr-token");
   if (!token) { message("Open the address 'xmr serve' printed (it holds the access token)."); return false; }
-  const res = await fetch("/api/session", { method: "POST", headers: { Authorization: "Bearer " + token } });
+  const res = await fetch("/api/ping", { headers: { Authorization: "Bearer " + token } });
   if (m) history.replaceState(null, "", location.pathname);
   if (!res.ok) { message("The token was refused: open the address 'xmr serve' printed."); return false; }
   return true;
@@ -95,7 +96,7 @@ function queryWords(doc) {
   return doc.query.filter((p) => p.kind === "text" && p.weight > 0).flatMap((p) => p.value.split(/\s+/));
 }
 
-function fileUrl(r, kind) { return "/api/files/" + r.file_id + "?kind=" + kind; }
+function fileUrl(r, kind) { return (r.urls || {})[kind] || "#"; }
 
 function explainPanel(r) {
   const e = r.explain;
