@@ -124,3 +124,23 @@ def test_an_undocumented_option_or_variable_is_reported() -> None:
     assert undocumented_env(["XMR_HOME"], "`XMR_HOME` (the index)") == []
     assert undocumented_env(["XMR_HOME_DIR"], "`XMR_HOME`") == ["XMR_HOME_DIR"]
     assert undocumented_env(["XMR_PREFIX_"], "`XMR_PREFIX_ONE`") == []
+
+
+def _ci_block(readme: str, marker: str) -> str:
+    """The fenced block after README's marker line, as .ci/run's awk reads it."""
+    lines = readme.splitlines()
+    start = lines.index(f"<!-- ci: {marker} -->") + 1
+    assert lines[start].startswith("```"), lines[start]
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+    return "\n".join(lines[start + 1 : end])
+
+
+def test_the_ci_commands_are_in_the_readme_and_install_the_system_programs() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    test_cmd, lint_cmd = _ci_block(readme, "test-command"), _ci_block(readme, "lint-command")
+    assert test_cmd.startswith("bash scripts/test-deps.sh && ") and "pytest" in test_cmd
+    assert "ruff check xmr tests benchmarks fixtures" in lint_cmd
+    # one place installs chromium, chromedriver and ghostscript: the script, not .ci/run
+    script = (REPO / "scripts" / "test-deps.sh").read_text(encoding="utf-8")
+    assert all(p in script for p in ("chromium-driver", "ghostscript", "DEBIAN_FRONTEND=noninteractive"))
+    assert "apt-get" not in (REPO / ".ci" / "run").read_text(encoding="utf-8")
