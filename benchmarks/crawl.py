@@ -6,7 +6,9 @@ measures), then times re-indexing the unchanged tree:
 
 * end to end: ``python -m xmr index TREE --quiet`` as a subprocess, interpreter
   start-up included, as a user would see it;
-* in-process: ``xmr.indexer.index()``, the library call alone.
+* in-process: ``xmr.indexer.index()``, the library call alone;
+* the walk alone: ``xmr.crawl.walk()`` listing the tree (what tests/test_crawl.py
+  checks by counting its system calls, this measures in seconds).
 
     python benchmarks/crawl.py [--files 10000] [--repeat 5]
 """
@@ -74,9 +76,19 @@ def main() -> int:
             lib.append(time.perf_counter() - t0)
             assert report.unchanged == args.files and report.files_read == 0
 
+        from xmr.crawl import walk
+
+        walks = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            n = sum(1 for _ in walk([tree]))
+            walks.append(time.perf_counter() - t0)
+            assert n == args.files, n
+
         print(f"no-op re-index of {args.files} files (median of {args.repeat}):")
         print(f"  end to end (python -m xmr index): {statistics.median(e2e):.3f}s  (min {min(e2e):.3f}s)")
         print(f"  library call xmr.indexer.index(): {statistics.median(lib):.3f}s  (min {min(lib):.3f}s)")
+        print(f"  the walk alone, xmr.crawl.walk(): {statistics.median(walks):.3f}s  (min {min(walks):.3f}s)")
     return 0
 
 

@@ -15,13 +15,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch  # a declared dependency: a broken install fails here, it is never skipped
 from clap_helpers import (
     build_roberta_tokenizer,
     install_librosa_torchaudio_shim,
@@ -35,8 +35,6 @@ from xmr.encoders.base import Encoder
 from xmr.errors import ModelError, ModelMissing
 from xmr.preprocess.audio import WINDOW_SAMPLES, load_audio, quantize, windows
 from xmr.settings import Settings
-
-torch = pytest.importorskip("torch")
 
 _MODULES_BEFORE_XMR_CLAP: set[str] = set()
 
@@ -273,8 +271,9 @@ def test_fusion_checkpoint_matches_laion_clap(tmp_path: Path, tokenizer_dir: Pat
 
 def test_fusion_mel_matches_librosa() -> None:
     """xmr's torch version of laion-clap's torchaudio mel (htk, no norm, power dB)."""
-    librosa = pytest.importorskip("librosa")
     from types import SimpleNamespace
+
+    import librosa  # laion-clap's dependency, so xmr's: imported, never skipped
 
     from xmr.encoders.clap import _fusion_mel
 
@@ -457,15 +456,19 @@ def test_tokenizer_with_wrong_vocabulary_is_rejected(tmp_path: Path, monkeypatch
         ClapEncoder(Settings(clap_model=str(ckpt), device="cpu"))
 
 
-def test_missing_checkpoint_offline(tmp_path: Path) -> None:
+def test_missing_checkpoint_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmr.encoders.clap as clap_module
     from xmr.encoders.clap import ClapEncoder
 
+    def heavy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a missing checkpoint must fail before anything is read or built")
+
+    for name in ("_load_tokenizer", "_read_state_dict", "build_clap_model"):
+        monkeypatch.setattr(clap_module, name, heavy)
     settings = Settings.from_env()
     assert settings.clap_model == "630k-audioset-best.pt" and settings.offline
-    t0 = time.monotonic()
     with pytest.raises(ModelMissing) as info:
         ClapEncoder(settings)
-    assert time.monotonic() - t0 < 2.0
     msg = str(info.value)
     assert "630k-audioset-best.pt" in msg and "\n" not in msg
     assert os.environ["XMR_MODELS_DIR"] in msg and "lukewys/laion_clap" in msg
@@ -480,12 +483,11 @@ def test_missing_checkpoint_offline(tmp_path: Path) -> None:
 
 
 def test_missing_checkpoint_fast_in_fresh_process(tmp_path: Path) -> None:
-    """Through the registry, in a new interpreter: one ModelMissing, under 2 s,
-    and importing the backend did not import torch."""
+    """Through the registry, in a new interpreter: one ModelMissing, and neither the
+    backend's import nor the failed load imported torch or laion-clap's stack."""
     script = textwrap.dedent(
         """
-        import sys, time
-        t0 = time.monotonic()
+        import sys
         from xmr.encoders import load_encoder, model_status
         from xmr.errors import ModelMissing
         from xmr.settings import Settings
@@ -493,13 +495,14 @@ def test_missing_checkpoint_fast_in_fresh_process(tmp_path: Path) -> None:
         try:
             load_encoder("clap", Settings.from_env())
         except ModelMissing as exc:
-            print("ModelMissing", round(time.monotonic() - t0, 3), "torch" in sys.modules, exc)
+            heavy = [m for m in ("torch", "laion_clap", "librosa", "transformers") if m in sys.modules]
+            print("ModelMissing", ",".join(heavy) or "-", exc)
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    kind, seconds, torch_loaded, *_ = out.stdout.split(" ", 3)
-    assert kind == "ModelMissing" and float(seconds) < 2.0 and torch_loaded == "False", out.stdout
+    kind, heavy_loaded, *_ = out.stdout.split(" ", 2)
+    assert kind == "ModelMissing" and heavy_loaded == "-", out.stdout
     assert out.stderr == ""
 
 

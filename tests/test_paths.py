@@ -56,13 +56,16 @@ def test_tighten_removes_group_and_other_bits_once(tmp_path: Path) -> None:
     os.chmod(index / "catalogue.db", 0o644)
     os.chmod(index / "ann" / "x.hnsw", 0o666)
     os.chmod(index / "readonly", 0o444)
-    (index / "link").symlink_to("/etc/hostname")
+    outside = tmp_path / "not-ours.txt"  # a file outside the index, readable by all
+    outside.write_bytes(b"")
+    os.chmod(outside, 0o644)
+    (index / "link").symlink_to(outside)
     notice = paths.tighten_index_modes(index)
     assert notice is not None and str(index) in notice and "5 " in notice
     found = modes(index)
     del found["link"]  # a link's own mode means nothing; its target is not ours and not followed
     assert found == {".": 0o700, "ann": 0o700, "catalogue.db": 0o600, "ann/x.hnsw": 0o600, "readonly": 0o400}
-    assert stat.S_IMODE(os.stat("/etc/hostname").st_mode) & 0o044  # the target was left alone
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o644  # the target was left alone
     assert paths.tighten_index_modes(index) is None  # nothing left to do: no second notice
 
 

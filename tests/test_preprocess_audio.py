@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import librosa  # installed with laion-clap, a declared dependency: imported, never skipped
 import numpy as np
 import pytest
 import soundfile as sf
@@ -27,8 +28,6 @@ from xmr.preprocess.audio import (
     window_count,
     windows,
 )
-
-librosa = pytest.importorskip("librosa")
 
 
 def _signal(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import codecs
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -146,7 +145,6 @@ def test_split_offsets_budget_and_overlap() -> None:
 
 
 def test_split_with_the_real_clip_tokenizer() -> None:
-    pytest.importorskip("open_clip")
     from open_clip.tokenizer import SimpleTokenizer
 
     tok = SimpleTokenizer()
@@ -197,10 +195,9 @@ def test_split_is_efficient_on_a_megabyte() -> None:
         calls += 1
         return len(s.split()) + s.count("1")  # not one token per word: budgets differ per word
 
-    t0 = time.perf_counter()
     passages = split_passages(text, count, max_tokens=75, overlap_tokens=16)
-    elapsed = time.perf_counter() - t0
+    counted = calls
     check_passages(text, passages, count, 75)
-    # one call per distinct word plus about one per window, not one per (window, word)
-    assert calls <= 5000 + 2 * len(passages)
-    assert elapsed < 10
+    # the cost is the token counter (a real tokenizer): one call per distinct word plus about
+    # one per window, not one per (window, word)
+    assert counted <= 5000 + 2 * len(passages)

@@ -48,11 +48,11 @@ def models_dir() -> Path:
 
 
 # -- private modes ------------------------------------------------------------------------------
-# The index holds every indexed path and the text of every passage, so it is the
-# user's alone: directories 0700, files 0600. Every writer of the index directory
-# goes through the helpers below (the catalogue, lock files, ANN files and their
-# state, caches); SQLite gives its -wal/-shm files the mode of the main database,
-# so creating catalogue.db 0600 covers them.
+# The index holds every indexed path, the vectors, the server's thumbnails and decoded
+# audio, and passage text with --store-snippets, so it is the user's alone: directories
+# 0700, files 0600. Every writer of the index directory goes through the helpers below
+# (the catalogue, lock files, ANN files and their state, caches); SQLite gives its
+# -wal/-shm files the mode of the main database, so creating catalogue.db 0600 covers them.
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
