@@ -26,7 +26,6 @@ from xmr.server.address import read_address
 
 PROBE_TIMEOUT_S = 0.2
 SEARCH_TIMEOUT_S = float(os.environ.get("XMR_SERVER_TIMEOUT", "600") or 600)
-_UPLOAD_FIELD = {"image": "image", "audio": "audio", "text_file": "text_file"}
 
 
 class RemoteError(XmrError):
@@ -169,7 +168,7 @@ def remote_search(index_dir: Path, parts: list[QueryPart], request: dict[str, An
         for p in parts:
             if p.kind != "text":
                 with open(p.value, "rb") as fh:
-                    files.append((_UPLOAD_FIELD[p.kind], p.value, fh.read()))
+                    files.append((p.kind, p.value, fh.read()))  # a file query's kind names its upload field
         headers = {"Authorization": f"Bearer {token}"}
         if files:
             body_params["file_weights"] = [p.weight for p in parts if p.kind != "text"]
