@@ -105,13 +105,21 @@ def classify(name: str, head: bytes, size: int, added: Iterable[MediaKind] | Non
     from xmr.sniff import classify as sniff_classify
 
     ext = os.path.splitext(name)[1].lower()
-    for kind in snapshot() if added is None else added:
-        claimed = kind.sniff(name, head, size) if kind.sniff is not None else ext in kind.extensions
-        if claimed:
+    added = snapshot() if added is None else tuple(added)
+    for kind in added:
+        if kind.sniff is not None and head and kind.sniff(name, head, size):
+            return Classification(kind.name, None, kind.name)
+        if kind.sniff is None and ext in kind.extensions:
             if size == 0 or not head:
                 return Classification("other", "empty file")
             return Classification(kind.name, None, kind.name)
-    return sniff_classify(name, head, size)
+    c = sniff_classify(name, head, size)
+    claimed = next((k for k in added if ext in k.extensions), None)
+    if c.modality == "other" and c.reason is None and claimed is not None:
+        # as xmr.sniff does for the built-in kinds: a name that claims a kind its content is not is reported
+        why = "empty file" if size == 0 or not head else f"not {claimed.name}: unrecognised content"
+        return Classification("other", why, c.detail)
+    return c
 
 
 def classify_path(path: str | os.PathLike[str], added: Iterable[MediaKind] | None = None) -> Classification:

@@ -273,6 +273,8 @@ class Api:
         for r in doc["results"]:
             if r["path"] in ids:
                 r["file_id"] = ids[r["path"]]
+                kind = media.find(r["modality"])
+                r["previews"] = list(kind.previews) if kind is not None else []
         raw = {
             str(i): base64.b64encode(r.raw_path).decode() for i, r in enumerate(response.results) if r.raw_path
         }
