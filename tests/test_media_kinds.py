@@ -245,6 +245,14 @@ def _serve_sketches(index_dir: Path, files: dict[str, Path]) -> None:
             no_audio = client.get(f"/api/files/{red['file_id']}?kind=audio", headers=headers)
             assert no_audio.status_code >= 400
 
+            # the page offers the added type, the API description lists it
+            page = client.get("/", headers=headers)
+            assert page.status_code == 200 and 'name="type" value="sketch"' in page.text
+            api = client.get("/api/openapi.json", headers=headers).json()
+            assert api["components"]["schemas"]["result"]["properties"]["modality"]["enum"][-1] == "sketch"
+            form = api["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+            assert "sketch" in form["properties"]
+
             # "more like this" with an indexed sketch: its kind's query kind
             like = client.post("/api/search", json={"like": red["file_id"], "k": 1}, headers=headers)
             assert like.status_code == 200, like.text

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,12 @@ class Api:
     # -- page --------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
         html = resources.files("xmr").joinpath("web/index.html").read_text()
+        # the page lists the built-in result types; added media kinds (xmr.media) get a box each
+        boxes = "".join(
+            f'      <label><input type="checkbox" name="type" value="{n}" checked> {n}</label>\n'
+            for n in (html_escape(k.name) for k in media.snapshot())
+        )
+        html = html.replace("    </fieldset>\n", boxes + "    </fieldset>\n", 1)
         return Response(html, media_type="text/html", headers={"content-security-policy": _PAGE_CSP})
 
     async def session(self, request: Request) -> Response:
