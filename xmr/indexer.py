@@ -765,18 +765,19 @@ class _Run:
                 continue
             if p.hash in planned:
                 continue  # identical content twice in one batch: embedded once
-            # by what the file decoded into (xmr.media), whatever its kind
-            if p.pixels is not None:
+            # the input this space takes from the file's kind (xmr.media), whatever the kind
+            segment = media.get(p.modality).segments.get(space)
+            if segment == media.IMAGE_SEGMENT and p.pixels is not None:
                 jobs.append((i, "image", [SegmentData(kind="image")]))
                 pixels.append(p.pixels)
-            elif p.audio_windows is not None:
+            elif segment == media.AUDIO_SEGMENT and p.audio_windows is not None:
                 segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
                 if not segs:
                     failed[i] = "no audio to embed"
                     continue
                 jobs.append((i, "audio", segs))
                 windows.extend(w for _, _, w in p.audio_windows)
-            elif p.text is not None:
+            elif segment == media.TEXT_SEGMENT and p.text is not None:
                 passages = split_document(Document(p.text, p.pages), enc.split_text)
                 kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
                 if not passages:

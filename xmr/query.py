@@ -19,13 +19,12 @@ from typing import TextIO
 
 from xmr.errors import MediaError, PathNotFound, UsageError
 
-KINDS = ("text", "image", "audio", "text_file")
 _WEIGHT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.+)$", re.S)
 
 
 @dataclass(frozen=True)
 class QueryPart:
-    kind: str  # text | image | audio | text_file
+    kind: str  # text, or a media kind's query kind (image | audio | text_file ...: xmr.media.query_kinds())
     value: str  # the text, or the absolute path of the query file
     weight: float = 1.0
     # False for what must leave no trace (an upload to the server): no query or answer cache entry

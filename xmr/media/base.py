@@ -33,7 +33,8 @@ class DecodeContext:
 
 @dataclass
 class Decoded:
-    """One file decoded into encoder inputs (at most one of pixels / audio_windows / text)."""
+    """One file decoded into encoder inputs: one per segment kind its kind yields (a kind that
+    yields images in one space and audio windows in another fills both)."""
 
     pixels: Any = None  # float32 array (C, H, W): one IMAGE_SEGMENT
     audio_windows: list[tuple[float, float, Any]] | None = None  # (start_s, end_s, samples): AUDIO_SEGMENTs
