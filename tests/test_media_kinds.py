@@ -20,6 +20,7 @@ import jsonschema
 import numpy as np
 import pytest
 from cli_helpers import invoke
+from server_helpers import multipart
 
 from xmr import media, paths
 from xmr.catalogue import Catalogue
@@ -218,10 +219,12 @@ def _serve_sketches(index_dir: Path, files: dict[str, Path]) -> None:
 
     from xmr.server.app import ServerConfig, create_app
     from xmr.server.state import WarmIndex
+    from xmr.server.uploads import Sandbox
     from xmr.settings import Settings
 
     warm = WarmIndex(index_dir, Settings.from_env())
-    app = create_app(ServerConfig(index_dir, "tok"), warm)
+    sandbox = Sandbox()
+    app = create_app(ServerConfig(index_dir, "tok"), warm, sandbox)
     headers = {"Authorization": "Bearer tok"}
     try:
         with TestClient(app, base_url="http://127.0.0.1:8765") as client:
@@ -257,7 +260,15 @@ def _serve_sketches(index_dir: Path, files: dict[str, Path]) -> None:
             like = client.post("/api/search", json={"like": red["file_id"], "k": 1}, headers=headers)
             assert like.status_code == 200, like.text
             assert like.json()["results"][0]["path"] == str(files["red"])
+
+            # an uploaded sketch, its kind found from its content by the upload sandbox (a spawned process)
+            body, ctype = multipart({"query": json.dumps({"k": 1})}, [("file", "mine", files["green"].read_bytes())])
+            up = client.post("/api/search", content=body, headers={**headers, "Content-Type": ctype})
+            assert up.status_code == 200, up.text
+            assert up.json()["query"][0]["kind"] == "sketch"
+            assert up.json()["results"][0]["path"] == str(files["green"])
     finally:
+        sandbox.close()
         warm.close()
 
 

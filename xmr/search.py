@@ -260,21 +260,25 @@ def _embed_native(part: QueryPart, space: str, enc: Any) -> np.ndarray:
     elif kind is None:
         raise UsageError(f"unknown query part kind {part.kind!r}")
     else:
-        pre = enc.image_preprocessor() if kind.segments.get(space) == media.IMAGE_SEGMENT else None
+        # the input this space takes from the kind, as the indexer picks it (_Run._encode_space)
+        segment = kind.segments.get(space)
+        pre = enc.image_preprocessor() if segment == media.IMAGE_SEGMENT else None
         d = kind.decode(part.value, media.DecodeContext(image_preprocessor=pre, query=True))
         if d.error or d.skip:
             raise MediaError(d.error or d.skip or "", path=part.value)
-        if d.pixels is not None:
+        if segment == media.IMAGE_SEGMENT and d.pixels is not None:
             rows = enc.embed_images(np.asarray(d.pixels, dtype=np.float32)[None])
-        elif d.audio_windows:
+        elif segment == media.AUDIO_SEGMENT and d.audio_windows is not None:
+            if not d.audio_windows:
+                raise MediaError("no audio to embed", path=part.value)
             rows = enc.embed_audio(np.stack([w for _, _, w in d.audio_windows]))
-        elif d.audio_windows is not None:
-            raise MediaError("no audio to embed", path=part.value)
+        elif segment != media.TEXT_SEGMENT or d.text is None:
+            raise MediaError(f"nothing decoded for the {space} space", path=part.value)
         else:
             from xmr.documents import Document, split_document
 
             # PDF and HTML too, in passages cut as the indexer cuts them
-            doc = Document(d.text or "", d.pages)
+            doc = Document(d.text, d.pages)
             passages = [p for p, _ in split_document(doc, enc.split_text)] if doc.text else []
             if not passages:
                 raise MediaError("query text file is empty", path=part.value)
