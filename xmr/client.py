@@ -92,10 +92,12 @@ def _hit(d: dict[str, Any], explain: dict[str, Any] | None = None) -> RemoteHit:
 
 
 def response_from_doc(doc: dict[str, Any], raw_paths: dict[str, str] | None = None) -> RemoteResponse:
-    """Rebuild what the renderers need from an ``xmr-search/1`` document (``file_id`` dropped)."""
+    """Rebuild what the renderers need from an ``xmr-search/1`` document (the server's ``file_id``
+    and ``previews`` dropped)."""
     results = []
     for i, r in enumerate(doc["results"]):
         r.pop("file_id", None)
+        r.pop("previews", None)
         raw = (raw_paths or {}).get(str(i))
         explain = r.get("explain")
         results.append(
