@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from importlib import resources
@@ -281,3 +283,13 @@ def test_decode_workers_receive_the_added_kind(tmp_path: Path, sketch_kind: medi
     assert res.exit_code == 0, res.stderr
     rows = _modalities(paths.index_dir())
     assert len(rows) == 9 and set(rows.values()) == {("sketch", "indexed")}, rows
+
+
+def test_the_registry_imports_no_decoder() -> None:
+    """Kinds are described without their decoders' libraries: `xmr --help` stays fast."""
+    code = (
+        "import sys, xmr.media as m; m.names(); m.groups(); m.query_kinds(); "
+        "print(sorted(x for x in ('PIL', 'numpy', 'soundfile', 'torch', 'pypdfium2') if x in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
