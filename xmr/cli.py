@@ -233,8 +233,13 @@ def index_cmd(
     ] = None,
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")] = False,
     modalities: Annotated[
-        str, typer.Option("--modalities", help="Comma-separated subset of image,audio,text.")
-    ] = "image,audio,text",
+        str | None,
+        typer.Option(
+            "--modalities",
+            help="Comma-separated subset of image,audio,text (and any added media kind); default: all.",
+            show_default=False,
+        ),
+    ] = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Try failed files again.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another xmr process is writing the index, wait for it (else exit 12).")
@@ -265,11 +270,12 @@ def index_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Crawl PATH... and add new or changed files to the index (unchanged files are not read)."""
+    from xmr import media
     from xmr.documents import normalise_extension
     from xmr.indexer import IndexOptions
     from xmr.indexer import index as run_index
 
-    mods = [m.strip() for m in modalities.split(",") if m.strip()]
+    mods = [m.strip() for m in modalities.split(",") if m.strip()] if modalities is not None else list(media.names())
     settings = _settings(device, clip_model, clap_model, batch_size, precision)
     try:
         text_exts = sorted({normalise_extension(e) for e in [*settings.text_extensions, *(text_ext or [])]})
@@ -333,7 +339,9 @@ def search_cmd(
     ] = None,
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")] = 10,
     type_: Annotated[
-        list[str] | None, typer.Option("--type", help="Only results of this type: image, audio, text (repeatable).")
+        list[str] | None, typer.Option(
+            "--type", help="Only results of this type: image, audio, text or an added media kind (repeatable)."
+        )
     ] = None,
     under: Annotated[
         list[Path] | None, typer.Option("--under", help="Only files under this folder (repeatable).")

@@ -26,7 +26,6 @@ from xmr.server.address import read_address
 
 PROBE_TIMEOUT_S = 0.2
 SEARCH_TIMEOUT_S = float(os.environ.get("XMR_SERVER_TIMEOUT", "600") or 600)
-_UPLOAD_FIELD = {"image": "image", "audio": "audio", "text_file": "text_file"}
 
 
 class RemoteError(XmrError):
@@ -93,11 +92,13 @@ def _hit(d: dict[str, Any], explain: dict[str, Any] | None = None) -> RemoteHit:
 
 
 def response_from_doc(doc: dict[str, Any], raw_paths: dict[str, str] | None = None) -> RemoteResponse:
-    """Rebuild what the renderers need from an ``xmr-search/1`` document (``file_id`` and ``urls`` dropped)."""
+    """Rebuild what the renderers need from an ``xmr-search/1`` document (the server's ``file_id``,
+    ``urls`` and ``previews`` dropped)."""
     results = []
     for i, r in enumerate(doc["results"]):
         r.pop("file_id", None)
         r.pop("urls", None)
+        r.pop("previews", None)
         raw = (raw_paths or {}).get(str(i))
         explain = r.get("explain")
         results.append(
@@ -170,7 +171,7 @@ def remote_search(index_dir: Path, parts: list[QueryPart], request: dict[str, An
         for p in parts:
             if p.kind != "text":
                 with open(p.value, "rb") as fh:
-                    files.append((_UPLOAD_FIELD[p.kind], p.value, fh.read()))
+                    files.append((p.kind, p.value, fh.read()))  # a file query's kind names its upload field
         headers = {"Authorization": f"Bearer {token}"}
         if files:
             body_params["file_weights"] = [p.weight for p in parts if p.kind != "text"]

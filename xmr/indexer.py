@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xmr import needed, paths
+from xmr import media, needed, paths
 from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
 from xmr.crawl import FoundFile, WalkError, walk
 from xmr.documents import (
@@ -44,14 +44,13 @@ from xmr.documents import (
     is_junk,
     split_document,
 )
-from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, model_status
+from xmr.encoders import honours_precision, model_status
 from xmr.encoders.engine import index_encoder
 from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrError
 from xmr.lock import index_lock
 from xmr.settings import Settings
-from xmr.sniff import HEAD_BYTES, classify
+from xmr.sniff import HEAD_BYTES
 
-MODALITIES = ("image", "audio", "text")
 MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # on-disk bytes of the files being decoded at once
 
 
@@ -81,7 +80,7 @@ class IndexOptions:
     include_hidden: bool = False
     excludes: Sequence[str] = ()
     follow_symlinks: bool = False
-    modalities: Sequence[str] = MODALITIES
+    modalities: Sequence[str] = field(default_factory=media.names)
     retry_errors: bool = False
     workers: int | None = None  # None: chosen from the core count; 0: decode in this process
     audio_window_s: float = 10.0
@@ -170,6 +169,7 @@ class _WorkerConfig:
     audio_hop_s: float
     max_text_bytes: int
     policy: Policy = field(default_factory=Policy)
+    added_kinds: tuple[media.MediaKind, ...] = ()  # kinds registered beyond the built-in ones (xmr.media)
 
 
 _worker: dict[str, Any] = {}
@@ -246,7 +246,7 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
             except OSError as exc:
                 out.error = f"cannot read: {exc.strerror or exc}"
                 return out
-            c = classify(os.path.basename(item.path), head, out.bytes_read)
+            c = media.classify(os.path.basename(item.path), head, out.bytes_read, config.added_kinds)
             out.modality = c.modality
             if c.reason:
                 out.error = c.reason
@@ -261,41 +261,30 @@ def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
         out.spaces_done = cat.encoded_spaces(out.hash, config.models) & set(spaces)
         if set(spaces) <= out.spaces_done:
             return out
-        if out.modality == "image" and config.image_preprocessor is None:
+        kind = next((k for k in config.added_kinds if k.name == out.modality), None) or media.get(out.modality)
+        if kind.needs_image_preprocessor and config.image_preprocessor is None:
             out.undecoded = True  # not seen as an image before the run (xmr.needed), or changed since
             return out
         out.opened = True
-        if out.modality == "image":
-            out.pixels = np.asarray(config.image_preprocessor(item.path), dtype=np.float32)
-        elif out.modality == "audio":
-            from xmr.preprocess.audio import load_audio, windows
-
-            audio = load_audio(item.path)
-            out.audio_windows = [
-                (w.start_s, w.end_s, w.samples)
-                for w in windows(audio, window_s=config.audio_window_s, hop_s=config.audio_hop_s)
-            ]
-        elif out.modality == "text":
-            from xmr.documents import read_document
-
-            if head is None:
-                try:
-                    with open(item.path, "rb") as f:
-                        head = f.read(HEAD_BYTES)
-                except OSError as exc:
-                    out.error = f"cannot read: {exc.strerror or exc}"
-                    return out
-            doc, out.skip = read_document(item.path, head, policy=config.policy, max_bytes=config.max_text_bytes)
-            if doc is not None and not doc.text:
-                out.error = "no text to index (only whitespace)"
-            elif doc is not None:
-                out.text, out.pages = doc.text, doc.pages
-                out.junk_guard = config.policy.junk_guard(item.path)
+        d = kind.decode(item.path, _decode_context(config, head))
+        out.pixels, out.audio_windows, out.text, out.pages = d.pixels, d.audio_windows, d.text, d.pages
+        out.junk_guard, out.skip, out.error = d.junk_guard, d.skip, d.error
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
         out.error = f"{type(exc).__name__}: {exc}"
     return out
+
+
+def _decode_context(config: _WorkerConfig, head: bytes | None) -> media.DecodeContext:
+    return media.DecodeContext(
+        image_preprocessor=config.image_preprocessor,
+        audio_window_s=config.audio_window_s,
+        audio_hop_s=config.audio_hop_s,
+        max_text_bytes=config.max_text_bytes,
+        policy=config.policy,
+        head=head,
+    )
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -326,9 +315,9 @@ def index(
     options = options or IndexOptions()
     progress = progress or _NoProgress()
     index_dir = index_dir or paths.index_dir()
-    bad = set(options.modalities) - set(MODALITIES)
+    bad = set(options.modalities) - set(media.names())
     if bad:
-        raise UsageError(f"unknown modality {sorted(bad)[0]!r}; choose from {', '.join(MODALITIES)}")
+        raise UsageError(f"unknown modality {sorted(bad)[0]!r}; choose from {', '.join(media.names())}")
     root_paths = _resolve_roots(roots)
 
     def waiting(pid: int | None) -> None:
@@ -351,8 +340,8 @@ class _Run:
         self.progress = progress
         self.seen_at = now_iso()
         self.encoders: dict[str, Any] = {}
-        self.spaces_for = {m: SPACES_FOR_MODALITY[m] if m in options.modalities else () for m in MODALITIES}
-        self.spaces = sorted({s for m in options.modalities for s in SPACES_FOR_MODALITY[m]})
+        self.spaces_for = media.spaces_for(options.modalities)
+        self.spaces = sorted({s for m in options.modalities for s in self.spaces_for[m]})
         args = {"roots": roots, **asdict(options), "clip_model": settings.clip_model, "clap_model": settings.clap_model}
         args["excludes"] = list(options.excludes)
         args["modalities"] = list(options.modalities)
@@ -605,6 +594,7 @@ class _Run:
             audio_hop_s=self.options.audio_hop_s,
             max_text_bytes=self.options.max_text_bytes,
             policy=Policy.with_extensions(self.options.text_extensions),
+            added_kinds=media.snapshot(),
         )
 
     def _process(self, work: list[_Item]) -> None:
@@ -767,7 +757,7 @@ class _Run:
         """Segments, vectors and the number of junk passages dropped, for every content of the
         batch that lacks this space."""
         out: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]] = {}
-        jobs: list[tuple[int, list[SegmentData]]] = []
+        jobs: list[tuple[int, str, list[SegmentData]]] = []
         dropped: dict[int, int] = {}
         pixels: list[np.ndarray] = []
         windows: list[np.ndarray] = []
@@ -778,17 +768,19 @@ class _Run:
                 continue
             if p.hash in planned:
                 continue  # identical content twice in one batch: embedded once
-            if p.modality == "image" and p.pixels is not None:
-                jobs.append((i, [SegmentData(kind="image")]))
+            # the input this space takes from the file's kind (xmr.media), whatever the kind
+            segment = media.get(p.modality).segments.get(space)
+            if segment == media.IMAGE_SEGMENT and p.pixels is not None:
+                jobs.append((i, "image", [SegmentData(kind="image")]))
                 pixels.append(p.pixels)
-            elif p.modality == "audio" and p.audio_windows is not None:
+            elif segment == media.AUDIO_SEGMENT and p.audio_windows is not None:
                 segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
                 if not segs:
                     failed[i] = "no audio to embed"
                     continue
-                jobs.append((i, segs))
+                jobs.append((i, "audio", segs))
                 windows.extend(w for _, _, w in p.audio_windows)
-            elif p.modality == "text" and p.text is not None:
+            elif segment == media.TEXT_SEGMENT and p.text is not None:
                 passages = split_document(Document(p.text, p.pages), enc.split_text)
                 kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
                 if not passages:
@@ -807,7 +799,7 @@ class _Run:
                     )
                     for ps, page in kept
                 ]
-                jobs.append((i, segs))
+                jobs.append((i, "text", segs))
                 texts.extend(ps.text for ps, _ in kept)
             else:
                 failed[i] = f"nothing decoded for the {space} space"
@@ -832,8 +824,7 @@ class _Run:
             vec_parts.append(("text", enc.embed_texts(texts)))
         cursors = {kind: 0 for kind, _ in vec_parts}
         arrays = dict(vec_parts)
-        for i, segs in jobs:
-            kind = batch[i].modality
+        for i, kind, segs in jobs:
             start = cursors.get(kind, 0)
             cursors[kind] = start + len(segs)
             vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)

@@ -3,7 +3,7 @@
 Loading a model is most of the cost of a small run (an images-only folder has no
 use for CLAP), so ``xmr index`` looks at the work first: an item the catalogue
 already classified counts by its recorded modality, any other by the head of
-the file, classified the way the workers will (``xmr.sniff.classify``).
+the file, classified the way the workers will (``xmr.media.classify``).
 
 The look is bounded: it stops as soon as every configured space is needed, and
 after ``MAX_OPENED`` files read. What it did not see is caught when a batch is
@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from xmr.sniff import HEAD_BYTES, classify
+from xmr.media import classify
+from xmr.sniff import HEAD_BYTES
 
 # heads read at most before the first model loads: 2,000 took 30 ms from the page cache
 # here; a cold disk pays a seek each, so a huge folder is not looked at in full

@@ -19,13 +19,12 @@ from typing import TextIO
 
 from xmr.errors import MediaError, PathNotFound, UsageError
 
-KINDS = ("text", "image", "audio", "text_file")
 _WEIGHT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.+)$", re.S)
 
 
 @dataclass(frozen=True)
 class QueryPart:
-    kind: str  # text | image | audio | text_file
+    kind: str  # text, or a media kind's query kind (image | audio | text_file ...: xmr.media.query_kinds())
     value: str  # the text, or the absolute path of the query file
     weight: float = 1.0
     # False for what must leave no trace (an upload to the server): no query or answer cache entry
@@ -87,17 +86,11 @@ def _weighted(term: str) -> tuple[float, str]:
 
 
 def _media_kind(path: str) -> str | None:
-    """Classify an existing file by content; None if it is not media or text."""
-    from xmr.sniff import classify_path
+    """The query kind of an existing file, by its content (its media kind); None if it has none."""
+    from xmr import media
 
-    c = classify_path(path)
-    if c.modality == "image":
-        return "image"
-    if c.modality == "audio":
-        return "audio"
-    if c.modality == "text":
-        return "text_file"
-    return None
+    kind = media.find(media.classify_path(path).modality)
+    return kind.query_kind if kind is not None else None
 
 
 def _file_part(raw: str, expect: str | None, sign: float = 1.0) -> QueryPart:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xmr import paths
+from xmr import media, paths
 from xmr.catalogue import Catalogue, SegmentRef, path_key
 from xmr.errors import MediaError, NoIndex, UsageError
 from xmr.query import QueryPart
@@ -37,20 +37,9 @@ from xmr.query_cache import CachedSource, cache_dir
 from xmr.settings import Settings
 from xmr.snippets import fill_snippets, shorten
 
-# (space, segment kind) -> the modality of the files it represents
-GROUPS: dict[tuple[str, str], str] = {
-    ("clip", "image"): "image",
-    ("clip", "text_passage"): "text",
-    ("clap", "audio_window"): "audio",
-    ("clap", "text_passage"): "text",
-}
-# which space embeds each query kind natively
-NATIVE: dict[str, tuple[str, ...]] = {
-    "text": ("clip", "clap"),
-    "text_file": ("clip", "clap"),
-    "image": ("clip",),
-    "audio": ("clap",),
-}
+# Which modalities a (space, segment kind) group holds (media.groups()), which spaces embed a
+# query kind natively (media.query_kinds()) and the result types (media.names()) come from the
+# media kinds (xmr.media): a registered kind takes part without a change here.
 OTHER_SPACE = {"clip": "clap", "clap": "clip"}
 BRIDGE_DISCOUNT = 0.5
 # A direct hit this close to the query vector is the query's own content (the
@@ -58,7 +47,6 @@ BRIDGE_DISCOUNT = 0.5
 # background would allow its calibrated score to reach.
 IDENTICAL_COSINE = 0.9999
 IDENTICAL_SCORE = 10.0
-TYPES = ("image", "audio", "text")
 SCHEMA_ID = "xmr-search/1"  # bump on any incompatible change of the JSON output (xmr/data/search.schema.json)
 
 
@@ -262,31 +250,39 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def _embed_native(part: QueryPart, space: str, enc: Any) -> np.ndarray:
     """A part's unit vectors (rows) in a space that embeds its modality directly.
 
-    Images and short texts give one row; a text file gives one row per passage
-    and audio one per 10 s window, like the indexed items they are compared with.
+    A query file is decoded by its media kind as the indexer decodes such files: an
+    image gives one row, a text file one row per passage and audio one per 10 s window,
+    like the indexed items they are compared with; short texts give one row.
     """
+    kind = media.for_query_kind(part.kind)
     if part.kind == "text":
         rows = enc.embed_texts([part.value])
-    elif part.kind == "text_file":
-        from xmr.documents import read_any, split_document
-
-        doc = read_any(part.value)  # PDF and HTML too, in passages cut as the indexer cuts them
-        passages = [p for p, _ in split_document(doc, enc.split_text)] if doc.text else []
-        if not passages:
-            raise MediaError("query text file is empty", path=part.value)
-        rows = enc.embed_texts([p.text for p in passages])
-    elif part.kind == "image":
-        pixels = np.asarray(enc.image_preprocessor()(part.value), dtype=np.float32)
-        rows = enc.embed_images(pixels[None])
-    elif part.kind == "audio":
-        from xmr.preprocess.audio import load_audio, windows
-
-        wins = windows(load_audio(part.value))
-        if not wins:
-            raise MediaError("no audio to embed", path=part.value)
-        rows = enc.embed_audio(np.stack([w.samples for w in wins]))
-    else:
+    elif kind is None:
         raise UsageError(f"unknown query part kind {part.kind!r}")
+    else:
+        # the input this space takes from the kind, as the indexer picks it (_Run._encode_space)
+        segment = kind.segments.get(space)
+        pre = enc.image_preprocessor() if segment == media.IMAGE_SEGMENT else None
+        d = kind.decode(part.value, media.DecodeContext(image_preprocessor=pre, query=True))
+        if d.error or d.skip:
+            raise MediaError(d.error or d.skip or "", path=part.value)
+        if segment == media.IMAGE_SEGMENT and d.pixels is not None:
+            rows = enc.embed_images(np.asarray(d.pixels, dtype=np.float32)[None])
+        elif segment == media.AUDIO_SEGMENT and d.audio_windows is not None:
+            if not d.audio_windows:
+                raise MediaError("no audio to embed", path=part.value)
+            rows = enc.embed_audio(np.stack([w for _, _, w in d.audio_windows]))
+        elif segment != media.TEXT_SEGMENT or d.text is None:
+            raise MediaError(f"nothing decoded for the {space} space", path=part.value)
+        else:
+            from xmr.documents import Document, split_document
+
+            # PDF and HTML too, in passages cut as the indexer cuts them
+            doc = Document(d.text, d.pages)
+            passages = [p for p, _ in split_document(doc, enc.split_text)] if doc.text else []
+            if not passages:
+                raise MediaError("query text file is empty", path=part.value)
+            rows = enc.embed_texts([p.text for p in passages])
     rows = np.asarray(rows, dtype=np.float32)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
@@ -313,9 +309,9 @@ def search(
     index_dir = index_dir or paths.index_dir()
     if options.k < 1:
         raise UsageError("-k/--top must be at least 1")
-    bad = set(options.types) - set(TYPES)
+    bad = set(options.types) - set(media.names())
     if bad:
-        raise UsageError(f"unknown type {sorted(bad)[0]!r}; choose from {', '.join(TYPES)}")
+        raise UsageError(f"unknown type {sorted(bad)[0]!r}; choose from {', '.join(media.names())}")
     parts = list(parts)
     if not parts:
         raise UsageError("empty query")
@@ -392,7 +388,8 @@ class _Search:
     # -- which groups exist and are wanted -------------------------------------------
     def _groups(self) -> list[tuple[str, str, str, int]]:
         """(space, model_id, kind, count) of every group the query may search."""
-        types = set(self.options.types) or set(TYPES)
+        types = set(self.options.types) or set(media.names())
+        groups = media.groups()
         out, total = [], 0
         for space in ("clip", "clap"):
             model_id = self.cat.active_model(space)
@@ -400,7 +397,7 @@ class _Search:
                 continue
             for kind, n in sorted(self.cat.segment_kinds(space, model_id).items()):
                 total += n
-                if GROUPS.get((space, kind)) in types and n:
+                if types.intersection(groups.get((space, kind), ())) and n:
                     out.append((space, model_id, kind, n))
         if total == 0:
             raise NoIndex("the index is empty", hint="run 'xmr index PATH' first")
@@ -464,7 +461,8 @@ class _Search:
         """
         from xmr import bridge
 
-        if len(self.parts) == 1 and self.parts[0].weight > 0 and space in NATIVE[self.parts[0].kind]:
+        native = media.query_kinds()
+        if len(self.parts) == 1 and self.parts[0].weight > 0 and space in native[self.parts[0].kind]:
             rows = self._native_rows(0, space)
             info = [
                 {
@@ -480,10 +478,10 @@ class _Search:
         total = None
         info = []
         for i, part in enumerate(self.parts):
-            if space in NATIVE[part.kind]:
+            if space in native[part.kind]:
                 vec, route, concepts = self._native_vec(i, space), "direct", None
             else:
-                src = NATIVE[part.kind][0]
+                src = native[part.kind][0]
                 b = bridge.bridge(
                     self._native_vec(i, src),
                     self._concept_matrix(src),
@@ -634,7 +632,7 @@ class _Search:
         """One result per file: its best segment; filters and k applied."""
         refs: dict[int, SegmentRef] = self.cat.segments_for_vectors([h.vector_id for h in hits])
         files = self.cat.files_for_hashes({r.hash for r in refs.values()}, under=self.under)
-        types = set(self.options.types) or set(TYPES)
+        types = set(self.options.types) or set(media.names())
         by_path: dict[str, Result] = {}
         for hit in sorted(hits, key=lambda h: (-h.score, -h.raw, h.vector_id)):
             ref = refs.get(hit.vector_id)

@@ -22,13 +22,6 @@ BACKENDS: dict[str, str] = {
     "clap": "xmr.encoders.clap:ClapEncoder",
 }
 
-# which spaces embed which modality; text goes to both so any query reaches it
-SPACES_FOR_MODALITY: dict[str, tuple[str, ...]] = {
-    "image": ("clip",),
-    "audio": ("clap",),
-    "text": ("clip", "clap"),
-}
-
 
 def _factory(space: str, settings: Settings) -> Callable[..., Encoder]:
     spec = settings.backends.get(space) or BACKENDS.get(space)

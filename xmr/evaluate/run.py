@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from xmr import __version__
+from xmr import __version__, media
 from xmr.catalogue import Catalogue
 from xmr.errors import MediaError, PathNotFound, UsageError
 from xmr.evaluate import metrics
@@ -48,8 +48,6 @@ from xmr.settings import Settings
 SCHEMA_ID = "xmr-eval/1"  # bump on any incompatible change of the JSON report (xmr/data/eval.schema.json)
 RECALL_KS = (1, 5, 10)
 NDCG_K = 10
-MODALITIES = ("image", "audio", "text")
-QUERY_KIND = {"image": "image", "audio": "audio", "text": "text_file"}
 # file -> file tasks, in report order; the last two cross the bridge between the spaces
 ITEM_PAIRS = (
     ("image", "image"),
@@ -247,7 +245,7 @@ def _read_collection(idx: Path, root: str) -> tuple[dict[str, _Item], list[dict[
         items = {
             key: _Item(key, row.fs_path, row.modality or "", row.hash or "")
             for key, row in sorted(cat.files_under(root).items())
-            if row.status == "indexed" and row.modality in MODALITIES
+            if row.status == "indexed" and row.modality in media.names()
         }
         models = [
             {k: m.get(k) for k in ("space", "id", "spec", "name", "pretrained", "dim", "checkpoint_sha256")}
@@ -276,7 +274,7 @@ def _sample(queries: list[_Query], limit: int | None) -> list[_Query]:
 
 
 def _plan(items: dict[str, _Item], labels: Labels, options: EvalOptions) -> tuple[list[_Task], list[dict[str, str]]]:
-    by_mod = {m: [it for it in items.values() if it.modality == m] for m in MODALITIES}
+    by_mod = {m: [it for it in items.values() if it.modality == m] for m in media.names()}
     labelled = {p: labels.of(p) for p in items if labels.of(p)}
     tasks: list[_Task] = []
     skipped: list[dict[str, str]] = []
@@ -288,7 +286,7 @@ def _plan(items: dict[str, _Item], labels: Labels, options: EvalOptions) -> tupl
             skipped.append({"task": name, "reason": why})
 
     names = sorted({lab for labs in labelled.values() for lab in labs})
-    for target in (*MODALITIES, "all"):
+    for target in (*media.names(), "all"):
         queries = []
         for lab in names:
             relevant = {
@@ -317,7 +315,8 @@ def _plan(items: dict[str, _Item], labels: Labels, options: EvalOptions) -> tupl
             }
             if relevant:
                 n = len(by_mod[target]) - (source == target)
-                queries.append(_Query([QueryPart(QUERY_KIND[source], q.fs_path)], relevant, n, exclude=q.path))
+                part = QueryPart(media.get(source).query_kind or "", q.fs_path)
+                queries.append(_Query([part], relevant, n, exclude=q.path))
         why = f"no labelled {source} file shares a label with another {target} file"
         kind = "bridged" if (source, target) in BRIDGED else "item"
         add(f"{source}->{target}", kind, source, target, [target], queries, why)
@@ -470,7 +469,7 @@ def _describe_collection(root: str, items: dict[str, _Item], labels: Labels, uni
         h.update(f"{rel}\t{it.hash}\t{'|'.join(sorted(labels.of(key)))}\n".encode())
     for lab in sorted(labels.captions):
         h.update(f"caption\t{lab}\t{'|'.join(labels.captions[lab])}\n".encode())
-    by_mod = {m: sum(1 for it in items.values() if it.modality == m) for m in MODALITIES}
+    by_mod = {m: sum(1 for it in items.values() if it.modality == m) for m in media.names()}
     return {
         "path": root,
         "hash": h.hexdigest(),

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from xmr import core
+from xmr import core, media
 from xmr.errors import ExitCode, NoIndex, UsageError, XmrError
 from xmr.query import QueryPart, parse_query
-from xmr.search import TYPES, SearchOptions
+from xmr.search import SearchOptions
 from xmr.server import files as fs
 from xmr.server.openapi import openapi_document
 from xmr.server.signing import UrlSigner
@@ -190,6 +191,12 @@ class Api:
     # -- page --------------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
         html = resources.files("xmr").joinpath("web/index.html").read_text()
+        # the page lists the built-in result types; added media kinds (xmr.media) get a box each
+        boxes = "".join(
+            f'      <label><input type="checkbox" name="type" value="{n}" checked> {n}</label>\n'
+            for n in (html_escape(k.name) for k in media.snapshot())
+        )
+        html = html.replace("    </fieldset>\n", boxes + "    </fieldset>\n", 1)
         resp = Response(html, media_type="text/html", headers={"content-security-policy": _PAGE_CSP})
         if self.config.cookie_name in request.cookies:  # an earlier version's token cookie: drop it
             resp.delete_cookie(self.config.cookie_name, path="/", httponly=True, samesite="strict")
@@ -260,7 +267,9 @@ class Api:
                 names[path] = display_name(up.filename)
             for f in likes:
                 os.close(fs.open_verified(f))  # only an indexed, unchanged file is read
-                kind = {"image": "image", "audio": "audio", "text": "text_file"}[f.modality]
+                kind = media.get(f.modality).query_kind
+                if kind is None:
+                    raise UsageError(f"a file of type {f.modality} cannot be a query (like {f.id})")
                 parts.append(QueryPart(kind=kind, value=f.path, weight=1.0))
             if not parts:
                 raise UsageError("empty query: give q, parts, like or an uploaded file")
@@ -272,7 +281,9 @@ class Api:
         for r in doc["results"]:
             if r["path"] in ids:
                 r["file_id"] = ids[r["path"]]
-                r["urls"] = self.config.signer.urls(r["file_id"], r["modality"])
+                kind = media.find(r["modality"])
+                r["previews"] = list(kind.previews) if kind is not None else []
+                r["urls"] = self.config.signer.urls(r["file_id"], ("original", *r["previews"]))
         raw = {
             str(i): base64.b64encode(r.raw_path).decode() for i, r in enumerate(response.results) if r.raw_path
         }
@@ -296,16 +307,16 @@ class Api:
     def _file(self, file_id: int, kind: str, range_header: str | None) -> Response:
         f = self.lookup.get(file_id)
         fd = fs.open_verified(f)
-        media = fs.media_type(f)
+        mime = fs.media_type(f)
         if kind != "original":
             try:
                 derived = (fs.thumbnail if kind == "thumb" else fs.playable_audio)(self.config.index_dir, f, fd)
             finally:
                 os.close(fd)
             fd = os.open(derived, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            media = "image/jpeg" if kind == "thumb" else "audio/wav"
+            mime = "image/jpeg" if kind == "thumb" else "audio/wav"
         try:
-            return self._respond(fd, media, range_header)
+            return self._respond(fd, mime, range_header)
         except BaseException:
             os.close(fd)
             raise
@@ -364,9 +375,9 @@ def _options(params: dict[str, Any]) -> tuple[SearchOptions, bool, bool]:
     if not 1 <= k <= _MAX_K:
         raise UsageError(f"k must be between 1 and {_MAX_K}")
     types = [str(t) for t in _list(params.get("type"))]
-    bad = [t for t in types if t not in TYPES]
+    bad = [t for t in types if t not in media.names()]
     if bad:
-        raise UsageError(f"unknown type {bad[0]!r}; choose from {', '.join(TYPES)}")
+        raise UsageError(f"unknown type {bad[0]!r}; choose from {', '.join(media.names())}")
     min_score = params.get("min_score")
     if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))):
         raise UsageError("min_score must be a number")

@@ -19,7 +19,6 @@ is the same instant in the player). Both folders are 0700, files 0600.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 import sqlite3
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from xmr import paths
+from xmr import media, paths
 from xmr.catalogue import fs_path
 from xmr.errors import MediaError, NoIndex, XmrError
 
@@ -120,12 +119,9 @@ def open_verified(f: IndexedFile) -> int:
 
 
 def media_type(f: IndexedFile) -> str:
-    guessed = mimetypes.guess_type(os.path.basename(f.path))[0] or ""
-    if f.modality == "text":
-        return "text/plain"  # never text/html or the like: served bytes are not a page
-    if f.modality in ("image", "audio") and guessed.startswith(f.modality + "/") and "svg" not in guessed:
-        return guessed
-    return "application/octet-stream"
+    """What the original is served as: its media kind says (xmr.media)."""
+    kind = media.find(f.modality)
+    return kind.mime(f.path) if kind is not None else "application/octet-stream"
 
 
 def _private_dir(path: Path) -> Path:
@@ -151,9 +147,8 @@ def thumbnail(index_dir: Path, f: IndexedFile, fd: int) -> Path:
     """The cached JPEG thumbnail of an indexed image (made from the verified fd on first use)."""
     import io
 
-    from xmr.preprocess.image import load_image
-
-    if f.modality != "image":
+    kind = media.find(f.modality)
+    if kind is None or "thumb" not in kind.previews or kind.thumbnail is None:
         raise MediaError("not an image", path=f.path)
     out = _private_dir(Path(index_dir) / "thumbnails") / f"{f.hash}-{THUMB_SIZE}.jpg"
     if not out.exists():
@@ -162,10 +157,10 @@ def thumbnail(index_dir: Path, f: IndexedFile, fd: int) -> Path:
         # (not /proc/self, which a helper would read as its own); the indexed name tells RAW apart
         proc = f"/proc/{os.getpid()}/fd/{fd}"
         if os.path.exists(proc):
-            img = load_image(proc, target_size=(THUMB_SIZE, THUMB_SIZE), name=f.path)  # EXIF orientation applied
+            img = kind.thumbnail(proc, THUMB_SIZE, f.path)  # upright: EXIF orientation applied
         else:
             with os.fdopen(os.dup(fd), "rb") as fh:
-                img = load_image(fh, target_size=(THUMB_SIZE, THUMB_SIZE), name=f.path)
+                img = kind.thumbnail(fh, THUMB_SIZE, f.path)
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
@@ -182,7 +177,8 @@ def playable_audio(index_dir: Path, f: IndexedFile, fd: int) -> Path:
 
     from xmr.preprocess.audio import SAMPLE_RATE, load_audio
 
-    if f.modality != "audio":
+    kind = media.find(f.modality)
+    if kind is None or "audio" not in kind.previews:
         raise MediaError("not audio", path=f.path)
     out = _private_dir(Path(index_dir) / "audio") / f"{f.hash}.wav"
     if not out.exists():

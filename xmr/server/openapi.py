@@ -11,7 +11,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from xmr import __version__
+from xmr import __version__, media
 
 _ERROR = {
     "description": "error",
@@ -60,7 +60,15 @@ def openapi_document() -> dict[str, Any]:
     # the JSON schema's local refs point at #/$defs; in OpenAPI they live under components
     text = json.dumps({"SearchDocument": schema, **defs}).replace("#/$defs/", "#/components/schemas/")
     components = json.loads(text)
-    components["SearchRequest"] = _SEARCH_REQUEST
+    # result types and upload fields are the registered media kinds' (xmr.media)
+    names = list(media.names())
+    components["result"]["properties"]["modality"]["enum"] = names
+    components["SearchRequest"] = request = json.loads(json.dumps(_SEARCH_REQUEST))
+    request["properties"]["type"] = {
+        "description": "result types: " + ", ".join(names),
+        "oneOf": [{"enum": names}, {"type": "array", "items": {"enum": names}}],
+    }
+    uploads = {k.query_kind: {"type": "string", "format": "binary"} for k in media.kinds() if k.query_kind}
     components["Error"] = {
         "type": "object",
         "required": ["error"],
@@ -94,9 +102,7 @@ def openapi_document() -> dict[str, Any]:
                                         "query": {"type": "string", "description": "SearchRequest as JSON"},
                                         "file": {"type": "string", "format": "binary",
                                                  "description": "a media query, kind found from its content"},
-                                        "image": {"type": "string", "format": "binary"},
-                                        "audio": {"type": "string", "format": "binary"},
-                                        "text_file": {"type": "string", "format": "binary"},
+                                        **uploads,
                                     },
                                 }
                             },

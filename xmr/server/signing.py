@@ -23,11 +23,11 @@ import hmac
 import math
 import secrets
 import time
+from collections.abc import Iterable
 from urllib.parse import parse_qs
 
 DEFAULT_TTL_S = 12 * 3600  # a page left open over a working day still shows its images
 _ROUND_S = 3600
-_WHAT = {"image": ("original", "thumb"), "audio": ("original", "audio"), "text": ("original",)}
 
 
 class UrlSigner:
@@ -44,9 +44,9 @@ class UrlSigner:
         exp = math.ceil((now + self.ttl_s) / _ROUND_S) * _ROUND_S
         return f"/api/files/{file_id}?kind={kind}&exp={exp}&sig={self._sig(file_id, kind, exp)}"
 
-    def urls(self, file_id: int, modality: str, now: float | None = None) -> dict[str, str]:
-        """The signed URLs a result of this modality needs (original, and thumb or audio)."""
-        return {kind: self.url(file_id, kind, now) for kind in _WHAT.get(modality, ("original",))}
+    def urls(self, file_id: int, kinds: Iterable[str], now: float | None = None) -> dict[str, str]:
+        """The signed URLs of these views of a file (``original`` and its media kind's previews)."""
+        return {kind: self.url(file_id, kind, now) for kind in kinds}
 
     def verify(self, path: str, query_string: str, now: float | None = None) -> bool:
         """True if ``path?query_string`` is a URL this signer made and it has not expired."""

@@ -22,13 +22,14 @@ from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from xmr import media
 from xmr.errors import MediaError, UsageError
 from xmr.procs import die_with_parent
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 DECODE_TIMEOUT_S = 60.0
-_KIND_OF = {"image": "image", "audio": "audio", "text": "text_file"}
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,23 @@ def display_name(filename: str | None) -> str:
     return name[-200:]
 
 
-def _decode_check(path: str, expect: str | None) -> str:
-    """Runs in the sandbox worker: classify by content and decode fully; returns the query kind."""
-    from xmr.sniff import classify_path
+def _load_only(path: str) -> Any:
+    import numpy as np
 
-    c = classify_path(path)
+    from xmr.preprocess.image import load_image
+
+    load_image(path)
+    return np.zeros((3, 1, 1), np.float32)
+
+
+def _decode_check(path: str, expect: str | None, added: tuple[media.MediaKind, ...] = ()) -> str:
+    """Runs in the sandbox worker: classify by content and decode fully; returns the query kind.
+    ``added``: the server's registered media kinds beyond the built-in ones (xmr.media)."""
+    c = media.classify_path(path, added)
     if c.reason:
         raise MediaError(c.reason)
-    kind = _KIND_OF.get(c.modality)
+    found = next((k for k in added if k.name == c.modality), None) or media.find(c.modality)
+    kind = found.query_kind if found is not None else None
     if expect == "text_file":
         kind = "text_file"
     if kind is None:
@@ -68,6 +78,11 @@ def _decode_check(path: str, expect: str | None) -> str:
 
         if not windows(load_audio(path)):
             raise MediaError("no audio to embed")
+    elif kind != "text_file" and found is not None:
+        # an added kind: its own decoder, images loaded in full but not preprocessed
+        d = found.decode(path, media.DecodeContext(image_preprocessor=_load_only, query=True))
+        if d.error or d.skip:
+            raise MediaError(d.error or d.skip or "")
     else:
         from xmr.preprocess.text import normalise, read_text
 
@@ -113,7 +128,7 @@ class Sandbox:
         for attempt in (1, 2):
             pool = self._get()
             try:
-                return pool.submit(_decode_check, path, expect).result(timeout=DECODE_TIMEOUT_S)
+                return pool.submit(_decode_check, path, expect, media.snapshot()).result(timeout=DECODE_TIMEOUT_S)
             except MediaError as exc:
                 raise MediaError(exc.reason, path=name) from None
             except (BrokenProcessPool, CancelledError):
@@ -139,8 +154,9 @@ def staged(uploads: list[Upload], sandbox: Sandbox) -> Iterator[list[tuple[str, 
     try:
         out = []
         for i, up in enumerate(uploads):
-            if up.field not in ("image", "audio", "text_file", "file"):
-                raise UsageError(f"unknown upload field {up.field!r}; use image, audio, text_file or file")
+            fields = [*(k.query_kind for k in media.kinds() if k.query_kind), "file"]
+            if up.field not in fields:
+                raise UsageError(f"unknown upload field {up.field!r}; use {', '.join(fields[:-1])} or file")
             suffix = re.sub(r"[^A-Za-z0-9.]", "", Path(display_name(up.filename)).suffix)[:12]
             path = os.path.join(folder, f"q{i}{suffix}")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -29,7 +29,7 @@ function options() {
   const under = $("#under").value.trim();
   return {
     k: parseInt($("#k").value, 10),
-    type: types.length === 3 ? [] : types,
+    type: types.length === document.querySelectorAll('input[name="type"]').length ? [] : types,
     under: under ? [under] : [],
     explain: true,
   };
@@ -122,10 +122,12 @@ function explainPanel(r) {
 function card(r, i, words) {
   const li = el("li", { class: "card " + r.modality, "data-path": r.path, "data-modality": r.modality });
   const media = el("div", { class: "media" });
-  if (r.file_id && r.modality === "image") {
+  // what /api/files offers for this file is its media kind's to say (xmr.media)
+  const previews = r.previews || [];
+  if (r.file_id && previews.includes("thumb")) {
     media.append(el("a", { href: fileUrl(r, "original"), target: "_blank", rel: "noopener" },
       el("img", { src: fileUrl(r, "thumb"), alt: basename(r.path), loading: "lazy", class: "thumb" })));
-  } else if (r.file_id && r.modality === "audio") {
+  } else if (r.file_id && previews.includes("audio")) {
     const audio = el("audio", { controls: "", preload: "metadata", src: fileUrl(r, "audio"), "data-start": String(r.start_s || 0) });
     const start = r.start_s || 0;
     // start at the matching window; every play from the beginning jumps there once

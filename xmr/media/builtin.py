@@ -1,0 +1,115 @@
+"""The built-in media kinds: image, audio and text (documents).
+
+They wrap the existing recognisers (xmr.sniff) and decoders (xmr.preprocess, xmr.documents),
+imported inside the functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from typing import Any
+
+from xmr.media.base import AUDIO_SEGMENT, IMAGE_SEGMENT, TEXT_SEGMENT, DecodeContext, Decoded, MediaKind
+
+IMAGE, AUDIO, TEXT = "image", "audio", "text"
+
+
+def decode_image(path: str, ctx: DecodeContext) -> Decoded:
+    import numpy as np
+
+    if ctx.image_preprocessor is None:
+        return Decoded(error="no image preprocessor (the clip model is not loaded)")
+    return Decoded(pixels=np.asarray(ctx.image_preprocessor(path), dtype=np.float32))
+
+
+def decode_audio(path: str, ctx: DecodeContext) -> Decoded:
+    from xmr.preprocess.audio import load_audio, windows
+
+    audio = load_audio(path)
+    wins = windows(audio, window_s=ctx.audio_window_s, hop_s=ctx.audio_hop_s)
+    return Decoded(audio_windows=[(w.start_s, w.end_s, w.samples) for w in wins])
+
+
+def decode_text(path: str, ctx: DecodeContext) -> Decoded:
+    from xmr.documents import MAX_DOCUMENT_BYTES, read_any, read_document
+    from xmr.sniff import HEAD_BYTES
+
+    max_bytes = MAX_DOCUMENT_BYTES if ctx.max_text_bytes is None else ctx.max_text_bytes
+    if ctx.query:
+        doc = read_any(path, max_bytes=max_bytes)  # PDF and HTML too, whatever the name
+        return Decoded(text=doc.text, pages=doc.pages, junk_guard=False)
+    head = ctx.head
+    if head is None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(HEAD_BYTES)
+        except OSError as exc:
+            return Decoded(error=f"cannot read: {exc.strerror or exc}")
+    doc, skip = read_document(path, head, policy=ctx.policy, max_bytes=max_bytes)
+    if doc is None:
+        return Decoded(skip=skip)
+    if not doc.text:
+        return Decoded(error="no text to index (only whitespace)")
+    junk_guard = ctx.policy.junk_guard(path) if ctx.policy is not None else True
+    return Decoded(text=doc.text, pages=doc.pages, junk_guard=junk_guard)
+
+
+def _guessed(name: str, prefix: str) -> str:
+    guessed = mimetypes.guess_type(os.path.basename(name))[0] or ""
+    if guessed.startswith(prefix + "/") and "svg" not in guessed:
+        return guessed
+    return "application/octet-stream"
+
+
+def image_mime(name: str) -> str:
+    return _guessed(name, IMAGE)
+
+
+def audio_mime(name: str) -> str:
+    return _guessed(name, AUDIO)
+
+
+def text_mime(name: str) -> str:
+    return "text/plain"  # never text/html or the like: served bytes are not a page
+
+
+def image_thumbnail(src: Any, size: int, name: str) -> Any:
+    from xmr.preprocess.image import load_image
+
+    return load_image(src, target_size=(size, size), name=name)  # EXIF orientation applied
+
+
+def builtin_kinds() -> tuple[MediaKind, ...]:
+    from xmr import sniff
+
+    return (
+        MediaKind(
+            name=IMAGE,
+            segments={"clip": IMAGE_SEGMENT},
+            decode=decode_image,
+            extensions=sniff.IMAGE_EXTENSIONS,
+            query_kind="image",
+            mime=image_mime,
+            previews=("thumb",),
+            thumbnail=image_thumbnail,
+        ),
+        MediaKind(
+            name=AUDIO,
+            segments={"clap": AUDIO_SEGMENT},
+            decode=decode_audio,
+            extensions=sniff.AUDIO_EXTENSIONS,
+            query_kind="audio",
+            mime=audio_mime,
+            previews=("audio",),
+        ),
+        # text goes to both spaces so a query of any modality reaches it
+        MediaKind(
+            name=TEXT,
+            segments={"clip": TEXT_SEGMENT, "clap": TEXT_SEGMENT},
+            decode=decode_text,
+            extensions=sniff.TEXT_EXTENSIONS,
+            query_kind="text_file",
+            mime=text_mime,
+        ),
+    )
