@@ -18,11 +18,12 @@ from pathlib import Path
 
 from xmr import paths
 from xmr.catalogue.concepts import ConceptVectors
+from xmr.catalogue.connection import connect
 from xmr.catalogue.files import FilesTable
 from xmr.catalogue.lookups import SearchLookups
 from xmr.catalogue.rows import FileRow, SegmentData, SegmentRef, fs_path, now_iso, path_key
 from xmr.catalogue.runs import RunsAndReports
-from xmr.catalogue.schema import MIGRATIONS, READABLE_FROM, SCHEMA_VERSION, _statements
+from xmr.catalogue.schema import MIGRATIONS, READABLE_FROM, SCHEMA_VERSION, migrate
 from xmr.catalogue.vectors import VectorTables
 from xmr.errors import CatalogueError, NoIndex, write_failure
 
@@ -64,15 +65,7 @@ class Catalogue(FilesTable, RunsAndReports, VectorTables, SearchLookups, Concept
                     f"cannot create the catalogue: {exc.strerror}", path=index_dir
                 ) from exc
         try:
-            if readonly:
-                conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
-            else:
-                conn = sqlite3.connect(db_path, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA foreign_keys = ON")
-            if not readonly:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+            conn = connect(db_path, readonly=readonly)
             cat = cls(index_dir, conn, readonly=readonly)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
@@ -92,14 +85,7 @@ class Catalogue(FilesTable, RunsAndReports, VectorTables, SearchLookups, Concept
         return cat
 
     def migrate(self) -> None:
-        for number, sql in MIGRATIONS:
-            with self.transaction():
-                current = self.conn.execute("PRAGMA user_version").fetchone()[0]
-                if current >= number:
-                    continue
-                for statement in _statements(sql):
-                    self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {int(number)}")
+        migrate(self)
 
     def __enter__(self) -> Catalogue:
         return self

@@ -12,6 +12,25 @@ from xmr import paths
 from xmr.errors import write_failure
 
 
+def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to a catalogue file with xmr's pragmas: the one place they are set.
+
+    Autocommit (``transaction()`` opens each transaction explicitly), a 30 s wait on a
+    busy database, foreign keys on; a writer also switches to WAL, so searches read while
+    an indexer writes. Raises ``sqlite3.Error``.
+    """
+    if readonly:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+    else:
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
 class CatalogueBase:
     """An open connection to one index's catalogue, and its transactions."""
 

@@ -40,6 +40,11 @@ class ContentTables(CatalogueBase):
         rows = self.conn.execute("SELECT space, model_id FROM encodings WHERE hash = ?", (h,))
         return {space for space, model_id in rows if models.get(space) == model_id}
 
+    def encoded_hashes(self, space: str, model_id: str | None) -> set[str]:
+        """Every content embedded in ``space`` by ``model_id``."""
+        rows = self.conn.execute("SELECT hash FROM encodings WHERE space = ? AND model_id = ?", (space, model_id))
+        return {h for (h,) in rows}
+
     def add_encoding(
         self,
         h: str,

@@ -78,3 +78,7 @@ class FilesTable(ContentTables):
             self.conn.execute(f"DELETE FROM files WHERE id IN ({marks})", chunk)
         self.gc_contents(hashes)
         return len(ids)
+
+    def count_status(self, status: str) -> int:
+        """How many files have this status (``pending``: what the next run resumes)."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM files WHERE status = ?", (status,)).fetchone()[0])

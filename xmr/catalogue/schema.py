@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
+from xmr.catalogue.connection import CatalogueBase
+
 # Numbered migrations; each runs in one transaction with PRAGMA user_version.
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -159,3 +161,15 @@ def _statements(script: str) -> Iterator[str]:
             buf = ""
     if buf.strip():
         raise ValueError(f"incomplete statement in migration: {buf.strip()[:60]}")
+
+
+def migrate(cat: CatalogueBase) -> None:
+    """Bring the catalogue to SCHEMA_VERSION, one migration per transaction."""
+    for number, sql in MIGRATIONS:
+        with cat.transaction():
+            current = cat.conn.execute("PRAGMA user_version").fetchone()[0]
+            if current >= number:
+                continue
+            for statement in _statements(sql):
+                cat.conn.execute(statement)
+            cat.conn.execute(f"PRAGMA user_version = {int(number)}")
