@@ -259,7 +259,7 @@ class _PoolSpy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from concurrent.futures import ProcessPoolExecutor
 
-        from xmr.index import run
+        from xmr.index import embed
 
         spy = self
 
@@ -268,7 +268,7 @@ class _PoolSpy:
                 spy.started += 1
                 super().__init__(*args, **kwargs)
 
-        monkeypatch.setattr(run, "ProcessPoolExecutor", Counting)
+        monkeypatch.setattr(embed, "ProcessPoolExecutor", Counting)
 
 
 def test_worker_processes_give_the_same_catalogue_as_inline(

@@ -5,7 +5,8 @@ Kept so ``from xmr.indexer import index, IndexOptions`` (and the names tests use
 
 from __future__ import annotations
 
-from xmr.index.decode import WORKER_NICE, _init_worker, _prepare
+from xmr.index.decode import WORKER_NICE, _init_worker
+from xmr.index.embed import Embedder, LocalEmbedder
 from xmr.index.items import MIN_TEXT_SHARE, PASSAGE_CHARS, _Item, _Prepared, _segment_estimate
 from xmr.index.options import MODALITIES, IndexOptions, IndexReport, Progress, _NoProgress
 from xmr.index.run import index
@@ -15,14 +16,15 @@ __all__ = [
     "MODALITIES",
     "PASSAGE_CHARS",
     "WORKER_NICE",
+    "Embedder",
     "IndexOptions",
     "IndexReport",
+    "LocalEmbedder",
     "Progress",
     "_Item",
     "_NoProgress",
     "_Prepared",
     "_init_worker",
-    "_prepare",
     "_segment_estimate",
     "index",
 ]

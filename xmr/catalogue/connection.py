@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     an indexer writes. Raises ``sqlite3.Error``.
     """
     if readonly:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        conn = _connect_readonly(db_path)
     else:
         conn = sqlite3.connect(db_path, isolation_level=None, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
@@ -28,6 +29,22 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _connect_readonly(db_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # reading a WAL database opens its -shm
+    except sqlite3.OperationalError:
+        conn.close()
+        wal, shm = Path(f"{db_path}-wal"), Path(f"{db_path}-shm")
+        if wal.exists() or shm.exists() or os.access(db_path.parent, os.W_OK):
+            raise
+        # A read-only folder, closed cleanly (no -wal, no -shm): SQLite cannot create the
+        # -shm a WAL database is read through, and nothing can be writing there either, so
+        # the file alone is the whole catalogue.
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro&immutable=1", uri=True, isolation_level=None, timeout=30)
     return conn
 
 

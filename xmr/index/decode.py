@@ -1,4 +1,10 @@
-"""Decoding: hash, classify and decode one file. Runs in worker processes (or inline)."""
+"""Decoding: hash, classify and decode one file. Runs in worker processes (or inline).
+
+Two steps, so that only the driver consults the catalogue: ``identify`` (hash and
+classify) and, when the driver finds that the content still lacks vectors in a space
+it wants, ``decode`` (pixels, audio windows, document text). Both are picklable
+module functions; neither opens the catalogue.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,14 @@ import hashlib
 import os
 import signal
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from xmr.catalogue import Catalogue
 from xmr.documents import HTML_EXTENSIONS, PLAIN_EXTENSIONS
 from xmr.errors import XmrError
-from xmr.index.items import _Item, _Prepared, _WorkerConfig
+from xmr.index.items import DecodeConfig, _Item, _Prepared
 from xmr.sniff import HEAD_BYTES, classify
 
-_worker: dict[str, Any] = {}
 WORKER_NICE = 10  # added to the decode workers' niceness (os.nice)
 
 
@@ -30,17 +32,6 @@ def _init_worker() -> None:
     # (benchmarks/vs_naive.py; the naive loop took 21.1 and 20.4 s)
     with contextlib.suppress(OSError, AttributeError):
         os.nice(WORKER_NICE)
-
-
-def _worker_catalogue(config: _WorkerConfig) -> Catalogue:
-    """A read-only connection per process and index (inline runs share the module state)."""
-    cat = _worker.get("catalogue")
-    if cat is None or _worker.get("catalogue_dir") != config.index_dir:
-        if cat is not None:
-            cat.close()
-        cat = Catalogue.open(Path(config.index_dir), readonly=True)
-        _worker["catalogue"], _worker["catalogue_dir"] = cat, config.index_dir
-    return cat
 
 
 def _hash_file(path: str) -> tuple[str, bytes, int]:
@@ -72,35 +63,38 @@ def _decoding_items(work: Sequence[_Item]) -> int:
     )
 
 
-def _prepare(item: _Item, config: _WorkerConfig) -> _Prepared:
-    """Hash, classify and decode one file. Runs in a worker process (or inline)."""
+def identify(item: _Item) -> _Prepared:
+    """The content's hash and modality: known for a pending file, else read and classified."""
     out = _Prepared(item=item)
-    head: bytes | None = None
     try:
         if item.known_hash is not None and item.known_modality is not None:
             out.hash, out.modality = item.known_hash, item.known_modality
-        else:
-            out.opened = True
-            try:
-                out.hash, head, out.bytes_read = _hash_file(item.path)
-            except OSError as exc:
-                out.error = f"cannot read: {exc.strerror or exc}"
-                return out
-            c = classify(os.path.basename(item.path), head, out.bytes_read)
-            out.modality = c.modality
-            if c.reason:
-                out.error = c.reason
-                return out
-            if c.skip:
-                out.skip = c.skip
-                return out
-        spaces = config.spaces_for.get(out.modality, ())
-        if not spaces:
             return out
-        cat = _worker_catalogue(config)
-        out.spaces_done = cat.encoded_spaces(out.hash, config.models) & set(spaces)
-        if set(spaces) <= out.spaces_done:
+        out.opened = True
+        try:
+            out.hash, out.head, out.bytes_read = _hash_file(item.path)
+        except OSError as exc:
+            out.error = f"cannot read: {exc.strerror or exc}"
             return out
+        c = classify(os.path.basename(item.path), out.head, out.bytes_read)
+        out.modality = c.modality
+        if c.reason:
+            out.error = c.reason
+        elif c.skip:
+            out.skip = c.skip
+    except XmrError as exc:
+        out.error = exc.reason
+    except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
+        out.error = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def decode(out: _Prepared, config: DecodeConfig) -> _Prepared:
+    """Decode an identified file whose content still lacks vectors (``out.spaces_done`` set
+    by the driver): pixels, audio windows or document text."""
+    item = out.item
+    head, out.head = out.head, None  # not sent back: decoding is its last use
+    try:
         if out.modality == "image" and config.image_preprocessor is None:
             out.undecoded = True  # not seen as an image before the run (xmr.needed), or changed since
             return out

@@ -16,6 +16,8 @@ MIN_TEXT_SHARE = 0.125
 
 @dataclass
 class _Item:
+    """A file the plan wants looked at: new, changed, pending, or lacking a space's vectors."""
+
     path: str
     root: str
     size: int
@@ -28,6 +30,8 @@ class _Item:
 
 @dataclass
 class _Prepared:
+    """A work item once decoded: its content's identity and what the encoders take."""
+
     item: _Item
     hash: str | None = None
     modality: str = "other"
@@ -42,14 +46,15 @@ class _Prepared:
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
     junk_guard: bool = True  # drop passages that are mostly non-words (not for --text-ext extensions)
     undecoded: bool = False  # an image met before CLIP's preprocessor was loaded: prepared again (_complete)
+    head: bytes | None = None  # the file's first bytes, read while hashing (decode reuses them)
 
 
 @dataclass
-class _WorkerConfig:
-    index_dir: str
-    models: dict[str, str]  # space -> active model id
-    spaces_for: dict[str, tuple[str, ...]]  # modality -> spaces wanted in this run
-    image_preprocessor: Any
+class DecodeConfig:
+    """What decoding needs besides the item: picklable, sent along with every work item.
+    Nothing here refers to the catalogue: decoding never opens it."""
+
+    image_preprocessor: Any  # None until CLIP's encoder is loaded
     audio_window_s: float
     audio_hop_s: float
     max_text_bytes: int

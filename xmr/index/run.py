@@ -3,15 +3,17 @@
 The flow is a streaming pipeline so memory stays flat whatever the collection:
 
 1. walk the roots; a file whose size and mtime match its catalogue row is
-   *unchanged* and is not opened;
+   *unchanged* and is not opened (plan: xmr.index.plan);
 2. new or changed files go to worker processes (bounded in flight) that hash
    them, classify them by content and decode/preprocess what still needs a
    vector (content already embedded — a moved or duplicated file — is not
-   decoded again);
-3. the main process encodes batches on the chosen device and commits each
-   batch in one transaction;
+   decoded again; the driver decides that, workers never open the catalogue)
+   (decode: xmr.index.decode, run by the embedder: xmr.index.embed);
+3. the embedder encodes batches on the chosen device and the driver commits each
+   batch in one transaction (xmr.index.commit);
 4. files that disappeared under an indexed root are deleted last, so a move
-   within the run keeps its vectors; then the ANN caches are refreshed.
+   within the run keeps its vectors; then the ANN caches are refreshed
+   (xmr.index.finish).
 
 An interrupted run keeps every committed batch; the next run resumes, since
 half-done files stay ``pending``.
@@ -22,28 +24,22 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from xmr import needed, paths
-from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
-from xmr.crawl import FoundFile, WalkError, walk
-from xmr.documents import Document, Policy, is_junk, split_document
-from xmr.encoders import SPACES_FOR_MODALITY, honours_precision, model_status
-from xmr.encoders.engine import index_encoder
-from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError
-from xmr.index.decode import _decoding_items, _init_worker, _prepare
-from xmr.index.items import _Item, _Prepared, _segment_estimate, _WorkerConfig
+from xmr import paths
+from xmr.catalogue import Catalogue, now_iso
+from xmr.encoders import SPACES_FOR_MODALITY
+from xmr.errors import Interrupted, PathNotFound, UsageError
+from xmr.index.commit import Committer
+from xmr.index.embed import Embedder, LocalEmbedder
+from xmr.index.finish import Finish
+from xmr.index.items import _Item, _Prepared, _segment_estimate
+from xmr.index.models import RunModels
 from xmr.index.options import MODALITIES, IndexOptions, IndexReport, Progress, _NoProgress
+from xmr.index.plan import Planner
 from xmr.lock import index_lock
 from xmr.settings import Settings
-
-MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # on-disk bytes of the files being decoded at once
 
 
 def _resolve_roots(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -65,8 +61,12 @@ def index(
     settings: Settings | None = None,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    embedder: Embedder | None = None,
 ) -> IndexReport:
-    """Index ``roots`` into the catalogue at ``index_dir``; see the module docstring."""
+    """Index ``roots`` into the catalogue at ``index_dir``; see the module docstring.
+
+    ``embedder``: what decodes and embeds (default: a ``LocalEmbedder`` for these
+    settings and options)."""
     settings = settings or Settings.from_env()
     options = options or IndexOptions()
     progress = progress or _NoProgress()
@@ -84,56 +84,56 @@ def index(
         if notice:
             progress.warn(notice)
         with Catalogue.open(index_dir, create=True) as cat:
-            return _Run(cat, root_paths, settings, options, progress).execute()
+            embedder = embedder or LocalEmbedder(settings, options)
+            return _Run(cat, embedder, root_paths, settings, options, progress).execute()
 
 
 class _Run:
-    def __init__(self, cat: Catalogue, roots: list[str], settings: Settings, options: IndexOptions, progress: Progress):
+    """The driver: runs the steps in order and is the only one that writes the catalogue."""
+
+    def __init__(
+        self,
+        cat: Catalogue,
+        embedder: Embedder,
+        roots: list[str],
+        settings: Settings,
+        options: IndexOptions,
+        progress: Progress,
+    ):
         self.cat = cat
-        self.roots = roots
-        self.settings = settings
+        self.embedder = embedder
         self.options = options
         self.progress = progress
-        self.seen_at = now_iso()
-        self.encoders: dict[str, Any] = {}
         self.spaces_for = {m: SPACES_FOR_MODALITY[m] if m in options.modalities else () for m in MODALITIES}
         self.spaces = sorted({s for m in options.modalities for s in SPACES_FOR_MODALITY[m]})
-        args = {"roots": roots, **asdict(options), "clip_model": settings.clip_model, "clap_model": settings.clap_model}
-        args["excludes"] = list(options.excludes)
-        args["modalities"] = list(options.modalities)
-        if options.workers != 0:
-            # Decoders and torch's OpenMP threads share the cores: spinning OpenMP threads
-            # starve the decoders (measured: 68% of the model-only rate with spinning, 77%
-            # passive; benchmarks/index.py). Only effective before torch is first imported,
-            # which choosing a precision may do (_stale_spaces).
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        args["text_extensions"] = list(options.text_extensions)
+        args = {
+            "roots": roots,
+            **_run_arguments(options),
+            "clip_model": settings.clip_model,
+            "clap_model": settings.clap_model,
+        }
         self.run_id = cat.start_run("index", args)
         self.report = IndexReport(run_id=self.run_id, roots=roots)
-        self.vanished_hashes: set[str] = set()
-        self.replaced_hashes: set[str] = set()
-        self.warnings: list[str] = []
-        self.stale_spaces = self._stale_spaces()
-        self._extra_extensions = Policy.with_extensions(options.text_extensions).extra
-        self._encoded_cache: dict[str, set[str]] = {}
-        self.config: _WorkerConfig | None = None  # rebuilt whenever an encoder is loaded
+        self.models = RunModels(cat, embedder, settings, self.spaces, self.spaces_for, progress)
+        self.models.on_load = self._forget_models
+        self.planner = Planner(cat, roots, options, self.spaces_for, self.models, self.report, progress)
+        self.committer = Committer(
+            cat, self.run_id, now_iso(), self.spaces_for, options.modalities, self.report, progress
+        )
+        self.finish = Finish(cat, embedder, self.models, self.spaces, progress)
+        self._models_now: dict[str, str] | None = None  # what triage compares with, until a load
         self._indexing = (0, 0)  # (total, committed) of the indexing phase, to resume it after a load
 
-    # -- phases -----------------------------------------------------------------------
     def execute(self) -> IndexReport:
         t0 = time.perf_counter()
         status = "failed"
         try:
-            work, to_delete = self._reconcile()
-            self.vanished_hashes = {r.hash for r in to_delete if r.hash}
-            if work:
-                self._process(work)
-            self._delete(to_delete)
-            if self.options.checkpoint_ann:
-                self._checkpoint_ann()
-            if self.options.bridge_concepts:
-                self._embed_concepts()
-            self._prepare_search_state()
+            plan = self.planner.plan()
+            self.committer.record_plan(plan)
+            if plan.work:
+                self._process(plan.work)
+            self.committer.delete(plan.vanished)
+            self.finish.run(self.options)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -141,242 +141,33 @@ class _Run:
             raise Interrupted("interrupted; what was committed is kept and the next run resumes") from None
         finally:
             self.report.elapsed_s = round(time.perf_counter() - t0, 3)
-            self.report.pending = self.cat.conn.execute(
-                "SELECT COUNT(*) FROM files WHERE status = 'pending'"
-            ).fetchone()[0]
+            self.report.pending = self.cat.count_status("pending")
             with contextlib.suppress(Exception):
                 self.cat.finish_run(self.run_id, status, self.report.counts())
         return self.report
 
-    def _prepare_search_state(self) -> None:
-        """Let the first search of this generation find its O(N) arrays ready (xmr.search)."""
-        import sqlite3
-
-        from xmr.search import prepare_state
-
-        self.progress.phase("preparing search", None)
-        try:
-            prepare_state(self.cat, self.cat.index_dir)
-        except (OSError, sqlite3.Error, ValueError):
-            pass  # only a cache: the first search derives it instead
-
-    def _reconcile(self) -> tuple[list[_Item], list[FileRow]]:
-        """Walk the roots and sort each file into unchanged / work; return (work, vanished)."""
-        self.progress.phase("scanning", None)
-        existing: dict[str, FileRow] = {}
-        for root in self.roots:
-            existing.update(self.cat.files_under(root))
-        seen: set[str] = set()
-        unchanged: list[int] = []
-        work: list[_Item] = []
-        walk_errors: list[WalkError] = []
-        error_dirs: list[str] = []
-        root_of = {}
-        for entry in walk(
-            self.roots,
-            include_hidden=self.options.include_hidden,
-            excludes=self.options.excludes,
-            follow_symlinks=self.options.follow_symlinks,
-        ):
-            if isinstance(entry, WalkError):
-                walk_errors.append(entry)
-                error_dirs.append(path_key(str(entry.path))[0])
-                continue
-            key = path_key(str(entry.path))[0]
-            if key in seen:
-                continue
-            seen.add(key)
-            root_of[key] = str(entry.root)
-            self.report.found += 1
-            self.progress.advance()
-            row = existing.get(key)
-            if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
-                if row.status == "pending" or (row.status == "error" and self.options.retry_errors):
-                    work.append(self._item(entry, row, known=row.status == "pending"))
-                elif row.status == "skipped" and self._reconsider_skipped(row):
-                    work.append(self._item(entry, row, known=False))
-                elif row.status == "indexed" and self._needs_spaces(row):
-                    work.append(self._item(entry, row, known=True))
-                else:
-                    unchanged.append(row.id)
-                    self.report.unchanged += 1
-                continue
-            if row is None:
-                self.report.new += 1
-            else:
-                self.report.changed += 1
-            work.append(self._item(entry, row, known=False))
-
-        with self.cat.transaction():
-            self.cat.touch_files(unchanged, self.seen_at, self.run_id)
-            for err in walk_errors:
-                self._record_error(str(err.path), str(err.root), err.reason, size=0, mtime_ns=0, modality=None)
-        self._flush_warnings()
-        roots = {path_key(r)[0] for r in self.roots}
-        vanished = [
-            row
-            for key, row in existing.items()
-            if key not in seen
-            and not any(key == d or key.startswith(d + "/") for d in error_dirs)
-            # a file indexed through another root (say a hidden folder named explicitly) that
-            # this walk skipped is only gone if it no longer exists
-            and (row.root in roots or not os.path.lexists(row.fs_path))
-        ]
-        # rows recorded for unreadable folders are refreshed, not vanished
-        return work, vanished
-
-    def _item(self, entry: FoundFile, row: FileRow | None, *, known: bool) -> _Item:
-        return _Item(
-            path=str(entry.path),
-            root=str(entry.root),
-            size=entry.size,
-            mtime_ns=entry.mtime_ns,
-            row_id=row.id if row else None,
-            old_hash=row.hash if row else None,
-            known_hash=row.hash if (known and row) else None,
-            known_modality=row.modality if (known and row) else None,
-        )
-
-    def _reconsider_skipped(self, row: FileRow) -> bool:
-        """A file skipped for a reason that may have gone: --retry-errors (Ghostscript or rawpy
-        installed since), or a text file whose extension --text-ext now adds."""
-        if row.modality not in ("image", "text"):
-            return False
-        if self.options.retry_errors:
-            return True
-        return row.modality == "text" and os.path.splitext(row.path)[1].lower() in self._extra_extensions
-
-    def _needs_spaces(self, row: FileRow) -> bool:
-        """An indexed file needs work again when a space it belongs to lacks its vectors by the
-        active model: after a model switch, also one made earlier on other roots only."""
-        for space in self.spaces_for.get(row.modality or "", ()):
-            if space in self.stale_spaces or row.hash not in self._encoded_by_active(space):
-                return True
-        return False
-
-    def _encoded_by_active(self, space: str) -> set[str]:
-        if space not in self._encoded_cache:
-            model_id = self.cat.active_model(space)
-            rows = self.cat.conn.execute(
-                "SELECT hash FROM encodings WHERE space = ? AND model_id = ?", (space, model_id)
-            )
-            self._encoded_cache[space] = {h for (h,) in rows}
-        return self._encoded_cache[space]
-
-    def _stale_spaces(self) -> set[str]:
-        """Spaces whose configured model or precision differs from the one the catalogue was built with."""
-        from xmr.encoders import precision
-
-        stale = set()
-        wanted: str | None = None
-        for space in self.spaces:
-            active = self.cat.active_model(space)
-            row = self.cat.model_row(active) if active else None
-            if row is None or row.get("spec") != self._configured_spec(space):
-                stale.add(space)
-                continue
-            if not honours_precision(space, self.settings):
-                continue  # a custom backend's ids are its own
-            if wanted is None:
-                wanted = precision.expected_tag(self.settings.precision, self.settings.device)
-            if precision.of_model_id(active) != wanted:
-                stale.add(space)
-        return stale
-
-    def _configured_spec(self, space: str) -> str:
-        return {"clip": self.settings.clip_model, "clap": self.settings.clap_model}.get(space, "")
-
-    def _load_needed(self, work: list[_Item]) -> None:
-        """Load the encoders of the spaces the work needs (xmr.needed), not every configured one."""
-        self.progress.phase("checking file types", None)
-        needs = needed.spaces_needed(
-            work,
-            self.spaces_for,
-            self.spaces,
-            done=lambda h, space: space not in self.stale_spaces and h in self._encoded_by_active(space),
-        )
-        spaces = set(needs.spaces)
-        if not needs.complete:
-            # workers need CLIP's image preprocessor, and an image prepared without it is read
-            # twice (_complete): assume images in what was not looked at. CLAP can wait.
-            spaces.update(self.spaces_for["image"])
-        self._load_encoders(spaces)
-
-    def _load_encoders(self, spaces: Iterable[str]) -> None:
-        """Load these spaces' encoders. A space left unloaded keeps its active model as it is."""
-        todo = [s for s in self.spaces if s in set(spaces) and s not in self.encoders]
-        self._check_models_present(todo)
-        for space in todo:
-            self.progress.phase(f"loading {space} model", None)
-            enc = index_encoder(space, self.settings)
-            self.encoders[space] = enc
-            with self.cat.transaction():
-                self.cat.ensure_model(enc.info, self._configured_spec(space))
-                self.cat.set_setting(f"active_model.{space}", enc.info.model_id)
-        self.config = self._worker_config()
-
-    def _models(self) -> dict[str, str]:
-        """space -> the model whose vectors count as done: the loaded one, else the active one
-        while it is still the configured model (a stale space's old vectors must be redone)."""
-        models = {s: e.info.model_id for s, e in self.encoders.items()}
-        for space in self.spaces:
-            active = self.cat.active_model(space)
-            if space not in models and space not in self.stale_spaces and active:
-                models[space] = active
-        return models
-
-    def _check_models_present(self, spaces: Sequence[str]) -> None:
-        """Offline, report every missing model in one message rather than one per run."""
-        if not self.settings.offline:
-            return
-        missing = [st for st in (model_status(sp, self.settings) for sp in spaces) if not st.present]
-        if len(missing) < 2:
-            return  # none, or one: the backend's own message is the most specific
-        what = "; ".join(f"{st.space} model {st.spec} (looked in {st.location})" for st in missing)
-        raise ModelMissing(
-            f"model weights not found: {what}",
-            hint="run `xmr models download` while online, or point XMR_CLIP_MODEL / XMR_CLAP_MODEL "
-            "(--clip-model / --clap-model) at local files",
-        )
-
-    def _worker_config(self) -> _WorkerConfig:
-        clip = self.encoders.get("clip")
-        return _WorkerConfig(
-            index_dir=str(self.cat.index_dir),
-            models=self._models(),
-            spaces_for=self.spaces_for,
-            image_preprocessor=clip.image_preprocessor() if clip is not None else None,
-            audio_window_s=self.options.audio_window_s,
-            audio_hop_s=self.options.audio_hop_s,
-            max_text_bytes=self.options.max_text_bytes,
-            policy=Policy.with_extensions(self.options.text_extensions),
-        )
-
+    # -- decode and embed, batch by batch ---------------------------------------------------
     def _process(self, work: list[_Item]) -> None:
-        workers = self.options.workers
-        if workers is None:
-            workers = max(1, min(4, (os.cpu_count() or 2) - 1))
-        if workers == 0 or _decoding_items(work) < 8:
-            self._load_needed(work)
-            # self.config is read per file: a load in the commit path (_complete) updates it
-            self._consume((_prepare(item, self._current_config()) for item in work), len(work))
-            return
-        import multiprocessing
+        with self.embedder.decoded(work, self._triage) as decoded:
+            # the pool (if any) starts first: its workers start up while the models load
+            self.models.load_needed(work)
+            self._consume(decoded, len(work))
 
-        # spawn: forking a process that holds torch threads is unsafe. The pool starts
-        # before the models load, so the workers' start-up overlaps it.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            for _ in range(workers):
-                pool.submit(int)  # starts a worker process now
-            try:
-                self._load_needed(work)
-                self._consume(self._pooled(pool, workers, work), len(work))
-            except BaseException:
-                # let the running tasks (one file each) finish: tearing the pool down
-                # under its feeder thread prints errors at exit
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    def _forget_models(self) -> None:
+        self._models_now = None
+
+    def _triage(self, p: _Prepared) -> bool:
+        """Whether an identified file must be decoded: some space wanted for its modality
+        lacks its content's vectors (those it has go to ``p.spaces_done``)."""
+        if p.error or p.skip:
+            return False
+        spaces = self.spaces_for.get(p.modality, ())
+        if not spaces:
+            return False
+        if self._models_now is None:
+            self._models_now = self.models.models()
+        p.spaces_done = self.cat.encoded_spaces(p.hash, self._models_now) & set(spaces)
+        return not set(spaces) <= p.spaces_done
 
     def _consume(self, prepared_items: Iterable[_Prepared], total: int) -> None:
         """Group prepared files into batches and commit each."""
@@ -396,89 +187,11 @@ class _Run:
         if batch:
             self._commit(batch)
 
-    def _current_config(self) -> _WorkerConfig:
-        if self.config is None:
-            self.config = self._worker_config()
-        return self.config
-
-    def _pooled(self, pool: ProcessPoolExecutor, workers: int, work: list[_Item]) -> Iterator[_Prepared]:
-        # deep enough that workers prepare the next batch while the model encodes this one
-        max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
-        pending: dict[Future[_Prepared], int] = {}
-        items = iter(work)
-        nxt = next(items, None)
-        while True:
-            # bounded by count and by the files' sizes: a decoded hour of audio is ~700 MB,
-            # so a few long recordings must not be decoded all at once
-            while (
-                nxt is not None
-                and len(pending) < max_in_flight
-                and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
-            ):
-                pending[pool.submit(_prepare, nxt, self._current_config())] = nxt.size
-                nxt = next(items, None)
-            if not pending:
-                return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                del pending[fut]
-                yield fut.result()
-
-    # -- committing a batch ---------------------------------------------------------------
     def _commit(self, batch: list[_Prepared]) -> None:
-        """Encode what the batch needs, then write it all in one transaction."""
+        """Embed what the batch needs, then write it all in one transaction."""
         self._complete(batch)
-        encoded: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]] = {}
-        failed: dict[int, str] = {}
-        for space, enc in self.encoders.items():
-            encoded.update(self._encode_space(space, enc, batch, failed))
-        written: set[tuple[str, str]] = set()
-        models = self._models()
-        with self.cat.transaction():
-            for i, p in enumerate(batch):
-                self.report.bytes_read += p.bytes_read
-                self.report.files_read += p.opened
-                error = p.error or failed.get(i)
-                if error:
-                    self._record_error(
-                        p.item.path, p.item.root, error, p.item.size, p.item.mtime_ns, p.modality, p.hash
-                    )
-                    continue
-                if p.skip:
-                    self._upsert(p, "skipped", p.skip)
-                    self.report.skipped += 1
-                    self.report.skipped_by_reason[p.skip] = self.report.skipped_by_reason.get(p.skip, 0) + 1
-                    continue
-                spaces = self.spaces_for.get(p.modality, ())
-                if p.modality == "other" or (not spaces and p.modality not in self.options.modalities):
-                    status = "skipped" if p.modality == "other" else "pending"
-                    self._upsert(p, status)
-                    if status == "skipped":
-                        self.report.skipped += 1
-                    continue
-                if p.spaces_done - self.cat.encoded_spaces(p.hash, models):
-                    # its vectors went since the worker looked (e.g. `xmr remove` meanwhile):
-                    # leave it pending so the next run embeds it
-                    self._upsert(p, "pending")
-                    continue
-                wrote = False
-                for space in spaces:
-                    if space in p.spaces_done or (p.hash, space) in written:
-                        continue
-                    segs, vecs, dropped = encoded[(p.hash, space)]
-                    self.cat.add_encoding(p.hash, space, self.encoders[space].info.model_id, segs, vecs, dropped)
-                    written.add((p.hash, space))
-                    wrote = True
-                    self.report.segments += len(segs)
-                if wrote:
-                    self.report.embedded_files += 1
-                elif p.item.known_hash is None and p.item.old_hash != p.hash:
-                    if p.hash in self.vanished_hashes:
-                        self.report.moved += 1
-                    else:
-                        self.report.duplicates += 1
-                self._upsert(p, "indexed")
-        self._flush_warnings()
+        embedded = self.embedder.embed(batch, self.spaces_for)
+        self.committer.commit(batch, embedded, self.models.models())
         self.progress.advance(len(batch))
         self._indexing = (self._indexing[0], self._indexing[1] + len(batch))
 
@@ -491,212 +204,22 @@ class _Run:
             for p in batch:
                 if not (p.error or p.skip):
                     missing.update(set(self.spaces_for.get(p.modality, ())) - p.spaces_done)
-            missing = (missing & set(self.spaces)) - set(self.encoders)
+            missing = (missing & set(self.spaces)) - self.models.loaded()
             if not missing:
                 return
-            self._load_encoders(missing)  # adds at least one space each time round: the loop ends
-            config = self._current_config()
-            for i, p in enumerate(batch):
-                if p.undecoded and config.image_preprocessor is not None:
-                    again = _prepare(p.item, config)
-                    again.bytes_read += p.bytes_read
-                    again.opened = again.opened or p.opened
-                    batch[i] = again
+            self.models.load(missing)  # adds at least one space each time round: the loop ends
+            self.embedder.redecode(batch, self._triage)
             total, done = self._indexing
             self.progress.phase("indexing", total)
             self.progress.advance(done)
 
-    def _encode_space(
-        self, space: str, enc: Any, batch: list[_Prepared], failed: dict[int, str]
-    ) -> dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]]:
-        """Segments, vectors and the number of junk passages dropped, for every content of the
-        batch that lacks this space."""
-        out: dict[tuple[str, str], tuple[list[SegmentData], np.ndarray, int]] = {}
-        jobs: list[tuple[int, list[SegmentData]]] = []
-        dropped: dict[int, int] = {}
-        pixels: list[np.ndarray] = []
-        windows: list[np.ndarray] = []
-        texts: list[str] = []
-        planned: set[str | None] = set()
-        for i, p in enumerate(batch):
-            if p.error or p.skip or space not in self.spaces_for.get(p.modality, ()) or space in p.spaces_done:
-                continue
-            if p.hash in planned:
-                continue  # identical content twice in one batch: embedded once
-            if p.modality == "image" and p.pixels is not None:
-                jobs.append((i, [SegmentData(kind="image")]))
-                pixels.append(p.pixels)
-            elif p.modality == "audio" and p.audio_windows is not None:
-                segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
-                if not segs:
-                    failed[i] = "no audio to embed"
-                    continue
-                jobs.append((i, segs))
-                windows.extend(w for _, _, w in p.audio_windows)
-            elif p.modality == "text" and p.text is not None:
-                passages = split_document(Document(p.text, p.pages), enc.split_text)
-                kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
-                if not passages:
-                    failed[i] = "no text to embed"
-                    continue
-                # a content whose passages are all junk gets no segment (but its encoding is recorded)
-                dropped[i] = len(passages) - len(kept)
-                store = self.options.store_snippets
-                segs = [
-                    SegmentData(
-                        kind="text_passage",
-                        char_start=ps.start,
-                        char_end=ps.end,
-                        text=ps.text if store else None,
-                        page=page,
-                    )
-                    for ps, page in kept
-                ]
-                jobs.append((i, segs))
-                texts.extend(ps.text for ps, _ in kept)
-            else:
-                failed[i] = f"nothing decoded for the {space} space"
-                continue
-            planned.add(p.hash)
-        # a copy of content that failed above fails the same way
-        for i, p in enumerate(batch):
-            if i not in failed and p.hash not in planned and not p.error and not p.skip:
-                if space in self.spaces_for.get(p.modality, ()) and space not in p.spaces_done:
-                    failed[i] = next(
-                        (failed[j] for j, q in enumerate(batch) if q.hash == p.hash and j in failed),
-                        f"nothing decoded for the {space} space",
-                    )
-        if not jobs:
-            return out
-        vec_parts = []
-        if pixels:
-            vec_parts.append(("image", enc.embed_images(np.stack(pixels))))
-        if windows:
-            vec_parts.append(("audio", enc.embed_audio(np.stack(windows))))
-        if texts:
-            vec_parts.append(("text", enc.embed_texts(texts)))
-        cursors = {kind: 0 for kind, _ in vec_parts}
-        arrays = dict(vec_parts)
-        for i, segs in jobs:
-            kind = batch[i].modality
-            start = cursors.get(kind, 0)
-            cursors[kind] = start + len(segs)
-            vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
-            out[(batch[i].hash, space)] = (segs, vecs, dropped.get(i, 0))
-        return out
 
-    def _upsert(self, p: _Prepared, status: str, reason: str | None = None) -> None:
-        self._write_row(p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, reason)
+def _run_arguments(options: IndexOptions) -> dict[str, object]:
+    """The options as recorded in the run row (lists, not tuples)."""
+    from dataclasses import asdict
 
-    def _record_error(
-        self,
-        path: str,
-        root: str,
-        reason: str,
-        size: int,
-        mtime_ns: int,
-        modality: str | None,
-        h: str | None = None,
-    ) -> None:
-        self._write_row(path, root, size, mtime_ns, h, modality, "error", reason)
-        self.report.failed += 1
-        self.report.errors.append({"path": path_key(path)[0], "error": reason})
-        # shown after the commit: a failing progress display must not roll the batch back
-        self.warnings.append(f"{path_key(path)[0]}: {reason}")
-
-    def _write_row(
-        self,
-        path: str,
-        root: str,
-        size: int,
-        mtime_ns: int,
-        h: str | None,
-        modality: str | None,
-        status: str,
-        error: str | None,
-    ) -> None:
-        _, old_hash = self.cat.upsert_file(
-            path,
-            root=root,
-            size=size,
-            mtime_ns=mtime_ns,
-            hash=h,
-            modality=modality,
-            status=status,
-            error=error,
-            run_id=self.run_id,
-            seen=self.seen_at,
-        )
-        if old_hash and old_hash != h:
-            # the file changed: its previous content goes at the end of the run unless another
-            # file has it by then (a copy or a move found later in this run may still need it)
-            self.replaced_hashes.add(old_hash)
-
-    def _flush_warnings(self) -> None:
-        for message in self.warnings:
-            self.progress.warn(message)
-        self.warnings.clear()
-
-    def _delete(self, rows: Iterable[FileRow]) -> None:
-        """Remove vanished files, then content nothing refers to any more."""
-        ids = [r.id for r in rows]
-        with self.cat.transaction():
-            if ids:
-                self.report.removed += self.cat.delete_files(ids)
-            self.cat.gc_contents(self.replaced_hashes)
-
-    def _embed_concepts(self) -> None:
-        """Embed the bridge vocabulary with the loaded models, once per model, when a bridge
-        can carry results: once both spaces hold vectors. Before that (say a first folder
-        of photos) a search that needs a bridge embeds the concepts itself, once."""
-        from xmr import bridge
-
-        for space in ("clip", "clap"):
-            model_id = self.cat.active_model(space)
-            if not model_id or self.cat.vector_count(space, model_id) == 0:
-                return
-        if not self.encoders:
-            return  # nothing was embedded this run
-        concepts = bridge.load_concepts()
-        for space in ("clip", "clap"):
-            model_id = self.cat.active_model(space)
-            if not model_id or bridge.cached_concept_matrix(self.cat, model_id, concepts) is not None:
-                continue
-            if space not in self.encoders:
-                if space not in self.spaces or space in self.stale_spaces:
-                    continue  # loading it would switch the space's model without re-embedding
-                # once per model: the run that gives the second space its first vectors (say the
-                # first audio file of a photo collection) embeds the other space's concepts too
-                self._load_encoders([space])
-            enc = self.encoders[space]
-            if enc.info.model_id == self.cat.active_model(space):
-                self.progress.phase(f"embedding bridge concepts ({space})", None)
-                bridge.concept_matrix(self.cat, enc, concepts)
-
-    def _checkpoint_ann(self) -> None:
-        """Bring each space's ANN cache up to date: after new work, or when a crash
-        left it behind (stale state row, replaced file, leftover temp file)."""
-        from xmr.vectorstore import VectorStore
-
-        ann = paths.ann_dir(self.cat.index_dir)
-        for space in self.spaces:
-            model_id = self.cat.active_model(space)
-            row = self.cat.model_row(model_id) if model_id else None
-            if row is None or not (space in self.encoders or self._ann_stale(ann, space, model_id)):
-                continue
-            self.progress.phase(f"saving vector index ({space})", None)
-            VectorStore(ann, self.cat, space, model_id, int(row["dim"])).checkpoint()
-
-    def _ann_stale(self, ann: Path, space: str, model_id: str) -> bool:
-        """Cheap checks only (size, header, state row; no checksum): the checkpoint verifies fully."""
-        from xmr.vectorstore import VectorStore, index_file_name
-
-        state = self.cat.get_ann_state(space, model_id)
-        if state is None:
-            return self.cat.vector_count(space, model_id) > 0
-        if int(state.get("max_vector_id", -1)) != self.cat.max_vector_id(space, model_id):
-            return True
-        row = self.cat.model_row(model_id)
-        if row and VectorStore(ann, self.cat, space, model_id, int(row["dim"])).cheap_problem():
-            return True
-        return any(ann.glob(f".{index_file_name(space, model_id)}.*.tmp"))
+    args = asdict(options)
+    args["excludes"] = list(options.excludes)
+    args["modalities"] = list(options.modalities)
+    args["text_extensions"] = list(options.text_extensions)
+    return args
