@@ -13,9 +13,8 @@ stays as it is.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,16 +26,10 @@ from xmr.encoders import model_status
 from xmr.encoders.base import ModelInfo
 from xmr.encoders.engine import index_encoder
 from xmr.errors import ModelMissing
-from xmr.index.decode import _decoding_items, _init_worker, decode, identify
-from xmr.index.items import DecodeConfig, _Item, _Prepared
+from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared
 from xmr.index.options import IndexOptions
+from xmr.index.schedule import DecodeScheduler
 from xmr.settings import Settings
-
-MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # on-disk bytes of the files being decoded at once
-
-# The driver's verdict on an identified file: sets ``spaces_done`` (spaces its content is
-# already embedded in) and says whether it must be decoded (some wanted space lacks it).
-Triage = Callable[[_Prepared], bool]
 
 
 @dataclass
@@ -73,7 +66,7 @@ class Embedder(Protocol):
         """The spaces loaded so far, in load order."""
         ...
 
-    def decoded(self, work: Sequence[_Item], triage: Triage) -> Any:
+    def decoded(self, work: Sequence[_Item], triage: Triage) -> AbstractContextManager[Iterator[_Prepared]]:
         """A context manager giving an iterator of the work decoded (any order). Spaces
         loaded while it runs apply to the files decoded from then on."""
         ...
@@ -100,6 +93,7 @@ class LocalEmbedder:
         self.options = options
         self.encoders: dict[str, Any] = {}
         self.config: DecodeConfig | None = None  # rebuilt whenever an encoder is loaded
+        self.scheduler = DecodeScheduler(options, self._config)
         if options.workers != 0:
             # Decoders and torch's OpenMP threads share the cores: spinning OpenMP threads
             # starve the decoders (measured: 68% of the model-only rate with spinning, 77%
@@ -147,186 +141,102 @@ class LocalEmbedder:
             )
         return self.config
 
-    def _prepare(self, item: _Item, triage: Triage) -> _Prepared:
-        """Identify, triage and decode one file in this process."""
-        p = identify(item)
-        return _decode_if(p, triage, self._config())
-
-    @contextmanager
-    def decoded(self, work: Sequence[_Item], triage: Triage) -> Iterator[Iterator[_Prepared]]:
-        workers = self.options.workers
-        if workers is None:
-            workers = max(1, min(4, (os.cpu_count() or 2) - 1))
-        if workers == 0 or _decoding_items(work) < 8:
-            # the config is read per file: a load meanwhile (the driver's safety net) updates it
-            yield (self._prepare(item, triage) for item in work)
-            return
-        import multiprocessing
-
-        # spawn: forking a process that holds torch threads is unsafe. The pool starts
-        # before the models load, so the workers' start-up overlaps it.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            for _ in range(workers):
-                pool.submit(int)  # starts a worker process now
-            try:
-                yield self._pooled(pool, workers, work, triage)
-            except BaseException:
-                # let the running tasks (one file each) finish: tearing the pool down
-                # under its feeder thread prints errors at exit
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-
-    def _pooled(
-        self, pool: ProcessPoolExecutor, workers: int, work: Sequence[_Item], triage: Triage
-    ) -> Iterator[_Prepared]:
-        """Identify in the workers, triage here, decode in the workers what needs it."""
-        # deep enough that workers prepare the next batch while the model encodes this one
-        max_in_flight = max(workers * 4, min(self.options.commit_segments, 64))
-        pending: dict[Future[_Prepared], int] = {}
-        decoding: set[Future[_Prepared]] = set()
-        items = iter(work)
-        nxt = next(items, None)
-        while True:
-            # bounded by count and by the files' sizes: a decoded hour of audio is ~700 MB,
-            # so a few long recordings must not be decoded all at once
-            while (
-                nxt is not None
-                and len(pending) < max_in_flight
-                and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
-            ):
-                if nxt.known_hash is not None and nxt.known_modality is not None:
-                    p = identify(nxt)  # nothing to read: the hash is known
-                    if triage(p):
-                        fut = pool.submit(decode, p, self._config())
-                        pending[fut] = nxt.size
-                        decoding.add(fut)
-                    else:
-                        p.head = None
-                        yield p
-                else:
-                    pending[pool.submit(identify, nxt)] = nxt.size
-                nxt = next(items, None)
-            if not pending:
-                return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                size = pending.pop(fut)
-                p = fut.result()
-                if fut in decoding:
-                    decoding.discard(fut)
-                    yield p
-                elif triage(p):
-                    again = pool.submit(decode, p, self._config())
-                    pending[again] = size
-                    decoding.add(again)
-                else:
-                    p.head = None
-                    yield p
+    def decoded(self, work: Sequence[_Item], triage: Triage) -> AbstractContextManager[Iterator[_Prepared]]:
+        return self.scheduler.decoded(work, triage)
 
     def redecode(self, batch: list[_Prepared], triage: Triage) -> None:
-        config = self._config()
-        for i, p in enumerate(batch):
-            if p.undecoded and config.image_preprocessor is not None:
-                again = self._prepare(p.item, triage)
-                again.bytes_read += p.bytes_read
-                again.opened = again.opened or p.opened
-                batch[i] = again
+        self.scheduler.redecode(batch, triage)
 
     # -- embedding ----------------------------------------------------------------------
     def embed(self, batch: Sequence[_Prepared], spaces_for: Mapping[str, Sequence[str]]) -> Embedded:
         out = Embedded()
         for space, enc in self.encoders.items():
-            out.encodings.update(self._encode_space(space, enc, batch, spaces_for, out.failed))
-        return out
-
-    def _encode_space(
-        self,
-        space: str,
-        enc: Any,
-        batch: Sequence[_Prepared],
-        spaces_for: Mapping[str, Sequence[str]],
-        failed: dict[int, str],
-    ) -> dict[tuple[str, str], Encoding]:
-        """Segments, vectors and the number of junk passages dropped, for every content of the
-        batch that lacks this space."""
-        out: dict[tuple[str, str], Encoding] = {}
-        jobs: list[tuple[int, list[SegmentData]]] = []
-        dropped: dict[int, int] = {}
-        pixels: list[np.ndarray] = []
-        windows: list[np.ndarray] = []
-        texts: list[str] = []
-        planned: set[str | None] = set()
-        for i, p in enumerate(batch):
-            if p.error or p.skip or space not in spaces_for.get(p.modality, ()) or space in p.spaces_done:
-                continue
-            if p.hash in planned:
-                continue  # identical content twice in one batch: embedded once
-            if p.modality == "image" and p.pixels is not None:
-                jobs.append((i, [SegmentData(kind="image")]))
-                pixels.append(p.pixels)
-            elif p.modality == "audio" and p.audio_windows is not None:
-                segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
-                if not segs:
-                    failed[i] = "no audio to embed"
-                    continue
-                jobs.append((i, segs))
-                windows.extend(w for _, _, w in p.audio_windows)
-            elif p.modality == "text" and p.text is not None:
-                passages = split_document(Document(p.text, p.pages), enc.split_text)
-                kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
-                if not passages:
-                    failed[i] = "no text to embed"
-                    continue
-                # a content whose passages are all junk gets no segment (but its encoding is recorded)
-                dropped[i] = len(passages) - len(kept)
-                store = self.options.store_snippets
-                segs = [
-                    SegmentData(
-                        kind="text_passage",
-                        char_start=ps.start,
-                        char_end=ps.end,
-                        text=ps.text if store else None,
-                        page=page,
-                    )
-                    for ps, page in kept
-                ]
-                jobs.append((i, segs))
-                texts.extend(ps.text for ps, _ in kept)
-            else:
-                failed[i] = f"nothing decoded for the {space} space"
-                continue
-            planned.add(p.hash)
-        # a copy of content that failed above fails the same way
-        for i, p in enumerate(batch):
-            if i not in failed and p.hash not in planned and not p.error and not p.skip:
-                if space in spaces_for.get(p.modality, ()) and space not in p.spaces_done:
-                    failed[i] = next(
-                        (failed[j] for j, q in enumerate(batch) if q.hash == p.hash and j in failed),
-                        f"nothing decoded for the {space} space",
-                    )
-        if not jobs:
-            return out
-        vec_parts = []
-        if pixels:
-            vec_parts.append(("image", enc.embed_images(np.stack(pixels))))
-        if windows:
-            vec_parts.append(("audio", enc.embed_audio(np.stack(windows))))
-        if texts:
-            vec_parts.append(("text", enc.embed_texts(texts)))
-        cursors = {kind: 0 for kind, _ in vec_parts}
-        arrays = dict(vec_parts)
-        for i, segs in jobs:
-            kind = batch[i].modality
-            start = cursors.get(kind, 0)
-            cursors[kind] = start + len(segs)
-            vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
-            out[(batch[i].hash, space)] = Encoding(enc.info.model_id, segs, vecs, dropped.get(i, 0))
+            out.encodings.update(
+                encode_space(space, enc, batch, spaces_for, out.failed, store_snippets=self.options.store_snippets)
+            )
         return out
 
 
-def _decode_if(p: _Prepared, triage: Triage, config: DecodeConfig) -> _Prepared:
-    if p.error or p.skip or not triage(p):
-        p.head = None
-        return p
-    return decode(p, config)
+def encode_space(
+    space: str,
+    enc: Any,
+    batch: Sequence[_Prepared],
+    spaces_for: Mapping[str, Sequence[str]],
+    failed: dict[int, str],
+    *,
+    store_snippets: bool = False,
+) -> dict[tuple[str, str], Encoding]:
+    """Segments, vectors and the number of junk passages dropped, for every content of the
+    batch that lacks this space."""
+    out: dict[tuple[str, str], Encoding] = {}
+    jobs: list[tuple[int, list[SegmentData]]] = []
+    dropped: dict[int, int] = {}
+    pixels: list[np.ndarray] = []
+    windows: list[np.ndarray] = []
+    texts: list[str] = []
+    planned: set[str | None] = set()
+    for i, p in enumerate(batch):
+        if p.error or p.skip or space not in spaces_for.get(p.modality, ()) or space in p.spaces_done:
+            continue
+        if p.hash in planned:
+            continue  # identical content twice in one batch: embedded once
+        if p.modality == "image" and p.pixels is not None:
+            jobs.append((i, [SegmentData(kind="image")]))
+            pixels.append(p.pixels)
+        elif p.modality == "audio" and p.audio_windows is not None:
+            segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
+            if not segs:
+                failed[i] = "no audio to embed"
+                continue
+            jobs.append((i, segs))
+            windows.extend(w for _, _, w in p.audio_windows)
+        elif p.modality == "text" and p.text is not None:
+            passages = split_document(Document(p.text, p.pages), enc.split_text)
+            kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
+            if not passages:
+                failed[i] = "no text to embed"
+                continue
+            # a content whose passages are all junk gets no segment (but its encoding is recorded)
+            dropped[i] = len(passages) - len(kept)
+            segs = [
+                SegmentData(
+                    kind="text_passage",
+                    char_start=ps.start,
+                    char_end=ps.end,
+                    text=ps.text if store_snippets else None,
+                    page=page,
+                )
+                for ps, page in kept
+            ]
+            jobs.append((i, segs))
+            texts.extend(ps.text for ps, _ in kept)
+        else:
+            failed[i] = f"nothing decoded for the {space} space"
+            continue
+        planned.add(p.hash)
+    # a copy of content that failed above fails the same way
+    for i, p in enumerate(batch):
+        if i not in failed and p.hash not in planned and not p.error and not p.skip:
+            if space in spaces_for.get(p.modality, ()) and space not in p.spaces_done:
+                failed[i] = next(
+                    (failed[j] for j, q in enumerate(batch) if q.hash == p.hash and j in failed),
+                    f"nothing decoded for the {space} space",
+                )
+    if not jobs:
+        return out
+    vec_parts = []
+    if pixels:
+        vec_parts.append(("image", enc.embed_images(np.stack(pixels))))
+    if windows:
+        vec_parts.append(("audio", enc.embed_audio(np.stack(windows))))
+    if texts:
+        vec_parts.append(("text", enc.embed_texts(texts)))
+    cursors = {kind: 0 for kind, _ in vec_parts}
+    arrays = dict(vec_parts)
+    for i, segs in jobs:
+        kind = batch[i].modality
+        start = cursors.get(kind, 0)
+        cursors[kind] = start + len(segs)
+        vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
+        out[(batch[i].hash, space)] = Encoding(enc.info.model_id, segs, vecs, dropped.get(i, 0))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,3 +73,8 @@ def _segment_estimate(p: _Prepared) -> float:
     if p.text is not None:
         return max(MIN_TEXT_SHARE, len(p.text) / PASSAGE_CHARS)
     return 1 if p.pixels is not None else 0
+
+
+# The driver's verdict on an identified file: sets ``spaces_done`` (spaces its content is
+# already embedded in) and says whether it must be decoded (some wanted space lacks it).
+Triage = Callable[[_Prepared], bool]
