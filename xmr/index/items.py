@@ -78,3 +78,7 @@ def _segment_estimate(p: _Prepared) -> float:
 # The driver's verdict on an identified file: sets ``spaces_done`` (spaces its content is
 # already embedded in) and says whether it must be decoded (some wanted space lacks it).
 Triage = Callable[[_Prepared], bool]
+
+# the public names of the work item types, for Embedder implementations
+WorkItem = _Item
+Decoded = _Prepared
