@@ -3,7 +3,7 @@ and recording the models in the catalogue (the driver's side of the model lifecy
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from xmr import needed
 from xmr.catalogue import Catalogue
@@ -34,7 +34,7 @@ class RunModels:
         self.progress = progress
         self.stale_spaces = self._stale_spaces()
         self._encoded_cache: dict[str, set[str]] = {}
-        self.on_load: Callable[[], None] = lambda: None  # told after each load (the driver's caches)
+        self._models: dict[str, str] | None = None  # models() until the next load
 
     def loaded(self) -> set[str]:
         return set(self.embedder.loaded())
@@ -93,14 +93,17 @@ class RunModels:
             with self.cat.transaction():
                 self.cat.ensure_model(info, self._configured_spec(space))
                 self.cat.set_setting(f"active_model.{space}", info.model_id)
-        self.on_load()
+        self._models = None
 
     def models(self) -> dict[str, str]:
         """space -> the model whose vectors count as done: the loaded one, else the active one
-        while it is still the configured model (a stale space's old vectors must be redone)."""
-        models = {s: info.model_id for s, info in self.embedder.loaded().items()}
-        for space in self.spaces:
-            active = self.cat.active_model(space)
-            if space not in models and space not in self.stale_spaces and active:
-                models[space] = active
-        return models
+        while it is still the configured model (a stale space's old vectors must be redone).
+        Only a load changes it during a run."""
+        if self._models is None:
+            models = {s: info.model_id for s, info in self.embedder.loaded().items()}
+            for space in self.spaces:
+                active = self.cat.active_model(space)
+                if space not in models and space not in self.stale_spaces and active:
+                    models[space] = active
+            self._models = models
+        return dict(self._models)

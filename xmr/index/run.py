@@ -115,13 +115,11 @@ class _Run:
         self.run_id = cat.start_run("index", args)
         self.report = IndexReport(run_id=self.run_id, roots=roots)
         self.models = RunModels(cat, embedder, settings, self.spaces, self.spaces_for, progress)
-        self.models.on_load = self._forget_models
         self.planner = Planner(cat, roots, options, self.spaces_for, self.models, self.report, progress)
         self.committer = Committer(
             cat, self.run_id, now_iso(), self.spaces_for, options.modalities, self.report, progress
         )
         self.finish = Finish(cat, embedder, self.models, self.spaces, progress)
-        self._models_now: dict[str, str] | None = None  # what triage compares with, until a load
         self._indexing = (0, 0)  # (total, committed) of the indexing phase, to resume it after a load
 
     def execute(self) -> IndexReport:
@@ -153,9 +151,6 @@ class _Run:
             self.models.load_needed(work)
             self._consume(decoded, len(work))
 
-    def _forget_models(self) -> None:
-        self._models_now = None
-
     def _triage(self, p: _Prepared) -> bool:
         """Whether an identified file must be decoded: some space wanted for its modality
         lacks its content's vectors (those it has go to ``p.spaces_done``)."""
@@ -164,9 +159,7 @@ class _Run:
         spaces = self.spaces_for.get(p.modality, ())
         if not spaces:
             return False
-        if self._models_now is None:
-            self._models_now = self.models.models()
-        p.spaces_done = self.cat.encoded_spaces(p.hash, self._models_now) & set(spaces)
+        p.spaces_done = self.cat.encoded_spaces(p.hash, self.models.models()) & set(spaces)
         return not set(spaces) <= p.spaces_done
 
     def _consume(self, prepared_items: Iterable[_Prepared], total: int) -> None:
