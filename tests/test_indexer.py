@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import fake_encoders
@@ -259,7 +261,7 @@ class _PoolSpy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from concurrent.futures import ProcessPoolExecutor
 
-        from xmr import indexer
+        from xmr.index import schedule
 
         spy = self
 
@@ -268,7 +270,7 @@ class _PoolSpy:
                 spy.started += 1
                 super().__init__(*args, **kwargs)
 
-        monkeypatch.setattr(indexer, "ProcessPoolExecutor", Counting)
+        monkeypatch.setattr(schedule, "ProcessPoolExecutor", Counting)
 
 
 def test_worker_processes_give_the_same_catalogue_as_inline(
@@ -436,3 +438,66 @@ def test_files_of_other_roots_catch_up_after_a_model_switch(tmp_path: Path, monk
         assert model == "fake-clip:ViT-B-16:other-tag"
         h = cat.file_by_path(str(r2 / "p.png")).hash
         assert cat.encoded_spaces(h, {"clip": model}) == {"clip"}
+
+
+# -- the embedding seam (xmr.index.embed) --------------------------------------------------------
+
+
+class _RecordingEmbedder:
+    """An Embedder of the test's own that delegates to LocalEmbedder and records the calls."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.loads: list[str] = []
+        self.batches: list[int] = []
+
+    def check_available(self, spaces):  # type: ignore[no-untyped-def]
+        self.inner.check_available(spaces)
+
+    def load(self, space):  # type: ignore[no-untyped-def]
+        self.loads.append(space)
+        return self.inner.load(space)
+
+    def loaded(self):  # type: ignore[no-untyped-def]
+        return self.inner.loaded()
+
+    def decoded(self, work, triage):  # type: ignore[no-untyped-def]
+        return self.inner.decoded(work, triage)
+
+    def redecode(self, batch, triage):  # type: ignore[no-untyped-def]
+        self.inner.redecode(batch, triage)
+
+    def embed(self, batch, spaces_for):  # type: ignore[no-untyped-def]
+        self.batches.append(len(batch))
+        return self.inner.embed(batch, spaces_for)
+
+    def encoder(self, space):  # type: ignore[no-untyped-def]
+        return self.inner.encoder(space)
+
+
+def test_the_indexer_is_handed_its_embedder(tree: Path) -> None:
+    from xmr.index.embed import LocalEmbedder
+    from xmr.settings import Settings
+
+    options = IndexOptions(workers=0, checkpoint_ann=False)
+    embedder = _RecordingEmbedder(LocalEmbedder(Settings.from_env(), options))
+    report = index([tree], index_dir=paths.index_dir(), options=options, embedder=embedder)
+    assert report.failed == 0 and report.embedded_files == 5, report.errors
+    assert sum(embedder.batches) == report.found == 6  # every file went through it, blob.bin included
+    assert sorted(embedder.loads) == ["clap", "clip"]
+    with _cat() as cat:
+        assert cat.active_model("clip") == embedder.loaded()["clip"].model_id
+
+    # a long-lived embedder keeps its models across runs: a new file needs no load
+    built = len(fake_encoders.BUILT)
+    make_text(tree / "more.txt", 9)
+    report = index([tree], index_dir=paths.index_dir(), options=options, embedder=embedder)
+    assert report.new == 1 and report.embedded_files == 1 and embedder.batches[-1] == 1
+    assert fake_encoders.BUILT[built:] == [] and sorted(embedder.loads) == ["clap", "clip"]
+
+
+def test_decode_workers_never_load_the_catalogue() -> None:
+    # what a spawned worker imports to run xmr.index.decode: the catalogue is not among it
+    code = "import sys, xmr.index.decode; print(sorted(m for m in sys.modules if m.startswith('xmr.catalogue')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

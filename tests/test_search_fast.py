@@ -45,8 +45,12 @@ def _digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        # the caches may change; so does the WAL index (-shm), which every SQLite reader updates
-        if p.is_file() and "cache" not in p.relative_to(folder).parts and not p.name.endswith("-shm")
+        # the caches may change; so does the WAL index (-shm), which every SQLite reader updates,
+        # and a reader creates an empty WAL where the last writer closed cleanly (it holds nothing)
+        if p.is_file()
+        and "cache" not in p.relative_to(folder).parts
+        and not p.name.endswith("-shm")
+        and not (p.name.endswith("-wal") and p.stat().st_size == 0)
     }
 
 

@@ -70,7 +70,7 @@ def spaces_needed(
         if out.spaces >= wanted:
             return out
         if item.known_hash is not None and item.known_modality is not None:
-            h = item.known_hash  # the same shortcut the worker takes (_prepare)
+            h = item.known_hash  # the same shortcut decoding takes (xmr.index.decode.identify)
             out.spaces.update(s for s in spaces_for.get(item.known_modality, ()) if not done(h, s))
             continue
         if out.opened >= limit:

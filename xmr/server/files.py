@@ -30,6 +30,7 @@ from pathlib import Path
 
 from xmr import media, paths
 from xmr.catalogue import fs_path
+from xmr.catalogue.connection import connect
 from xmr.errors import MediaError, NoIndex, XmrError
 
 THUMB_SIZE = 320
@@ -64,8 +65,7 @@ class FileLookup:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             db = paths.catalogue_path(self.index_dir)
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn = connect(db, readonly=True)
             self._local.conn = conn
         return conn
 

@@ -1,0 +1,159 @@
+"""The commit step: the driver's writes to the catalogue, one transaction per batch.
+
+Only this step writes file rows and vectors (the model rows are written where models
+are loaded, xmr.index.models); decoding and embedding never touch the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from xmr.catalogue import Catalogue, FileRow, path_key
+from xmr.index.embed import Embedded
+from xmr.index.items import _Prepared
+from xmr.index.options import IndexReport, Progress
+from xmr.index.plan import Plan
+
+
+class Committer:
+    """Writes a run's results and keeps its report's counts."""
+
+    def __init__(
+        self,
+        cat: Catalogue,
+        run_id: int,
+        seen_at: str,
+        spaces_for: Mapping[str, tuple[str, ...]],
+        modalities: Sequence[str],
+        report: IndexReport,
+        progress: Progress,
+    ):
+        self.cat = cat
+        self.run_id = run_id
+        self.seen_at = seen_at
+        self.spaces_for = spaces_for
+        self.modalities = modalities
+        self.report = report
+        self.progress = progress
+        self.vanished_hashes: set[str] = set()
+        self.replaced_hashes: set[str] = set()
+        self.warnings: list[str] = []
+
+    def record_plan(self, plan: Plan) -> None:
+        """Files seen unchanged, and folders that could not be read."""
+        self.vanished_hashes = {r.hash for r in plan.vanished if r.hash}
+        with self.cat.transaction():
+            self.cat.touch_files(plan.unchanged, self.seen_at, self.run_id)
+            for err in plan.walk_errors:
+                self._record_error(str(err.path), str(err.root), err.reason, size=0, mtime_ns=0, modality=None)
+        self.flush_warnings()
+
+    def commit(self, batch: list[_Prepared], embedded: Embedded, models: dict[str, str]) -> None:
+        """Write the batch and its vectors in one transaction."""
+        encoded, failed = embedded.encodings, embedded.failed
+        written: set[tuple[str, str]] = set()
+        with self.cat.transaction():
+            for i, p in enumerate(batch):
+                self.report.bytes_read += p.bytes_read
+                self.report.files_read += p.opened
+                error = p.error or failed.get(i)
+                if error:
+                    self._record_error(
+                        p.item.path, p.item.root, error, p.item.size, p.item.mtime_ns, p.modality, p.hash
+                    )
+                    continue
+                if p.skip:
+                    self._upsert(p, "skipped", p.skip)
+                    self.report.skipped += 1
+                    self.report.skipped_by_reason[p.skip] = self.report.skipped_by_reason.get(p.skip, 0) + 1
+                    continue
+                spaces = self.spaces_for.get(p.modality, ())
+                if p.modality == "other" or (not spaces and p.modality not in self.modalities):
+                    status = "skipped" if p.modality == "other" else "pending"
+                    self._upsert(p, status)
+                    if status == "skipped":
+                        self.report.skipped += 1
+                    continue
+                if p.spaces_done - self.cat.encoded_spaces(p.hash, models):
+                    # its vectors went since the worker looked (e.g. `xmr remove` meanwhile):
+                    # leave it pending so the next run embeds it
+                    self._upsert(p, "pending")
+                    continue
+                wrote = False
+                for space in spaces:
+                    if space in p.spaces_done or (p.hash, space) in written:
+                        continue
+                    enc = encoded[(p.hash, space)]
+                    self.cat.add_encoding(p.hash, space, enc.model_id, enc.segments, enc.vectors, enc.dropped)
+                    written.add((p.hash, space))
+                    wrote = True
+                    self.report.segments += len(enc.segments)
+                if wrote:
+                    self.report.embedded_files += 1
+                elif p.item.known_hash is None and p.item.old_hash != p.hash:
+                    if p.hash in self.vanished_hashes:
+                        self.report.moved += 1
+                    else:
+                        self.report.duplicates += 1
+                self._upsert(p, "indexed")
+        self.flush_warnings()
+
+    def _upsert(self, p: _Prepared, status: str, reason: str | None = None) -> None:
+        self._write_row(p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, reason)
+
+    def _record_error(
+        self,
+        path: str,
+        root: str,
+        reason: str,
+        size: int,
+        mtime_ns: int,
+        modality: str | None,
+        h: str | None = None,
+    ) -> None:
+        self._write_row(path, root, size, mtime_ns, h, modality, "error", reason)
+        self.report.failed += 1
+        self.report.errors.append({"path": path_key(path)[0], "error": reason})
+        # shown after the commit: a failing progress display must not roll the batch back
+        self.warnings.append(f"{path_key(path)[0]}: {reason}")
+
+    def _write_row(
+        self,
+        path: str,
+        root: str,
+        size: int,
+        mtime_ns: int,
+        h: str | None,
+        modality: str | None,
+        status: str,
+        error: str | None,
+    ) -> None:
+        _, old_hash = self.cat.upsert_file(
+            path,
+            root=root,
+            size=size,
+            mtime_ns=mtime_ns,
+            hash=h,
+            modality=modality,
+            status=status,
+            error=error,
+            run_id=self.run_id,
+            seen=self.seen_at,
+        )
+        if old_hash and old_hash != h:
+            # the file changed: its previous content goes at the end of the run unless another
+            # file has it by then (a copy or a move found later in this run may still need it)
+            self.replaced_hashes.add(old_hash)
+
+    def flush_warnings(self) -> None:
+        for message in self.warnings:
+            self.progress.warn(message)
+        self.warnings.clear()
+
+    def delete(self, rows: Iterable[FileRow]) -> None:
+        """Remove vanished files, then content nothing refers to any more."""
+        ids = [r.id for r in rows]
+        with self.cat.transaction():
+            if ids:
+                self.report.removed += self.cat.delete_files(ids)
+            self.cat.gc_contents(self.replaced_hashes)

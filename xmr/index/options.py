@@ -1,0 +1,82 @@
+"""Run options, the run report and the progress protocol of ``xmr index``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from xmr import media
+from xmr.documents import MAX_DOCUMENT_BYTES
+
+
+class Progress(Protocol):
+    """How the core reports progress; the CLI renders it on stderr."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+class _NoProgress:
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class IndexOptions:
+    include_hidden: bool = False
+    excludes: Sequence[str] = ()
+    follow_symlinks: bool = False
+    modalities: Sequence[str] = field(default_factory=media.names)  # every registered kind (xmr.media)
+    retry_errors: bool = False
+    workers: int | None = None  # None: chosen from the core count; 0: decode in this process
+    audio_window_s: float = 10.0
+    audio_hop_s: float = 10.0
+    max_text_bytes: int = MAX_DOCUMENT_BYTES
+    text_extensions: Sequence[str] = ()  # added to the document policy as plain text (--text-ext)
+    store_snippets: bool = False  # keep passages' text in the catalogue (default: offsets only)
+    commit_segments: int = 64  # flush a batch once it holds this many segments
+    commit_files: int = 512  # ... or this many files
+    checkpoint_ann: bool = True
+    bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
+    wait: bool = False  # another writer holds the index: wait for it instead of failing
+
+
+@dataclass
+class IndexReport:
+    run_id: int
+    roots: list[str]
+    found: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    removed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    embedded_files: int = 0
+    segments: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("errors")
+        d.pop("roots")
+        d.pop("run_id")
+        return d
