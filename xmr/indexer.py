@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from xmr import needed, paths
 from xmr.catalogue import Catalogue, FileRow, SegmentData, now_iso, path_key
-from xmr.crawl import FoundFile, WalkError, walk
+from xmr.crawl import FoundFile, WalkError, walk, walk_within
 from xmr.documents import (
     HTML_EXTENSIONS,
     MAX_DOCUMENT_BYTES,
@@ -94,6 +95,7 @@ class IndexOptions:
     checkpoint_ann: bool = True
     bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
     wait: bool = False  # another writer holds the index: wait for it instead of failing
+    within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
 
 
 @dataclass
@@ -360,6 +362,7 @@ class _Run:
             # which choosing a precision may do (_stale_spaces).
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         args["text_extensions"] = list(options.text_extensions)
+        args["within"] = list(options.within)
         self.run_id = cat.start_run("index", args)
         self.report = IndexReport(run_id=self.run_id, roots=roots)
         self.vanished_hashes: set[str] = set()
@@ -416,7 +419,7 @@ class _Run:
         """Walk the roots and sort each file into unchanged / work; return (work, vanished)."""
         self.progress.phase("scanning", None)
         existing: dict[str, FileRow] = {}
-        for root in self.roots:
+        for root in self.options.within or self.roots:
             existing.update(self.cat.files_under(root))
         seen: set[str] = set()
         unchanged: list[int] = []
@@ -424,7 +427,7 @@ class _Run:
         walk_errors: list[WalkError] = []
         error_dirs: list[str] = []
         root_of = {}
-        for entry in walk(
+        for entry in (partial(walk_within, within=self.options.within) if self.options.within else walk)(
             self.roots,
             include_hidden=self.options.include_hidden,
             excludes=self.options.excludes,
