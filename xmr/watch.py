@@ -78,7 +78,7 @@ class WatchListener(Protocol):
 
     def indexed(self, report: IndexReport, changes: int) -> None: ...  # changes: 0 for a full run
 
-    def fallback(self, reason: str) -> None: ...
+    def fallback(self, notice: str) -> None: ...  # once: OS notifications failed, polling from now on
 
     def failed(self, message: str) -> None: ...
 
@@ -90,7 +90,7 @@ class _Quiet:
     def indexed(self, report: IndexReport, changes: int) -> None:
         pass
 
-    def fallback(self, reason: str) -> None:
+    def fallback(self, notice: str) -> None:
         pass
 
     def failed(self, message: str) -> None:
@@ -297,7 +297,7 @@ class _Watch:
         elif isinstance(item, _Fallback):
             self.summary.polling = True
             self.full = True  # what changed between the failure and the first poll
-            self.listener.fallback(item.reason)
+            self.listener.fallback(fallback_notice(item.reason, item.limit, self.watch.poll_interval_s))
         elif isinstance(item, _Failure):
             if not item.fatal:
                 self.full = True  # changes while it was down
@@ -427,3 +427,84 @@ def coalesce(changed: Iterable[str], roots: Sequence[str], limit: int) -> list[s
         if up == parent:  # reached the top without meeting another place
             kept.append(p)
     return [] if len(kept) > limit else kept
+
+
+class BackgroundWatch:
+    """``watch_index`` on a thread, for ``xmr serve --watch``: its messages go to ``notify``
+    (one line each) and it ends with :meth:`close`. The server picks up each run's commits
+    by itself (xmr.server.state: the catalogue's generation)."""
+
+    def __init__(
+        self,
+        roots: Sequence[str | os.PathLike[str]],
+        index_dir: Path,
+        settings: Settings,
+        *,
+        options: IndexOptions | None = None,
+        watch: WatchOptions | None = None,
+        notify: Callable[[str], None] | None = None,
+    ):
+        from xmr.catalogue import Catalogue
+
+        self.notify = notify or (lambda message: None)
+        self.stop = threading.Event()
+        self.error: XmrError | None = None
+        self._watch = _Watch(roots, index_dir, settings, options, watch, None, _Notices(self.notify), self.stop, None)
+        if not paths.catalogue_path(index_dir).exists():
+            Catalogue.open(index_dir, create=True).close()  # the server opens it before the first run ends
+        self._thread = threading.Thread(target=self._run, name="xmr-watch-index", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._watch.run()
+        except XmrError as exc:
+            self.error = exc
+            self.notify(f"watching stopped: {exc}")
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Stop (a run in progress ends after its current commit) and wait for the thread."""
+        self.stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class _Notices:
+    """A WatchListener for the server: one line per event."""
+
+    def __init__(self, notify: Callable[[str], None]):
+        self.notify = notify
+
+    def watching(self, roots: Sequence[str], polling: bool) -> None:
+        how = "polling" if polling else "OS notifications"
+        self.notify(f"watching {', '.join(roots)} ({how})")
+
+    def indexed(self, report: IndexReport, changes: int) -> None:
+        self.notify(run_line(report, changes))
+
+    def fallback(self, notice: str) -> None:
+        self.notify(notice)
+
+    def failed(self, message: str) -> None:
+        self.notify(message)
+
+
+def run_line(report: IndexReport, changes: int) -> str:
+    """One line for a watch run (the CLI and the server say the same)."""
+    what = f"{changes} change(s)" if changes else "full scan"
+    parts = [f"{report.embedded_files} indexed", f"{report.moved} moved", f"{report.removed} removed"]
+    if report.failed:
+        parts.append(f"{report.failed} failed")
+    return f"{what}: {', '.join(parts)} in {report.elapsed_s:.1f}s"
+
+
+def fallback_notice(reason: str, limit: bool, interval_s: float) -> str:
+    text = f"cannot watch with OS notifications ({reason.strip()}); polling every {interval_s:g} s instead"
+    if limit:
+        text += (
+            ". On Linux, raise the limit: sudo sysctl fs.inotify.max_user_watches=524288"
+            " (and fs.inotify.max_user_instances=512); see docs/watch.md"
+        )
+    return text
