@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -192,13 +193,17 @@ def _init_worker() -> None:
 
 
 def _worker_catalogue(config: _WorkerConfig) -> Catalogue:
-    """A read-only connection per process and index (inline runs share the module state)."""
+    """A read-only connection per process and index (inline runs share the module state; the
+    thread is part of the key: a connection serves the thread that opened it, and inline runs
+    may come from several, e.g. xmr.watch's)."""
     cat = _worker.get("catalogue")
-    if cat is None or _worker.get("catalogue_dir") != config.index_dir:
+    key = (config.index_dir, threading.get_ident())
+    if cat is None or _worker.get("catalogue_dir") != key:
         if cat is not None:
-            cat.close()
+            with contextlib.suppress(Exception):  # another thread's connection cannot be closed here
+                cat.close()
         cat = Catalogue.open(Path(config.index_dir), readonly=True)
-        _worker["catalogue"], _worker["catalogue_dir"] = cat, config.index_dir
+        _worker["catalogue"], _worker["catalogue_dir"] = cat, key
     return cat
 
 
