@@ -471,3 +471,26 @@ def _settings() -> Any:
     from xmr.settings import Settings
 
     return Settings.from_env()
+
+
+def test_serve_watch_keeps_the_served_index_current(tmp_path: Path) -> None:
+    from server_helpers import running_server
+
+    root = _tree(tmp_path)
+    index_dir = tmp_path / "served-index"  # fresh: the server starts before anything is indexed
+
+    def top(server: Any, note: Path) -> str | None:
+        reply = server.upload("file", note.name, note.read_bytes(), {"k": 1, "type": "text"})
+        results = reply.json().get("results") if reply.status == 200 else None
+        return results[0]["path"] if results else None
+
+    with running_server(index_dir, "--watch", str(root)) as server:
+        wait_for(lambda: top(server, root / "n1.txt") == str(root / "n1.txt"), "the first full run, served")
+        make_text(root / "fresh.txt", seed=80)
+        wait_for(lambda: top(server, root / "fresh.txt") == str(root / "fresh.txt"), "a new file, served")
+        gone = (root / "n2.txt").read_bytes()
+        (root / "n2.txt").unlink()
+        (tmp_path / "n2-copy.txt").write_bytes(gone)
+        wait_for(lambda: top(server, tmp_path / "n2-copy.txt") != str(root / "n2.txt"), "a deleted file, gone")
+        proc = server.proc
+    assert proc.returncode is not None  # running_server's SIGINT ended it, watch thread and all
