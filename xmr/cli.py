@@ -293,6 +293,8 @@ def index_cmd(
         text_extensions=text_exts,
         store_snippets=store_snippets,
     )
+    if poll and not watch:
+        raise UsageError("--poll only applies with --watch")
     if watch:
         from xmr.cli_watch import run_watch
         from xmr.watch import WatchOptions

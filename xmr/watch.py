@@ -237,7 +237,7 @@ class _Watch:
         self.summary = WatchSummary(polling=self.watch.poll)
         self.pending: set[str] = set()
         self.full = False  # the next run covers the whole roots
-        self.last_checkpoint = 0.0
+        self.last_checkpoint = float("-inf")  # the first run writes one
         self.retry_at: float | None = None
         # the index's own writes must never look like changes (an index inside a watched folder)
         self._skip = {os.path.abspath(self.index_dir), os.path.realpath(self.index_dir)}
