@@ -181,10 +181,18 @@ def test_file_names_that_look_like_markup_are_plain_text(tmp_path: Path) -> None
 class WatchProcess:
     """``python -m MODULE index --watch ROOT --json`` with stdout and stderr in files."""
 
-    def __init__(self, tmp_path: Path, root: Path, *args: str, module: str = "xmr", delay: float = 0.0):
+    def __init__(
+        self,
+        tmp_path: Path,
+        root: Path,
+        *args: str,
+        module: str = "xmr",
+        delay: float = 0.0,
+        prefix: tuple[str, ...] = (),
+    ):
         self.out, self.err = tmp_path / "watch.out", tmp_path / "watch.err"
         env = dict(os.environ, FAKE_ENCODER_DELAY=str(delay))
-        cmd = [sys.executable, "-m", module, "index", "--watch", str(root), "--workers", "0", "--json", *args]
+        cmd = [*prefix, sys.executable, "-m", module, "index", "--watch", str(root), "--workers", "0", "--json", *args]
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
 
@@ -305,3 +313,34 @@ def test_index_watch_falls_back_to_polling_with_one_notice(tmp_path: Path) -> No
     notices = [line for line in w.stderr().splitlines() if "cannot watch with OS notifications" in line]
     assert len(notices) == 1, w.stderr()
     assert "polling every 0.2 s" in notices[0] and "fs.inotify.max_user_watches" in notices[0]
+
+
+# a user namespace of its own lets one process have a lower inotify limit (Linux >= 4.9)
+LOW_INOTIFY = ("unshare", "-Ur", "sh", "-c", 'echo 10 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh")
+
+
+def _can_lower_inotify_limit() -> bool:
+    try:
+        return subprocess.run([*LOW_INOTIFY, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_lower_inotify_limit(), reason="needs unprivileged user namespaces (unshare -Ur)")
+def test_index_watch_at_the_real_inotify_limit_polls(tmp_path: Path) -> None:
+    """max_user_watches lowered to 10 for this process only, 30 folders to watch: the OS
+    refuses (ENOSPC), and the watch polls instead of failing."""
+    root = tmp_path / "folders"
+    for i in range(30):
+        (root / f"d{i:02d}").mkdir(parents=True)
+        make_text(root / f"d{i:02d}" / "n.txt", i, words=12)
+    w = WatchProcess(tmp_path, root, "--poll-interval", "0.2", prefix=LOW_INOTIFY)
+    try:
+        w.wait_for(lambda: len(indexed()) == 30, "the first full run")
+        make_text(root / "d25" / "late.txt", 99, words=12)  # in a folder inotify could not watch
+        w.wait_for(lambda: str(root / "d25" / "late.txt") in indexed(), "a file found by polling")
+    finally:
+        code = w.end(signal.SIGINT)
+    assert code == 0, w.stderr()
+    notices = [line for line in w.stderr().splitlines() if "cannot watch with OS notifications" in line]
+    assert len(notices) == 1 and "watch limit" in notices[0], w.stderr()

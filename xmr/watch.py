@@ -31,7 +31,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -137,10 +137,10 @@ class _Stoppable:
 def watchfiles_source(options: WatchOptions) -> ChangeSource:
     """Changes from watchfiles (its own filters off: the crawler's rules decide)."""
 
-    def source(roots: list[str], polling: bool, stop: threading.Event) -> Iterable[set[str]]:
+    def changes(roots: list[str], polling: bool, stop: threading.Event, ignore_denied: bool) -> Iterator[set[str]]:
         from watchfiles import watch
 
-        for changes in watch(
+        for found in watch(
             *roots,
             watch_filter=None,
             debounce=options.debounce_ms,
@@ -152,9 +152,24 @@ def watchfiles_source(options: WatchOptions) -> ChangeSource:
             # None: watchfiles' own choice (WATCHFILES_FORCE_POLLING, polling on WSL)
             force_polling=True if polling else None,
             poll_delay_ms=max(1, int(options.poll_interval_s * 1000)),
-            ignore_permission_denied=True,
+            ignore_permission_denied=ignore_denied,
         ):
-            yield {path for _, path in changes}
+            yield {path for _, path in found}
+
+    def source(roots: list[str], polling: bool, stop: threading.Event) -> Iterator[set[str]]:
+        # watchfiles' ignore_permission_denied drops every error of adding the watches, the
+        # watch limit's too (a tree then is only partly watched, silently): off, unless an
+        # unreadable folder is what stops it
+        found = changes(roots, polling, stop, ignore_denied=polling)
+        try:
+            first = next(found)
+        except PermissionError:
+            found = changes(roots, polling, stop, ignore_denied=True)
+            first = next(found)
+        except StopIteration:
+            return
+        yield first
+        yield from found
 
     return source
 
@@ -495,6 +510,8 @@ def run_line(report: IndexReport, changes: int) -> str:
     """One line for a watch run (the CLI and the server say the same)."""
     what = f"{changes} change(s)" if changes else "full scan"
     parts = [f"{report.embedded_files} indexed", f"{report.moved} moved", f"{report.removed} removed"]
+    if report.duplicates:
+        parts.append(f"{report.duplicates} duplicate")
     if report.failed:
         parts.append(f"{report.failed} failed")
     return f"{what}: {', '.join(parts)} in {report.elapsed_s:.1f}s"
