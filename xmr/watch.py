@@ -267,7 +267,8 @@ class _Watch:
             self.listener.watching(self.roots, self.summary.polling)
             self.full = True  # the first run: everything that changed while nothing watched
             while not self.stop.is_set():
-                if self.full or (self.pending and (self.retry_at is None or time.monotonic() >= self.retry_at)):
+                due = self.retry_at is None or time.monotonic() >= self.retry_at  # after a failed run
+                if (self.full or self.pending) and due:
                     self._run_once()
                     continue
                 self._take(block=True)
@@ -397,10 +398,11 @@ class _Watch:
                     if changes:
                         self.events.put(changes)
                 return  # a source ends when ``stop`` is set
-            except FileNotFoundError as exc:
-                self.events.put(_Failure(exc))
-                return
             except (OSError, RuntimeError) as exc:
+                # a root gone (older watchfiles raised FileNotFoundError for every watch error)
+                if isinstance(exc, FileNotFoundError) and limit_reason(exc) is None:
+                    self.events.put(_Failure(exc))
+                    return
                 if not polling:
                     limit = limit_reason(exc)
                     self.events.put(_Fallback(limit or f"{type(exc).__name__}: {exc}", limit is not None))
@@ -411,6 +413,9 @@ class _Watch:
                     return
                 self.events.put(_Failure(exc, fatal=False))
                 self.stop.wait(self.watch.retry_s)
+            except Exception as exc:  # anything else ends the watch with its message, never silently
+                self.events.put(_Failure(exc))
+                return
 
 
 def _root_of(path: str, roots: Sequence[str]) -> str | None:
