@@ -278,6 +278,21 @@ def test_changes_outside_the_rules_start_no_run(tmp_path: Path) -> None:
     assert [changes for _, changes in w.listener.runs][1] == 1
 
 
+def test_a_changed_xmrignore_makes_its_folder_looked_at_again(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "drafts").mkdir()
+    for i in range(2):
+        make_text(root / "drafts" / f"d{i}.txt", seed=30 + i)
+    source = Script()
+    w = Watching(root, source)
+    w.wait_for(lambda: len(indexed()) == 5, "the first full run")
+    (root / "drafts" / ".xmrignore").write_text("d0.txt\n")
+    source.push(root / "drafts" / ".xmrignore")  # hidden itself, but it changes what its folder holds
+    w.wait_for(lambda: str(root / "drafts" / "d0.txt") not in indexed(), "the newly ignored file dropped")
+    summary = w.stop()
+    assert str(root / "drafts" / "d1.txt") in indexed() and summary.removed == 1
+
+
 def test_a_burst_ends_in_one_run(tmp_path: Path) -> None:
     """2,000 files reported one by one while the first run works are taken by one run."""
     root = _tree(tmp_path)
