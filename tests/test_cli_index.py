@@ -242,6 +242,7 @@ def test_index_watch_follows_changes_then_stops_on_sigint(tmp_path: Path) -> Non
         for i in range(2000):
             (burst / f"b{i:04d}.txt").write_text(f"burst note {i} about a violin in the meadow\n")
         w.wait_for(lambda: sum(p.startswith(str(burst)) for p in indexed()) == 2000, "the burst of 2,000 files")
+        w.wait_for(lambda: sum(r["new"] for r in w.runs()[runs_before_burst:]) == 2000, "the burst's runs reported")
         # a search sees the new files (fake encoders: a file's own text finds it first)
         res = subprocess.run(
             [sys.executable, "-m", "xmr", "search", "burst note 1234 about a violin in the meadow", "--json"],
