@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import invoke
 from test_indexer import make_audio, make_image, make_text
+from test_watch import DEADLINE_S, indexed, wait_for
 
+from xmr import paths
+from xmr.catalogue import Catalogue
 from xmr.errors import ExitCode
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
@@ -166,3 +173,175 @@ def test_file_names_that_look_like_markup_are_plain_text(tmp_path: Path) -> None
     assert json.loads(invoke("status", "--json").stdout)["files"] == 2
     assert invoke("info", str(odd / "ok.png")).exit_code == 0
     assert invoke("remove", str(odd)).exit_code == 0
+
+
+# -- index --watch: a real process, real file changes, real signals ---------------------------------
+
+
+class WatchProcess:
+    """``python -m MODULE index --watch ROOT --json`` with stdout and stderr in files."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        root: Path,
+        *args: str,
+        module: str = "xmr",
+        delay: float = 0.0,
+        prefix: tuple[str, ...] = (),
+    ):
+        self.out, self.err = tmp_path / "watch.out", tmp_path / "watch.err"
+        env = dict(os.environ, FAKE_ENCODER_DELAY=str(delay))
+        cmd = [*prefix, sys.executable, "-m", module, "index", "--watch", str(root), "--workers", "0", "--json", *args]
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+
+    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        wait_for(condition, what, alive=lambda: self.proc.poll() is None or condition())
+
+    def end(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=DEADLINE_S)
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+
+def _notes(root: Path, n: int) -> Path:
+    root.mkdir()
+    for i in range(n):
+        make_text(root / f"n{i}.txt", i, words=12)
+    return root
+
+
+def test_index_watch_follows_changes_then_stops_on_sigint(tmp_path: Path) -> None:
+    root = _notes(tmp_path / "notes", 3)
+    w = WatchProcess(tmp_path, root)
+    try:
+        w.wait_for(lambda: len(indexed()) == 3, "the first full run")
+        make_text(root / "created.txt", 10, words=12)
+        w.wait_for(lambda: str(root / "created.txt") in indexed(), "a created file")
+        before = indexed()[str(root / "n0.txt")]
+        make_text(root / "n0.txt", 11, words=12)
+        w.wait_for(lambda: indexed().get(str(root / "n0.txt")) not in (None, before), "a modified file")
+        moved = indexed()[str(root / "n1.txt")]
+        (root / "sub").mkdir()
+        os.rename(root / "n1.txt", root / "sub" / "moved.txt")
+        w.wait_for(
+            lambda: indexed().get(str(root / "sub" / "moved.txt")) == moved and str(root / "n1.txt") not in indexed(),
+            "a moved file",
+        )
+        (root / "n2.txt").unlink()
+        w.wait_for(lambda: str(root / "n2.txt") not in indexed(), "a deleted file")
+        runs_before_burst = len(w.runs())
+        burst = root / "burst"
+        burst.mkdir()
+        for i in range(2000):
+            (burst / f"b{i:04d}.txt").write_text(f"burst note {i} about a violin in the meadow\n")
+        w.wait_for(lambda: sum(p.startswith(str(burst)) for p in indexed()) == 2000, "the burst of 2,000 files")
+        w.wait_for(lambda: sum(r["new"] for r in w.runs()[runs_before_burst:]) == 2000, "the burst's runs reported")
+        # a search sees the new files (fake encoders: a file's own text finds it first)
+        res = subprocess.run(
+            [sys.executable, "-m", "xmr", "search", "burst note 1234 about a violin in the meadow", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["results"][0]["path"] == str(burst / "b1234.txt")
+    finally:
+        code = w.end(signal.SIGINT)
+    assert code == 0, w.stderr()
+    runs = w.runs()
+    burst_runs = runs[runs_before_burst:]
+    assert sum(r["new"] for r in burst_runs) == 2000
+    assert len(burst_runs) < 100  # debounced and batched: a few runs, not one per file
+    assert "stopped watching" in w.stderr()
+    assert "Traceback" not in w.stderr()
+
+
+def test_index_watch_stops_cleanly_on_sigterm_mid_run_and_resumes(tmp_path: Path) -> None:
+    root = _notes(tmp_path / "notes", 400)
+    w = WatchProcess(tmp_path, root, delay=0.02)
+    w.wait_for(lambda: len(indexed()) > 0, "a first commit")
+    code = w.end(signal.SIGTERM)
+    assert code == 0, w.stderr()
+    kept = indexed()
+    assert 0 < len(kept) < 400  # it stopped after a commit, not at the end
+    assert "the next run" in w.stderr()
+    again = WatchProcess(tmp_path, root)
+    again.wait_for(lambda: len(indexed()) == 400, "the next run to finish the tree")
+    assert again.end(signal.SIGTERM) == 0, again.stderr()
+    after = indexed()
+    assert all(after[p] == h for p, h in kept.items())
+
+
+def test_index_watch_killed_loses_nothing_committed(tmp_path: Path) -> None:
+    root = _notes(tmp_path / "notes", 3)
+    w = WatchProcess(tmp_path, root, delay=0.02)
+    w.wait_for(lambda: len(indexed()) == 3, "the first full run")
+    for i in range(400):
+        (root / f"late{i:03d}.txt").write_text(f"late note {i} about thunder over the harbour\n")
+    w.wait_for(lambda: len(indexed()) > 3, "a commit of the new files")
+    w.proc.kill()
+    w.proc.wait(timeout=DEADLINE_S)
+    kept = indexed()
+    assert 3 < len(kept) < 403
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        assert cat.integrity_check() == "ok"
+    # a later run resumes: the rest is indexed, what was committed is as it was
+    again = WatchProcess(tmp_path, root)
+    again.wait_for(lambda: len(indexed()) == 403, "the later run")
+    assert again.end(signal.SIGINT) == 0, again.stderr()
+    after = indexed()
+    assert all(after[p] == h for p, h in kept.items())
+
+
+def test_index_watch_falls_back_to_polling_with_one_notice(tmp_path: Path) -> None:
+    root = _notes(tmp_path / "notes", 2)
+    w = WatchProcess(tmp_path, root, "--poll-interval", "0.2", module="watch_limited")
+    try:
+        w.wait_for(lambda: len(indexed()) == 2, "the first full run")
+        for i in range(3):
+            make_text(root / f"polled{i}.txt", 20 + i, words=12)
+            w.wait_for(lambda i=i: str(root / f"polled{i}.txt") in indexed(), "a file found by polling")
+    finally:
+        code = w.end(signal.SIGINT)
+    assert code == 0, w.stderr()
+    notices = [line for line in w.stderr().splitlines() if "cannot watch with OS notifications" in line]
+    assert len(notices) == 1, w.stderr()
+    assert "polling every 0.2 s" in notices[0] and "fs.inotify.max_user_watches" in notices[0]
+
+
+# a user namespace of its own lets one process have a lower inotify limit (Linux >= 4.9)
+LOW_INOTIFY = ("unshare", "-Ur", "sh", "-c", 'echo 10 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh")
+
+
+def _can_lower_inotify_limit() -> bool:
+    try:
+        return subprocess.run([*LOW_INOTIFY, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_lower_inotify_limit(), reason="needs unprivileged user namespaces (unshare -Ur)")
+def test_index_watch_at_the_real_inotify_limit_polls(tmp_path: Path) -> None:
+    """max_user_watches lowered to 10 for this process only, 30 folders to watch: the OS
+    refuses (ENOSPC), and the watch polls instead of failing."""
+    root = tmp_path / "folders"
+    for i in range(30):
+        (root / f"d{i:02d}").mkdir(parents=True)
+        make_text(root / f"d{i:02d}" / "n.txt", i, words=12)
+    w = WatchProcess(tmp_path, root, "--poll-interval", "0.2", prefix=LOW_INOTIFY)
+    try:
+        w.wait_for(lambda: len(indexed()) == 30, "the first full run")
+        make_text(root / "d25" / "late.txt", 99, words=12)  # in a folder inotify could not watch
+        w.wait_for(lambda: str(root / "d25" / "late.txt") in indexed(), "a file found by polling")
+    finally:
+        code = w.end(signal.SIGINT)
+    assert code == 0, w.stderr()
+    notices = [line for line in w.stderr().splitlines() if "cannot watch with OS notifications" in line]
+    assert len(notices) == 1 and "watch limit" in notices[0], w.stderr()

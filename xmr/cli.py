@@ -266,6 +266,13 @@ def index_cmd(
     clap_model: ClapOpt = None,
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep indexing what changes under PATH... until Ctrl-C (docs/watch.md).")
+    ] = False,
+    poll: Annotated[bool, typer.Option("--poll", help="With --watch: poll instead of OS notifications.")] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.1, help="With --watch, when polling: seconds between scans.")
+    ] = 5.0,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -292,6 +299,26 @@ def index_cmd(
         text_extensions=text_exts,
         store_snippets=store_snippets,
     )
+    if poll and not watch:
+        raise UsageError("--poll only applies with --watch")
+    if watch:
+        from xmr.cli_watch import run_watch
+        from xmr.watch import WatchOptions
+
+        with _RichProgress(quiet) as progress:
+            watching = WatchOptions(poll=poll, poll_interval_s=poll_interval)
+            run_watch(
+                paths_,
+                index_dir=_index_dir(index),
+                settings=settings,
+                options=options,
+                watch=watching,
+                progress=progress,
+                console=_stderr_console(quiet),
+                quiet=quiet,
+                json_out=json_out,
+            )
+        return
     with _RichProgress(quiet) as progress:
         report = run_index(
             [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
@@ -503,6 +530,10 @@ def serve_cmd(
         bool, typer.Option("--allow-remote", help="Allow a --host other machines can reach (prints a warning).")
     ] = False,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest upload accepted.")] = 32.0,
+    watch: Annotated[
+        list[Path] | None,
+        typer.Option("--watch", metavar="PATH", help="Keep PATH indexed while serving (repeatable; docs/watch.md)."),
+    ] = None,
     index: IndexOpt = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -531,6 +562,7 @@ def serve_cmd(
         allow_remote=allow_remote,
         idle_unload_min=idle_unload,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        watch=[str(p) for p in watch or []],
     )
     serve(
         _index_dir(index),

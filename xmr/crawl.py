@@ -244,3 +244,99 @@ def _reason(e: OSError) -> str:
         return "no such file or directory"
     text = e.strerror or str(e)
     return text[:1].lower() + text[1:]
+
+
+def walk_within(
+    roots: Sequence[str | Path],
+    within: Sequence[str | Path],
+    *,
+    include_hidden: bool = False,
+    excludes: Sequence[str] = (),
+    follow_symlinks: bool = False,
+) -> Iterator[FoundFile | WalkError]:
+    """What :func:`walk` over ``roots`` yields at or below the ``within`` paths, and nothing else.
+
+    Each ``within`` path (a file or folder under one of the roots, or one that is gone)
+    is judged by the full walk's rules: hidden names on the way down from its root, the
+    ``excludes`` and every ``.xmrignore`` from the root down. A path under no root, gone,
+    hidden or excluded yields nothing. Watch mode (xmr.watch) looks only where something
+    changed with it. Overlapping ``within`` paths are the caller's to avoid.
+    """
+    root_list = sorted({os.path.abspath(os.fspath(r)) for r in roots}, key=len, reverse=True)
+    try:
+        cli = GitIgnoreSpec.from_lines(excludes) if excludes else None
+    except ValueError as e:
+        raise UsageError(f"bad --exclude pattern: {e}") from None
+    visited: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    for target in (os.path.abspath(os.fspath(p)) for p in within):
+        # the deepest root holding the target (roots may nest)
+        root = next((r for r in root_list if target == r or target.startswith(r.rstrip(os.sep) + os.sep)), None)
+        if root is None:
+            continue
+        if target == root:
+            try:
+                st: os.stat_result | OSError = os.stat(root)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                st = e
+            yield from _walk([(root, st)], include_hidden, cli, follow_symlinks)
+            continue
+        yield from _walk_below(root, target, visited, seen_files, include_hidden, cli, follow_symlinks)
+
+
+def _walk_below(
+    root: str,
+    target: str,
+    visited: set[tuple[int, int]],
+    seen_files: set[str],
+    include_hidden: bool,
+    cli: GitIgnoreSpec | None,
+    follow_symlinks: bool,
+) -> Iterator[FoundFile | WalkError]:
+    """Go down from ``root`` to ``target`` as the full walk would, then walk (or yield) it."""
+    rootp = Path(root)
+    names = os.path.relpath(target, root).split(os.sep)
+    folder, rel = root, ""
+    chain: _Chain = ()
+    for i, name in enumerate(names):
+        ignore = os.path.join(folder, IGNORE_FILE)
+        if os.path.lexists(ignore):
+            spec, _ = _read_ignore(ignore)  # a broken one is reported by the full walk, not per change
+            if spec is not None:
+                chain = (*chain, (rel, spec))
+        if not include_hidden and name.startswith("."):
+            return
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+            link = stat.S_ISLNK(st.st_mode)
+            if link:
+                if not follow_symlinks:
+                    return
+                st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # gone (a broken symlink included): the caller's rows below it vanish
+        except OSError as e:
+            yield WalkError(Path(path), rootp, _reason(e))
+            return
+        is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+        last = i == len(names) - 1
+        if not (is_dir or (last and is_file)):
+            return  # a FIFO, socket or device; or a folder on the way that is a file now
+        here = rel + name
+        if (cli is not None or chain) and _ignored(here + "/" if is_dir else here, chain, cli):
+            return
+        if not last:
+            folder, rel = path, here + "/"
+            continue
+        if is_dir:
+            top = _Dir(path, here + "/", chain, (st.st_dev, st.st_ino))
+            yield from _walk_dir(top, rootp, visited, seen_files, include_hidden, cli, follow_symlinks)
+        elif path not in seen_files:
+            seen_files.add(path)
+            if os.access(path, os.R_OK):
+                yield FoundFile(Path(path), rootp, st.st_size, st.st_mtime_ns)
+            else:
+                yield WalkError(Path(path), rootp, "permission denied")

@@ -49,6 +49,7 @@ class IndexOptions:
     checkpoint_ann: bool = True
     bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
     wait: bool = False  # another writer holds the index: wait for it instead of failing
+    within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
 
 
 @dataclass

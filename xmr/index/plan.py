@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from xmr.catalogue import Catalogue, FileRow, path_key
-from xmr.crawl import FoundFile, WalkError, walk
+from xmr.crawl import FoundFile, WalkError, walk, walk_within
 from xmr.documents import Policy
 from xmr.index.items import _Item
 from xmr.index.models import RunModels
@@ -52,12 +53,13 @@ class Planner:
         """Walk the roots and sort each file into unchanged / work; also list the vanished."""
         self.progress.phase("scanning", None)
         existing: dict[str, FileRow] = {}
-        for root in self.roots:
+        for root in self.options.within or self.roots:
             existing.update(self.cat.files_under(root))
         seen: set[str] = set()
         out = Plan()
         error_dirs: list[str] = []
-        for entry in walk(
+        # watch mode walks only the places that changed (``within``): only files there can vanish
+        for entry in (partial(walk_within, within=self.options.within) if self.options.within else walk)(
             self.roots,
             include_hidden=self.options.include_hidden,
             excludes=self.options.excludes,

@@ -214,4 +214,5 @@ def _run_arguments(options: IndexOptions) -> dict[str, object]:
     args["excludes"] = list(options.excludes)
     args["modalities"] = list(options.modalities)
     args["text_extensions"] = list(options.text_extensions)
+    args["within"] = list(options.within)
     return args

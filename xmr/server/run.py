@@ -6,7 +6,7 @@ import contextlib
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ class ServeOptions:
     allow_remote: bool = False
     idle_unload_min: float = 15.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    watch: Sequence[str] = ()  # keep these paths indexed while serving (xmr.watch)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -96,6 +97,12 @@ def serve(
     previous = read_address(index_dir)
     if previous is not None and previous.alive() and previous.pid != os.getpid():
         raise UsageError(f"a server is already running on this index at {previous.url} (pid {previous.pid})")
+    watcher = None
+    if options.watch:
+        from xmr.watch import BackgroundWatch
+
+        # before the warm index: it creates the catalogue a fresh index lacks
+        watcher = BackgroundWatch(options.watch, index_dir, settings, notify=notify)
     warm = WarmIndex(index_dir, settings, idle_unload_s=options.idle_unload_min * 60, notify=notify)
     sandbox = Sandbox()
     sandbox.start()
@@ -129,10 +136,14 @@ def serve(
                 on_ready(f"{url}/#token={token}")
 
             server.startup = startup  # type: ignore[method-assign]
+        if watcher is not None:
+            watcher.start()
         server.run(sockets=[sock])
     except procs.Terminated:
         pass
     finally:
+        if watcher is not None:
+            watcher.close()  # a run in progress ends after its current commit
         restore_signals()
         remove_address(index_dir, token)
         if sock is not None:
