@@ -36,6 +36,7 @@ from xmr.query import QueryPart
 from xmr.query_cache import CachedSource, cache_dir
 from xmr.settings import Settings
 from xmr.snippets import fill_snippets, shorten
+from xmr.spaces import SPACES
 
 # (space, segment kind) -> the modality of the files it represents
 GROUPS: dict[tuple[str, str], str] = {
@@ -352,7 +353,7 @@ def prepare_state(cat: Catalogue, index_dir: Path) -> None:
     from xmr.query_cache import StateCache
 
     source = CachedSource(cat, StateCache(index_dir, cat.generation()))
-    for space in ("clip", "clap"):
+    for space in SPACES:
         model_id = cat.active_model(space)
         if not model_id:
             continue
@@ -394,7 +395,7 @@ class _Search:
         """(space, model_id, kind, count) of every group the query may search."""
         types = set(self.options.types) or set(TYPES)
         out, total = [], 0
-        for space in ("clip", "clap"):
+        for space in SPACES:
             model_id = self.cat.active_model(space)
             if not model_id:
                 continue

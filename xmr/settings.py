@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
-DEFAULT_CLAP_MODEL = "630k-audioset-best.pt"
+from xmr.spaces import CLAP, CLIP, INFO, SPACES
+
+DEFAULT_CLIP_MODEL = CLIP.default_model
+DEFAULT_CLAP_MODEL = CLAP.default_model
 
 
 TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -64,8 +66,8 @@ class Settings:
         env = os.environ
         s = cls(
             device=env.get("XMR_DEVICE", "auto"),
-            clip_model=env.get("XMR_CLIP_MODEL", DEFAULT_CLIP_MODEL),
-            clap_model=env.get("XMR_CLAP_MODEL", DEFAULT_CLAP_MODEL),
+            clip_model=env.get(CLIP.model_env, DEFAULT_CLIP_MODEL),
+            clap_model=env.get(CLAP.model_env, DEFAULT_CLAP_MODEL),
             batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
             offline=offline_mode(),
             query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
@@ -73,8 +75,8 @@ class Settings:
             precision=env.get("XMR_PRECISION") or None,
             text_extensions=tuple(e.strip() for e in env.get("XMR_TEXT_EXT", "").split(",") if e.strip()),
         )
-        for space in ("clip", "clap"):
-            spec = env.get(f"XMR_BACKEND_{space.upper()}")
+        for space in SPACES:
+            spec = env.get(INFO[space].backend_env)
             if spec:
                 s.backends[space] = spec
         for key, value in overrides.items():
@@ -83,6 +85,6 @@ class Settings:
         from xmr.encoders.precision import check
 
         s.precision = check(s.precision)
-        s.clip_model = absolute_spec(s.clip_model)
-        s.clap_model = absolute_spec(s.clap_model)
+        for info in INFO.values():
+            setattr(s, info.model_setting, absolute_spec(getattr(s, info.model_setting)))
         return s

@@ -18,6 +18,7 @@ from xmr.encoders import precision, towers
 from xmr.encoders.base import ModelInfo
 from xmr.errors import UsageError
 from xmr.settings import Settings
+from xmr.spaces import INFO
 
 ENGINES = ("onnx", "torch")
 
@@ -27,7 +28,7 @@ def backend_encoder(space: str, row: dict[str, Any] | None, settings: Settings) 
     from xmr.encoders import load_encoder
 
     if row and row.get("spec"):
-        settings = replace(settings, **{f"{space}_model": row["spec"]})
+        settings = replace(settings, **{INFO[space].model_setting: row["spec"]})
     enc = load_encoder(space, settings)
     # the same model at another precision (see xmr.encoders.precision) may embed the query
     if row and precision.base_model_id(enc.info.model_id) != precision.base_model_id(row["id"]):

@@ -35,6 +35,7 @@ from xmr.query import QueryPart
 from xmr.query_cache import CachedSource, EmbeddingCache, StateCache
 from xmr.search import SearchOptions, SearchResponse, _Encoders, search
 from xmr.settings import Settings
+from xmr.spaces import SPACES
 
 T = TypeVar("T")
 
@@ -110,7 +111,7 @@ class WarmIndex:
         return store
 
     def encoders(self, settings: Settings) -> _Encoders:
-        models = {space: self._cat.active_model(space) for space in ("clip", "clap")}
+        models = {space: self._cat.active_model(space) for space in SPACES}
         if self._encoders is None or models != self._encoder_models:
             self._release_encoders()
             self._encoders = _Encoders(self.catalogue, self.settings, self.notify)  # type: ignore[arg-type]
