@@ -1,7 +1,8 @@
 """Run-time settings resolved from options and environment variables.
 
 Every option has an environment variable; an explicit option wins. Resolving
-settings imports nothing heavy.
+settings imports nothing heavy: only the space vocabulary (xmr.spaces) and the
+precision names (xmr.encoders.precision), both below it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from xmr.encoders.precision import check
 from xmr.spaces import CLAP, CLIP, INFO, SPACES
 
 DEFAULT_CLIP_MODEL = CLIP.default_model
@@ -82,8 +84,6 @@ class Settings:
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
-        from xmr.encoders.precision import check
-
         s.precision = check(s.precision)
         for info in INFO.values():
             setattr(s, info.model_setting, absolute_spec(getattr(s, info.model_setting)))

@@ -49,7 +49,7 @@ from xmr.encoders.base import ModelInfo, ModelStatus
 from xmr.encoders.filehash import file_sha256
 from xmr.encoders.hf_cache import cached_file as _hf_cached
 from xmr.encoders.hf_cache import hub_cache_dir as _hf_cache_dir
-from xmr.encoders.passages import CLAP_CONTEXT_LENGTH, CLAP_TEXT_MAX_TOKENS, CLAP_TEXT_OVERLAP_TOKENS, clap_passages
+from xmr.encoders.passages import CLAP_CONTEXT_LENGTH, clap_passages
 from xmr.encoders.textbatch import embed_sorted, length_batches, pad_batch
 from xmr.errors import ModelError, ModelMissing
 from xmr.preprocess.audio import RESAMPLE_QUALITY, SAMPLE_RATE, WINDOW_S, WINDOW_SAMPLES
@@ -60,9 +60,7 @@ if TYPE_CHECKING:
 
 SPACE = "clap"
 DIM = 512
-CONTEXT_LENGTH = CLAP_CONTEXT_LENGTH
-TEXT_MAX_TOKENS = CLAP_TEXT_MAX_TOKENS
-TEXT_OVERLAP_TOKENS = CLAP_TEXT_OVERLAP_TOKENS
+CONTEXT_LENGTH = CLAP_CONTEXT_LENGTH  # laion-clap tokenizes with max_length=77, incl. <s> and </s>
 HF_REPO = "lukewys/laion_clap"
 ROBERTA_REPOS = ("roberta-base", "FacebookAI/roberta-base")  # old alias first: what laion-clap used
 ROBERTA_VOCAB_SIZE = 50265

@@ -42,7 +42,7 @@ from xmr.encoders.filehash import file_sha256
 from xmr.encoders.hf_cache import cached_file as _hf_cached
 from xmr.encoders.hf_cache import hub_cache_dir as hf_cache_dir
 from xmr.encoders.hf_cache import repo_folder as _hf_repo_folder
-from xmr.encoders.passages import CLIP_PASSAGE_OVERLAP_TOKENS, clip_passages
+from xmr.encoders.passages import clip_passages
 from xmr.encoders.textbatch import ClipTextRunner, embed_sorted, length_batches
 from xmr.errors import ModelError, ModelMissing, UsageError
 from xmr.paths import models_dir
@@ -74,7 +74,6 @@ HF_TOKENIZER_FILES = (
     "vocab.txt",
 )
 
-PASSAGE_OVERLAP_TOKENS = CLIP_PASSAGE_OVERLAP_TOKENS
 DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 32}
 PROBE_TIMEOUT_S = 5.0  # one HEAD request, no retries, before any download
 
