@@ -50,7 +50,6 @@ from xmr.errors import Interrupted, ModelMissing, PathNotFound, UsageError, XmrE
 from xmr.lock import index_lock
 from xmr.settings import Settings
 from xmr.sniff import HEAD_BYTES, classify
-from xmr.spaces import SPACES, model_spec
 
 MODALITIES = ("image", "audio", "text")
 MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # on-disk bytes of the files being decoded at once
@@ -537,7 +536,7 @@ class _Run:
         return stale
 
     def _configured_spec(self, space: str) -> str:
-        return model_spec(self.settings, space)
+        return {"clip": self.settings.clip_model, "clap": self.settings.clap_model}.get(space, "")
 
     def _load_needed(self, work: list[_Item]) -> None:
         """Load the encoders of the spaces the work needs (xmr.needed), not every configured one."""
@@ -904,14 +903,14 @@ class _Run:
         of photos) a search that needs a bridge embeds the concepts itself, once."""
         from xmr import bridge
 
-        for space in SPACES:
+        for space in ("clip", "clap"):
             model_id = self.cat.active_model(space)
             if not model_id or self.cat.vector_count(space, model_id) == 0:
                 return
         if not self.encoders:
             return  # nothing was embedded this run
         concepts = bridge.load_concepts()
-        for space in SPACES:
+        for space in ("clip", "clap"):
             model_id = self.cat.active_model(space)
             if not model_id or bridge.cached_concept_matrix(self.cat, model_id, concepts) is not None:
                 continue
