@@ -802,9 +802,10 @@ def models_cmd(
     if ctx.invoked_subcommand is not None:
         return
     from xmr.encoders import model_status
+    from xmr.spaces import SPACES
 
     settings = _settings(None, clip_model, clap_model, None)
-    rows = [model_status(space, settings) for space in ("clip", "clap")]
+    rows = [model_status(space, settings) for space in SPACES]
     if json_out:
         from dataclasses import asdict
 
@@ -829,9 +830,10 @@ def models_download_cmd(
 ) -> None:
     """Fetch the configured models' weights into the local cache (needs network)."""
     from xmr.encoders import download_model
+    from xmr.spaces import SPACES
 
     settings = _settings(None, clip_model, clap_model, None)
-    spaces = [space] if space else ["clip", "clap"]
+    spaces = [space] if space else list(SPACES)
     for sp in spaces:
         r = download_model(sp, settings)
         _stderr_console().print(f"{r.space}: {r.spec} -> {r.location}")

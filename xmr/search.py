@@ -31,11 +31,13 @@ import numpy as np
 
 from xmr import media, paths
 from xmr.catalogue import Catalogue, SegmentRef, path_key
+from xmr.encoders.query import QueryEncoders
 from xmr.errors import MediaError, NoIndex, UsageError
 from xmr.query import QueryPart
 from xmr.query_cache import CachedSource, cache_dir
 from xmr.settings import Settings
 from xmr.snippets import fill_snippets, shorten
+from xmr.spaces import SPACES
 
 # Which modalities a (space, segment kind) group holds (media.groups()), which spaces embed a
 # query kind natively (media.query_kinds()) and the result types (media.names()) come from the
@@ -193,54 +195,6 @@ class WarmContext(Protocol):
     def encoders(self, settings: Settings) -> Any: ...
 
 
-class _Encoders:
-    """The query encoder of each space, built lazily, with the model the index was built with."""
-
-    def __init__(self, cat: Catalogue, settings: Settings, notify: Callable[[str], None] | None = None):
-        self.cat = cat
-        self.settings = settings
-        self.notify = notify
-        self.loaded: dict[str, Any] = {}
-        self.notes: list[str] = []  # shown with --explain
-
-    def query_model_id(self, space: str) -> str:
-        """The model id a query in this space is embedded under: the index's model at the
-        precision asked for (the index's own when none is), which keys the query cache."""
-        from xmr.encoders import precision
-
-        model_id = self.cat.active_model(space) or ""
-        if not model_id:
-            return ""
-        wanted = precision.check(self.settings.precision) or precision.of_model_id(model_id)
-        return precision.tag_model_id(precision.base_model_id(model_id), wanted)
-
-    def note_precision(self, space: str, used: str) -> None:
-        from xmr.encoders import precision
-
-        model_id = self.cat.active_model(space)
-        built = precision.of_model_id(model_id)
-        note = f"{space}: the index was built at {built} ({model_id}); this query was embedded at {used}"
-        if model_id and used != built and note not in self.notes:
-            self.notes.append(note)
-
-    def get(self, space: str) -> Any:
-        if space not in self.loaded:
-            from dataclasses import replace
-
-            from xmr.encoders import precision
-            from xmr.encoders.query import query_encoder
-
-            model_id = self.cat.active_model(space)
-            row = self.cat.model_row(model_id) if model_id else None
-            # queries run at the index's precision unless one is asked for
-            built = precision.of_model_id(model_id)
-            settings = replace(self.settings, precision=precision.check(self.settings.precision) or built)
-            enc = query_encoder(space, row, settings, notify=self.notify)
-            self.note_precision(space, getattr(enc, "precision", None) or precision.of_model_id(enc.info.model_id))
-            self.loaded[space] = enc
-        return self.loaded[space]
-
-
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32).ravel()
     n = float(np.linalg.norm(v))
@@ -348,7 +302,7 @@ def prepare_state(cat: Catalogue, index_dir: Path) -> None:
     from xmr.query_cache import StateCache
 
     source = CachedSource(cat, StateCache(index_dir, cat.generation()))
-    for space in ("clip", "clap"):
+    for space in SPACES:
         model_id = cat.active_model(space)
         if not model_id:
             continue
@@ -377,7 +331,7 @@ class _Search:
         self.options = options
         self.notify = notify
         self.warm = warm
-        self.encoders = warm.encoders(settings) if warm is not None else _Encoders(cat, settings, notify)
+        self.encoders = warm.encoders(settings) if warm is not None else QueryEncoders(cat, settings, notify)
         # as the indexer stores them: absolute, symlinks not resolved
         self.under = [os.path.abspath(os.path.expanduser(u)) for u in options.under]
         self._native: dict[tuple[int, str], np.ndarray] = {}
@@ -391,7 +345,7 @@ class _Search:
         types = set(self.options.types) or set(media.names())
         groups = media.groups()
         out, total = [], 0
-        for space in ("clip", "clap"):
+        for space in SPACES:
             model_id = self.cat.active_model(space)
             if not model_id:
                 continue

@@ -1,7 +1,8 @@
 """Run-time settings resolved from options and environment variables.
 
 Every option has an environment variable; an explicit option wins. Resolving
-settings imports nothing heavy.
+settings imports nothing heavy: only the space vocabulary (xmr.spaces) and the
+precision names (xmr.encoders.precision), both below it.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
-DEFAULT_CLAP_MODEL = "630k-audioset-best.pt"
+from xmr.encoders.precision import check
+from xmr.spaces import CLAP, CLIP, INFO, SPACES
+
+DEFAULT_CLIP_MODEL = CLIP.default_model
+DEFAULT_CLAP_MODEL = CLAP.default_model
 
 
 TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -64,8 +68,8 @@ class Settings:
         env = os.environ
         s = cls(
             device=env.get("XMR_DEVICE", "auto"),
-            clip_model=env.get("XMR_CLIP_MODEL", DEFAULT_CLIP_MODEL),
-            clap_model=env.get("XMR_CLAP_MODEL", DEFAULT_CLAP_MODEL),
+            clip_model=env.get(CLIP.model_env, DEFAULT_CLIP_MODEL),
+            clap_model=env.get(CLAP.model_env, DEFAULT_CLAP_MODEL),
             batch_size=int(env["XMR_BATCH_SIZE"]) if env.get("XMR_BATCH_SIZE") else None,
             offline=offline_mode(),
             query_engine=env.get("XMR_QUERY_ENGINE", "onnx"),
@@ -73,16 +77,14 @@ class Settings:
             precision=env.get("XMR_PRECISION") or None,
             text_extensions=tuple(e.strip() for e in env.get("XMR_TEXT_EXT", "").split(",") if e.strip()),
         )
-        for space in ("clip", "clap"):
-            spec = env.get(f"XMR_BACKEND_{space.upper()}")
+        for space in SPACES:
+            spec = env.get(INFO[space].backend_env)
             if spec:
                 s.backends[space] = spec
         for key, value in overrides.items():
             if value is not None:
                 setattr(s, key, value)
-        from xmr.encoders.precision import check
-
         s.precision = check(s.precision)
-        s.clip_model = absolute_spec(s.clip_model)
-        s.clap_model = absolute_spec(s.clap_model)
+        for info in INFO.values():
+            setattr(s, info.model_setting, absolute_spec(getattr(s, info.model_setting)))
         return s

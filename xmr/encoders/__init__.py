@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from xmr.errors import UsageError
+from xmr.spaces import INFO, model_spec
 
 if TYPE_CHECKING:
     from xmr.encoders.base import Encoder, ModelStatus
@@ -17,10 +18,7 @@ if TYPE_CHECKING:
 
 # space -> "module:factory". A factory takes (settings) and returns an Encoder;
 # it may also expose ``status(settings) -> ModelStatus`` and ``download(settings)``.
-BACKENDS: dict[str, str] = {
-    "clip": "xmr.encoders.clip:ClipEncoder",
-    "clap": "xmr.encoders.clap:ClapEncoder",
-}
+BACKENDS: dict[str, str] = {name: info.backend for name, info in INFO.items()}
 
 
 def _factory(space: str, settings: Settings) -> Callable[..., Encoder]:
@@ -41,7 +39,7 @@ _LOADED: dict[str, tuple[tuple[object, ...], Encoder]] = {}
 
 
 def _cache_key(space: str, settings: Settings) -> tuple[object, ...]:
-    spec = settings.clip_model if space == "clip" else settings.clap_model if space == "clap" else ""
+    spec = model_spec(settings, space)
     backend = settings.backends.get(space)
     return (backend, spec, settings.device, settings.batch_size, settings.offline, settings.precision)
 

@@ -46,8 +46,10 @@ import numpy as np
 from xmr import paths
 from xmr.encoders import precision
 from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.encoders.filehash import file_sha256
 from xmr.encoders.hf_cache import cached_file as _hf_cached
 from xmr.encoders.hf_cache import hub_cache_dir as _hf_cache_dir
+from xmr.encoders.passages import CLAP_CONTEXT_LENGTH, clap_passages
 from xmr.encoders.textbatch import embed_sorted, length_batches, pad_batch
 from xmr.errors import ModelError, ModelMissing
 from xmr.preprocess.audio import RESAMPLE_QUALITY, SAMPLE_RATE, WINDOW_S, WINDOW_SAMPLES
@@ -58,9 +60,7 @@ if TYPE_CHECKING:
 
 SPACE = "clap"
 DIM = 512
-CONTEXT_LENGTH = 77  # laion-clap tokenizes with max_length=77, incl. <s> and </s>
-TEXT_MAX_TOKENS = CONTEXT_LENGTH - 2
-TEXT_OVERLAP_TOKENS = 15
+CONTEXT_LENGTH = CLAP_CONTEXT_LENGTH  # laion-clap tokenizes with max_length=77, incl. <s> and </s>
 HF_REPO = "lukewys/laion_clap"
 ROBERTA_REPOS = ("roberta-base", "FacebookAI/roberta-base")  # old alias first: what laion-clap used
 ROBERTA_VOCAB_SIZE = 50265
@@ -202,10 +202,8 @@ def _missing_tokenizer(where: str) -> ModelMissing:
 
 def _sha256(path: Path) -> str:
     """sha256 of a checkpoint: the HF blob name when it is one, else hashed once
-    and remembered in xmr's models dir. Shares the CLIP backend's cache so one
+    and remembered in xmr's models dir (xmr.encoders.filehash, as CLIP's are), so one
     file format lives in models_dir()/sha256-cache.json."""
-    from xmr.encoders.clip import file_sha256
-
     digest = file_sha256(path)
     assert digest is not None  # compute=True always yields a digest
     return digest
@@ -213,8 +211,6 @@ def _sha256(path: Path) -> str:
 
 def _known_sha256(path: Path) -> str | None:
     """The sha256 if it costs nothing (HF blob name or already cached); for status."""
-    from xmr.encoders.clip import file_sha256
-
     try:
         return file_sha256(path, compute=False)
     except OSError:
@@ -649,9 +645,7 @@ class ClapEncoder:
 
     def split_text(self, text: str) -> list[Passage]:
         """Passages of at most 75 RoBERTa tokens (77 with <s> and </s>)."""
-        from xmr.preprocess.text import split_passages
-
-        return split_passages(text, self.count_tokens, TEXT_MAX_TOKENS, TEXT_OVERLAP_TOKENS)
+        return clap_passages(text, self.count_tokens)
 
     def _batches(self, n: int, cpu_default: int, cuda_default: int) -> Iterator[tuple[int, int]]:
         size = self.batch_size or (cuda_default if self.device.type == "cuda" else cpu_default)

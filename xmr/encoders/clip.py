@@ -20,13 +20,11 @@ neither (open_clip's table of pretrained tags is read without its package).
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import types
@@ -40,14 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 from xmr.encoders import precision
 from xmr.encoders.base import ModelInfo, ModelStatus
+from xmr.encoders.filehash import file_sha256
 from xmr.encoders.hf_cache import cached_file as _hf_cached
 from xmr.encoders.hf_cache import hub_cache_dir as hf_cache_dir
 from xmr.encoders.hf_cache import repo_folder as _hf_repo_folder
+from xmr.encoders.passages import clip_passages
 from xmr.encoders.textbatch import ClipTextRunner, embed_sorted, length_batches
 from xmr.errors import ModelError, ModelMissing, UsageError
 from xmr.paths import models_dir
 from xmr.preprocess.image import ImagePreprocessor
-from xmr.preprocess.text import Passage, normalise, split_passages
+from xmr.preprocess.text import Passage
 from xmr.settings import offline_mode
 
 if TYPE_CHECKING:
@@ -74,7 +74,6 @@ HF_TOKENIZER_FILES = (
     "vocab.txt",
 )
 
-PASSAGE_OVERLAP_TOKENS = 16
 DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 32}
 PROBE_TIMEOUT_S = 5.0  # one HEAD request, no retries, before any download
 
@@ -224,61 +223,6 @@ def _arch_preprocess(arch: str) -> dict[str, Any]:
         return {}
     counts = Counter(json.dumps(c, sort_keys=True) for c in cfgs)
     return json.loads(counts.most_common(1)[0][0])
-
-
-# ------------------------------------------------------------ caches and hashing
-
-
-_SHA_RE = re.compile(r"[0-9a-f]{64}")
-_sha_lock = threading.Lock()
-_sha_memo: dict[str, str] = {}
-
-
-def _sha_cache_file() -> Path:
-    return models_dir() / "sha256-cache.json"
-
-
-def file_sha256(path: Path, *, compute: bool = True) -> str | None:
-    """SHA-256 of a weights file, remembered by (real path, size, mtime).
-
-    Files in the Hugging Face cache are stored under their LFS sha256, which
-    is free to read. Otherwise the hash is computed once and kept in xmr's
-    models dir; ``compute=False`` returns only what is already known.
-    """
-    real = Path(os.path.realpath(path))
-    if _SHA_RE.fullmatch(real.name) and real.parent.name == "blobs":
-        return real.name
-    st = real.stat()
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
-    with _sha_lock:
-        if key in _sha_memo:
-            return _sha_memo[key]
-        try:
-            stored = json.loads(_sha_cache_file().read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stored = {}
-        if isinstance(stored, dict) and isinstance(stored.get(key), str):
-            _sha_memo[key] = stored[key]
-            return stored[key]
-        if not compute:
-            return None
-        h = hashlib.sha256()
-        with open(real, "rb") as fh:
-            for chunk in iter(lambda: fh.read(8 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
-        _sha_memo[key] = digest
-        stored = stored if isinstance(stored, dict) else {}
-        stored[key] = digest
-        try:  # a read-only cache dir only costs a recomputation next time
-            target = _sha_cache_file()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(stored, indent=0), encoding="utf-8")
-            os.replace(tmp, target)
-        except OSError:
-            pass
-        return digest
 
 
 # ------------------------------------------------------------------ resolution
@@ -693,13 +637,13 @@ class ClipEncoder:
             preprocessing=pp,
         )
         self.checkpoint_path = res.checkpoint
-        # int8: images run the ONNX Runtime int8 tower only (engine.int8_images), so the image
+        # int8: images run the ONNX Runtime int8 tower only (xmr.encoders.image_int8), so the image
         # tower stays fp32 here (it is what gets exported); text runs torch's int8
         self._int8_images = None
         if self.precision == "int8":
-            from xmr.encoders import engine
+            from xmr.encoders.image_int8 import int8_images
 
-            self._int8_images = engine.int8_images(self)
+            self._int8_images = int8_images(self)
         keep = ("visual",) if self._int8_images is not None else ()
         self._model = precision.apply(self._model, self.precision, exclude=keep)
         self._text_runner = ClipTextRunner(self._model)
@@ -790,7 +734,7 @@ class ClipEncoder:
         """Passages of normalise(text) that fit the 77-token context (incl. start/end tokens)."""
         limit = self.max_text_tokens
         with _quiet():
-            return split_passages(normalise(text), self.count_tokens, limit, min(PASSAGE_OVERLAP_TOKENS, limit // 4))
+            return clip_passages(text, self.count_tokens, limit)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         import numpy as np
@@ -829,9 +773,9 @@ class ClipEncoder:
         if len(arr) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._int8_images is not None:
-            from xmr.encoders import engine
+            from xmr.encoders.image_int8 import int8_embed
 
-            return engine.int8_embed(self._int8_images, arr)
+            return int8_embed(self._int8_images, arr)
         dtype = torch.float16 if self._half else torch.float32
         out = []
         with torch.inference_mode():

@@ -1,10 +1,31 @@
-"""Device selection shared by the backends (imports torch: backends only)."""
+"""Device selection shared by the backends.
+
+``cpu_without_torch`` decides from the file system alone; the other functions
+import torch in their bodies (backends only). This module imports nothing of
+xmr but its errors, so settings and precision can sit on top of it.
+"""
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 from xmr.errors import DeviceError
+
+
+def cpu_without_torch(device: str | None) -> bool:
+    """Whether ``device`` is surely the CPU, decided without importing torch (auto on a
+    machine that may have a GPU is left to the backend)."""
+    d = (device or "auto").strip().lower()
+    if d == "cpu":
+        return True
+    if d != "auto" or sys.platform == "darwin":  # auto on a Mac may be MPS
+        return False
+    # NVIDIA's driver, ROCm's kernel driver, WSL's GPU device: torch may find a GPU there
+    signs = ("/proc/driver/nvidia/version", "/dev/kfd", "/dev/dxg")
+    return not (any(Path(p).exists() for p in signs) or shutil.which("nvidia-smi"))
 
 
 def resolve_device(requested: str) -> Any:

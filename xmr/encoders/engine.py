@@ -10,23 +10,22 @@ start, and faster per image than torch here), and torch is imported only when
 text needs embedding too.
 
 At int8, CLIP's images always run the ONNX int8 tower (:mod:`tower_quant`), from
-this module or from the backend itself (``int8_images``), so the vectors of
+this module or from the backend itself (:mod:`image_int8`), so the vectors of
 ``...@int8`` are the same whichever path made them; text stays torch's int8.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xmr.encoders import load_encoder, precision, towers
 from xmr.encoders.base import ModelInfo
+from xmr.encoders.device import cpu_without_torch
+from xmr.encoders.image_int8 import exporter, int8_embed
 from xmr.errors import ModelError, UsageError
 from xmr.settings import Settings
 
@@ -34,19 +33,6 @@ ENGINES = ("onnx", "torch")
 # a first run exports the image tower (4-5 s for ViT-B-32 here, once per checkpoint) once it
 # has this many images to embed: about what the export costs in torch encode time
 EXPORT_MIN_IMAGES = 64
-
-
-def cpu_without_torch(device: str | None) -> bool:
-    """Whether ``device`` is surely the CPU, decided without importing torch (auto on a
-    machine that may have a GPU is left to the backend)."""
-    d = (device or "auto").strip().lower()
-    if d == "cpu":
-        return True
-    if d != "auto" or sys.platform == "darwin":  # auto on a Mac may be MPS
-        return False
-    # NVIDIA's driver, ROCm's kernel driver, WSL's GPU device: torch may find a GPU there
-    signs = ("/proc/driver/nvidia/version", "/dev/kfd", "/dev/dxg")
-    return not (any(Path(p).exists() for p in signs) or shutil.which("nvidia-smi"))
 
 
 def uses_towers(space: str, settings: Settings) -> bool:
@@ -84,45 +70,6 @@ def index_encoder(space: str, settings: Settings, *, prepack: bool | None = True
     return ImageTowerEncoder(settings, base, prepack=prepack)
 
 
-def int8_images(encoder: Any) -> towers.OnnxQueryEncoder | None:
-    """The int8 image tower of a CLIP backend encoder at int8 (its fp32 image tower is
-    exported first, once). None only without ONNX Runtime or a checkpoint hash (then torch's
-    int8 is the one int8 there is)."""
-    if not towers.available() or not encoder.info.checkpoint_sha256:
-        return None
-    base = replace(encoder.info, model_id=precision.base_model_id(encoder.info.model_id))
-    return towers.OnnxQueryEncoder("clip", base, export=_exporter(lambda: encoder, base), precision="int8")
-
-
-def int8_embed(tower: towers.OnnxQueryEncoder, pixels: np.ndarray) -> np.ndarray:
-    """Images through the int8 tower. Where it cannot be had there is no second int8: vectors
-    of another quantiser under the same ``@int8`` id would not be comparable with the rest."""
-    try:
-        return tower.embed_images(pixels)
-    except towers.TowerUnsupported as exc:
-        raise ModelError(
-            f"cannot run CLIP's int8 image tower for {tower.info.model_id}: {exc}",
-            hint="index images at --precision fp32 or bf16",
-        ) from exc
-
-
-def _exporter(backend: Any, base: ModelInfo) -> Any:
-    def export(names: list[str], root: Path) -> None:
-        from xmr.encoders.tower_export import export_towers
-
-        try:
-            export_towers(backend(), names, root=root, model_id=base.model_id)
-        except towers.TowerUnsupported as exc:
-            towers.remember_unsupported(base, str(exc), root=root)
-            raise
-        except OSError as exc:  # a models dir that cannot be written: the backend serves
-            raise towers.TowerUnsupported(f"cannot write the {', '.join(names)} tower: {exc}") from exc
-        except Exception as exc:  # the exporter failed: the backend serves, and the next run retries
-            raise towers.TowerUnsupported(f"cannot export the {', '.join(names)} tower: {exc}") from exc
-
-    return export
-
-
 class ImageTowerEncoder:
     """CLIP for indexing: images through ONNX Runtime, text (and images, where the tower
     cannot serve) through the backend, which is built the first time it is needed."""
@@ -136,7 +83,7 @@ class ImageTowerEncoder:
         self._backend: Any = None
         # pre-packed weights (indexing): slower to start (0.2-0.4 s), won back within a batch of images
         self._images = towers.OnnxQueryEncoder(
-            "clip", base, export=_exporter(self.backend, base), precision=self.precision, prepack=prepack
+            "clip", base, export=exporter(self.backend, base), precision=self.precision, prepack=prepack
         )
         self._use_tower = True
         self._by_backend = 0  # images this run embedded through the backend

@@ -14,7 +14,8 @@ nothing, so existing indexes keep their ids), so re-indexing at another
 precision re-embeds, as a model change does, and a search can tell when its
 query was embedded at another precision than the index.
 
-The functions without torch in their body import nothing heavy.
+The functions without torch in their body import nothing heavy. This module sits low:
+it imports only xmr.encoders.device and xmr.errors (xmr.settings checks names with it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import re
 from typing import Any
 
+from xmr.encoders.device import cpu_without_torch, resolve_device
 from xmr.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -82,13 +84,9 @@ def expected_tag(requested: str | None, device: str) -> str:
         return DEFAULT
     dev = (device or "auto").strip().lower()
     if dev == "auto":
-        from xmr.encoders.engine import cpu_without_torch
-
         if cpu_without_torch("auto"):  # no sign of a GPU: the CPU, without importing torch
             dev = "cpu"
         else:
-            from xmr.encoders.device import resolve_device
-
             dev = resolve_device("auto").type
     kind = "cuda" if dev.startswith("cuda") else dev
     eff = on_device(p, kind)

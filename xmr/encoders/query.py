@@ -1,6 +1,8 @@
 """The encoders a search uses: the index's own models, as fast per-tower query encoders.
 
-``query_encoder`` returns, for a space, an object with the ``Encoder`` methods
+:class:`QueryEncoders` is what a search (and the server, which keeps one warm)
+holds: the query encoder of each space, built on first use with the model and
+precision the index was built with. ``query_encoder`` returns, for a space, an object with the ``Encoder`` methods
 a search calls. By default that is :class:`xmr.encoders.towers.OnnxQueryEncoder`
 (ONNX Runtime, one tower at a time, exported on first use); the backend itself
 (torch) serves where that engine does not apply: ``XMR_QUERY_ENGINE=torch``, an
@@ -12,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from xmr.encoders import precision, towers
 from xmr.encoders.base import ModelInfo
 from xmr.errors import UsageError
 from xmr.settings import Settings
+from xmr.spaces import INFO
 
 ENGINES = ("onnx", "torch")
 
@@ -27,7 +30,7 @@ def backend_encoder(space: str, row: dict[str, Any] | None, settings: Settings) 
     from xmr.encoders import load_encoder
 
     if row and row.get("spec"):
-        settings = replace(settings, **{f"{space}_model": row["spec"]})
+        settings = replace(settings, **{INFO[space].model_setting: row["spec"]})
     enc = load_encoder(space, settings)
     # the same model at another precision (see xmr.encoders.precision) may embed the query
     if row and precision.base_model_id(enc.info.model_id) != precision.base_model_id(row["id"]):
@@ -130,3 +133,54 @@ def prepare(space: str, row: dict[str, Any], settings: Settings) -> list[str]:
             towers.remember_unsupported(info, str(exc))
             return [f"not covered ({exc}): queries use the backend"]
     return missing
+
+
+class IndexModels(Protocol):
+    """What QueryEncoders reads of an index: its active model per space and their rows
+    (xmr.catalogue.Catalogue, or the cached view of it a search works on)."""
+
+    def active_model(self, space: str) -> str | None: ...
+
+    def model_row(self, model_id: str) -> dict[str, Any] | None: ...
+
+
+class QueryEncoders:
+    """The query encoder of each space, built lazily, with the model the index was built with."""
+
+    def __init__(self, cat: IndexModels, settings: Settings, notify: Callable[[str], None] | None = None):
+        self.cat = cat
+        self.settings = settings
+        self.notify = notify
+        self.loaded: dict[str, Any] = {}
+        self.notes: list[str] = []  # shown with --explain
+
+    def query_model_id(self, space: str) -> str:
+        """The model id a query in this space is embedded under: the index's model at the
+        precision asked for (the index's own when none is), which keys the query cache."""
+        model_id = self.cat.active_model(space) or ""
+        if not model_id:
+            return ""
+        wanted = precision.check(self.settings.precision) or precision.of_model_id(model_id)
+        return precision.tag_model_id(precision.base_model_id(model_id), wanted)
+
+    def note_precision(self, space: str, used: str) -> None:
+        """Remember for --explain that ``space``'s query was embedded at ``used``, when that is
+        not the precision its index was built at."""
+        model_id = self.cat.active_model(space)
+        built = precision.of_model_id(model_id)
+        note = f"{space}: the index was built at {built} ({model_id}); this query was embedded at {used}"
+        if model_id and used != built and note not in self.notes:
+            self.notes.append(note)
+
+    def get(self, space: str) -> Any:
+        """The query encoder of ``space`` (built the first time)."""
+        if space not in self.loaded:
+            model_id = self.cat.active_model(space)
+            row = self.cat.model_row(model_id) if model_id else None
+            # queries run at the index's precision unless one is asked for
+            built = precision.of_model_id(model_id)
+            settings = replace(self.settings, precision=precision.check(self.settings.precision) or built)
+            enc = query_encoder(space, row, settings, notify=self.notify)
+            self.note_precision(space, getattr(enc, "precision", None) or precision.of_model_id(enc.info.model_id))
+            self.loaded[space] = enc
+        return self.loaded[space]

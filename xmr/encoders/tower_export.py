@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xmr.encoders.towers import (
+from xmr.encoders.tower_files import (
     FORMAT,
     MAX_EXPORT_DIFF,
     TowerUnsupported,
@@ -140,7 +140,7 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
                 def forward(self, input_ids: Any, attention_mask: Any) -> Any:
                     return self.p(self.b(input_ids=input_ids, attention_mask=attention_mask)["pooler_output"])
 
-            from xmr.encoders.clap import CONTEXT_LENGTH
+            from xmr.encoders.passages import CLAP_CONTEXT_LENGTH as CONTEXT_LENGTH
 
             tok = encoder._tokenizer(
                 ["a dog barking", "", "rain " * 100],
@@ -318,7 +318,7 @@ def _reference(encoder: Any, tower: str, feeds: dict[str, np.ndarray]) -> np.nda
             padded = np.zeros((len(tokens), ctx), dtype=tokens.dtype)
             padded[:, : tokens.shape[1]] = tokens
             return encoder._model.encode_text(torch.from_numpy(padded)).float().numpy()
-        from xmr.encoders.clap import CONTEXT_LENGTH
+        from xmr.encoders.passages import CLAP_CONTEXT_LENGTH as CONTEXT_LENGTH
 
         ids, mask = feeds["input_ids"], feeds["attention_mask"]
         pid = int(encoder._tokenizer.pad_token_id)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xmr.encoders.towers import TowerUnsupported, onnx_version, staging
+from xmr.encoders.tower_files import TowerUnsupported, onnx_version, staging
 
 INT8 = "int8"
 # the towers an int8 variant is made for; text and audio stay with torch's int8 (see precision)

@@ -17,31 +17,56 @@ keep using the backend; so does ``XMR_QUERY_ENGINE=torch``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import importlib.util
 import json
-import os
-import re
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xmr.encoders.base import ModelInfo
-from xmr.paths import models_dir
 
-FORMAT = 1
-MAX_EXPORT_DIFF = 1e-5
-TOWERS = {"clip": ("text", "image"), "clap": ("text", "audio")}
+# the on-disk side, re-exported for the callers that know the towers by this module
+from xmr.encoders.tower_files import (
+    FORMAT,
+    MAX_EXPORT_DIFF,
+    TOWERS,
+    UNSUPPORTED_FILE,
+    TowerUnsupported,
+    available,
+    model_dir,
+    onnx_version,
+    remember_unsupported,
+    staging,
+    tower_dir,
+    towers_root,
+    unsupported_reason,
+)
+
+__all__ = [
+    "FORMAT",
+    "LOADED",
+    "MAX_EXPORT_DIFF",
+    "TOWERS",
+    "TOWER_FOR_KIND",
+    "UNSUPPORTED_FILE",
+    "OnnxQueryEncoder",
+    "TowerUnsupported",
+    "available",
+    "long_lived",
+    "model_dir",
+    "onnx_version",
+    "remember_unsupported",
+    "staging",
+    "tower_dir",
+    "towers_root",
+    "unsupported_reason",
+]
+
 # what each query part kind needs, per space
 TOWER_FOR_KIND = {"text": "text", "text_file": "text", "image": "image", "audio": "audio"}
-UNSUPPORTED_FILE = "unsupported.json"
 
 # towers built in this process, for tests and --explain: (model_id, tower)
 LOADED: list[tuple[str, str]] = []
@@ -54,58 +79,6 @@ _SESSION = {"prepack": False}
 def long_lived(on: bool = True) -> None:
     """Tell the towers this process answers many queries (pre-pack weights at session start)."""
     _SESSION["prepack"] = bool(on)
-
-
-class TowerUnsupported(Exception):
-    """The query engine does not cover this model or tower; use the backend."""
-
-
-def available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-def onnx_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("onnxruntime")
-    except Exception:
-        return None
-
-
-def towers_root() -> Path:
-    return models_dir() / "towers"
-
-
-def model_dir(model_id: str, sha256: str | None, *, root: Path | None = None) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)[:60]
-    key = (sha256 or hashlib.sha256(model_id.encode()).hexdigest())[:16]
-    return (root or towers_root()) / f"{slug}-{key}"
-
-
-def tower_dir(model_id: str, sha256: str | None, tower: str, *, root: Path | None = None) -> Path:
-    return model_dir(model_id, sha256, root=root) / tower
-
-
-@contextlib.contextmanager
-def staging(target: Path) -> Iterator[Path]:
-    """A folder beside ``target`` to build a tower in. When the block ends without error it
-    is made private and moved into place, so a half-written tower is never used; one that
-    another process finished first is kept."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield tmp
-        for p in tmp.iterdir():
-            os.chmod(p, 0o600)
-        os.chmod(tmp, 0o700)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / "manifest.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -251,16 +224,11 @@ class OnnxQueryEncoder:
     @_or_backend
     def split_text(self, text: str) -> list[Any]:
         """The same passages as the backend's ``split_text``."""
-        from xmr.preprocess.text import normalise, split_passages
+        from xmr.encoders.passages import clap_passages, clip_passages
 
         if self.space == "clip":
-            from xmr.encoders.clip import PASSAGE_OVERLAP_TOKENS
-
-            limit = self._text_tokenizer().context_length - 2
-            return split_passages(normalise(text), self.count_tokens, limit, min(PASSAGE_OVERLAP_TOKENS, limit // 4))
-        from xmr.encoders.clap import TEXT_MAX_TOKENS, TEXT_OVERLAP_TOKENS
-
-        return split_passages(text, self.count_tokens, TEXT_MAX_TOKENS, TEXT_OVERLAP_TOKENS)
+            return clip_passages(text, self.count_tokens, self._text_tokenizer().context_length - 2)
+        return clap_passages(text, self.count_tokens)
 
     @_or_backend
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -317,19 +285,3 @@ class OnnxQueryEncoder:
         tower = self.tower("audio")
         # exported for one window at a time (HTS-AT's window partition fixes the batch in the graph)
         return _unit(np.concatenate([tower.run(waveform=x[i : i + 1]) for i in range(len(x))]))
-
-
-def unsupported_reason(info: ModelInfo, *, root: Path | None = None) -> str | None:
-    """Why an earlier export gave up on this model (remembered so it is not retried every query)."""
-    f = model_dir(info.model_id, info.checkpoint_sha256, root=root) / UNSUPPORTED_FILE
-    try:
-        return str(json.loads(f.read_text(encoding="utf-8")).get("reason") or "unsupported")
-    except (OSError, ValueError):
-        return None
-
-
-def remember_unsupported(info: ModelInfo, reason: str, *, root: Path | None = None) -> None:
-    folder = model_dir(info.model_id, info.checkpoint_sha256, root=root)
-    with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / UNSUPPORTED_FILE).write_text(json.dumps({"reason": reason}), encoding="utf-8")

@@ -31,10 +31,12 @@ from typing import Any, TypeVar
 
 from xmr import paths
 from xmr.catalogue import Catalogue
+from xmr.encoders.query import QueryEncoders
 from xmr.query import QueryPart
 from xmr.query_cache import CachedSource, EmbeddingCache, StateCache
-from xmr.search import SearchOptions, SearchResponse, _Encoders, search
+from xmr.search import SearchOptions, SearchResponse, search
 from xmr.settings import Settings
+from xmr.spaces import SPACES
 
 T = TypeVar("T")
 
@@ -56,7 +58,7 @@ class WarmIndex:
         self.notify = notify
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xmr-search")
         self._stores: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._encoders: _Encoders | None = None
+        self._encoders: QueryEncoders | None = None
         self._encoder_models: dict[str, str | None] = {}
         self._state: StateCache | None = None
         self.last_query = time.monotonic()
@@ -109,11 +111,11 @@ class WarmIndex:
         self._stores[key] = (store, state)
         return store
 
-    def encoders(self, settings: Settings) -> _Encoders:
-        models = {space: self._cat.active_model(space) for space in ("clip", "clap")}
+    def encoders(self, settings: Settings) -> QueryEncoders:
+        models = {space: self._cat.active_model(space) for space in SPACES}
         if self._encoders is None or models != self._encoder_models:
             self._release_encoders()
-            self._encoders = _Encoders(self.catalogue, self.settings, self.notify)  # type: ignore[arg-type]
+            self._encoders = QueryEncoders(self.catalogue, self.settings, self.notify)  # type: ignore[arg-type]
             self._encoder_models = models
         return self._encoders
 
