@@ -9,6 +9,7 @@ from xmr.catalogue import Catalogue
 from xmr.index.embed import Embedder
 from xmr.index.models import RunModels
 from xmr.index.options import IndexOptions, Progress
+from xmr.spaces import SPACES
 
 
 class Finish:
@@ -48,14 +49,14 @@ class Finish:
         of photos) a search that needs a bridge embeds the concepts itself, once."""
         from xmr import bridge
 
-        for space in ("clip", "clap"):
+        for space in SPACES:
             model_id = self.cat.active_model(space)
             if not model_id or self.cat.vector_count(space, model_id) == 0:
                 return
         if not self.embedder.loaded():
             return  # nothing was embedded this run
         concepts = bridge.load_concepts()
-        for space in ("clip", "clap"):
+        for space in SPACES:
             model_id = self.cat.active_model(space)
             if not model_id or bridge.cached_concept_matrix(self.cat, model_id, concepts) is not None:
                 continue

@@ -12,6 +12,7 @@ from xmr.index.embed import Embedder
 from xmr.index.items import _Item
 from xmr.index.options import Progress
 from xmr.settings import Settings
+from xmr.spaces import model_spec
 
 
 class RunModels:
@@ -60,7 +61,7 @@ class RunModels:
         return stale
 
     def _configured_spec(self, space: str) -> str:
-        return {"clip": self.settings.clip_model, "clap": self.settings.clap_model}.get(space, "")
+        return model_spec(self.settings, space)
 
     def encoded_by_active(self, space: str) -> set[str]:
         if space not in self._encoded_cache:
