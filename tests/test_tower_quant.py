@@ -95,3 +95,19 @@ def test_only_the_image_tower_has_an_int8_variant(tmp_path: Path) -> None:
     with pytest.raises(TowerUnsupported, match="no int8 variant of the text tower"):
         tower_quant.quantise(src, tmp_path / "text-int8")
     assert not (tmp_path / "text-int8").exists()
+
+
+def test_an_int8_tower_made_with_other_settings_is_made_again(tmp_path: Path) -> None:
+    src = tmp_path / "image"
+    _fp32_tower(src)
+    dst = tower_quant.quantise(src, tmp_path / "image-int8")
+    first = (dst / "model.onnx").read_bytes()
+    assert tower_quant.quantise(src, dst) == dst and (dst / "model.onnx").read_bytes() == first  # current: kept
+    # as the full-range quantiser (before reduce_range) left it
+    old = json.loads((dst / "manifest.json").read_text(encoding="utf-8"))
+    old["quantisation"] = {k: v for k, v in old["quantisation"].items() if k != "reduce_range"}
+    (dst / "manifest.json").write_text(json.dumps(old), encoding="utf-8")
+    (dst / "model.onnx").write_bytes(b"stale")
+    assert not tower_quant.current(dst)
+    tower_quant.quantise(src, dst)
+    assert tower_quant.current(dst) and (dst / "model.onnx").read_bytes() == first

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,22 @@ def variant_name(tower: str, precision: str) -> str:
     return f"{tower}-{precision}" if precision == INT8 else tower
 
 
+def current(dst: Path) -> bool:
+    """Whether ``dst`` holds an int8 tower made with today's ``SETTINGS``."""
+    try:
+        return json.loads((dst / "manifest.json").read_text(encoding="utf-8")).get("quantisation") == SETTINGS
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def quantise(src: Path, dst: Path) -> Path:
     """Write the int8 variant of the fp32 tower folder ``src`` as ``dst``; returns ``dst``.
 
+    One made with other settings is made again (full-range weights clip on CPUs without
+    VNNI, and a models dir can move between machines).
     Raises TowerUnsupported when the tower has no int8 variant or the result strays
     from fp32 (then images at int8 stop with an error: engine.int8_embed)."""
-    if (dst / "manifest.json").is_file():
+    if current(dst):
         return dst
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("tower") not in QUANTISED:
@@ -53,6 +64,8 @@ def quantise(src: Path, dst: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if dst.exists() and not current(dst):  # stale: staging moves a new one into place only where none is
+        shutil.rmtree(dst)
     with staging(dst) as tmp:
         was = logging.root.manager.disable
         logging.disable(logging.WARNING)  # the quantiser's advice on the root logger, to stderr
