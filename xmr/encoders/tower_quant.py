@@ -3,7 +3,7 @@
 On two cores, CLIP's image tower as an ONNX model with its MatMuls quantised
 (int8 weights per output channel, activations quantised per call) runs 18 ms
 per image against 34 ms for torch's dynamic int8 Linear layers and 47-55 ms
-in fp32 (benchmarks/encoders.py), at cosine >= 0.9998 to fp32 on random
+in fp32 (benchmarks/encoders.py), at cosine >= 0.9997 to fp32 on random
 weights. It is derived from the fp32 export in about 5 s, once per
 checkpoint, and checked against it on probe inputs before it is used.
 
@@ -12,9 +12,10 @@ Runtime multiplies uint8 activations by int8 weights; on x86 CPUs without
 VNNI (AVX2 or AVX-512 only, e.g. AMD Zen 1-3) its kernel adds each pair of
 products in a saturating int16 (``vpmaddubsw``), and with full-range weights
 (up to 127 * 255 * 2 > 32767) that clips: ViT-B-32's tower fell to cosine
-0.991 there while VNNI CPUs computed it exactly. At 7 bits no pair can clip,
-so every CPU computes the same exact integer products (cosine 0.9997-0.9998
-on random weights) at the same speed.
+0.991 on an AVX2-only CPU (VNNI's instruction sums in int32 and does not clip).
+At 7 bits no pair can clip (64 * 255 * 2 < 32767), so every CPU computes the
+same exact integer products (cosine 0.9997-0.9998 on random weights) with the
+same kernel and speed; uint8 weights would also be exact, but 1.3-1.4x slower.
 """
 
 from __future__ import annotations
