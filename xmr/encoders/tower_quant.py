@@ -3,15 +3,26 @@
 On two cores, CLIP's image tower as an ONNX model with its MatMuls quantised
 (int8 weights per output channel, activations quantised per call) runs 18 ms
 per image against 34 ms for torch's dynamic int8 Linear layers and 47-55 ms
-in fp32 (benchmarks/encoders.py), at cosine >= 0.9998 to fp32 on random
+in fp32 (benchmarks/encoders.py), at cosine >= 0.9997 to fp32 on random
 weights. It is derived from the fp32 export in about 5 s, once per
 checkpoint, and checked against it on probe inputs before it is used.
+
+The weights use 7 bits (``reduce_range``: int8 values in [-64, 64]). ONNX
+Runtime multiplies uint8 activations by int8 weights; on x86 CPUs without
+VNNI (AVX2 or AVX-512 only, e.g. AMD Zen 1-3) its kernel adds each pair of
+products in a saturating int16 (``vpmaddubsw``), and with full-range weights
+(up to 127 * 255 * 2 > 32767) that clips: ViT-B-32's tower fell to cosine
+0.991 on an AVX2-only CPU (VNNI's instruction sums in int32 and does not clip).
+At 7 bits no pair can clip (64 * 255 * 2 < 32767), so every CPU computes the
+same exact integer products (cosine 0.9997-0.9998 on random weights) with the
+same kernel and speed; uint8 weights would also be exact, but 1.3-1.4x slower.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +34,7 @@ INT8 = "int8"
 # the towers an int8 variant is made for; text and audio stay with torch's int8 (see precision)
 QUANTISED = ("image",)
 MIN_COSINE = 0.999
-SETTINGS: dict[str, Any] = {"per_channel": True, "op_types": ["MatMul"], "weights": "QInt8"}
+SETTINGS: dict[str, Any] = {"per_channel": True, "op_types": ["MatMul"], "weights": "QInt8", "reduce_range": True}
 
 
 def variant_name(tower: str, precision: str) -> str:
@@ -31,12 +42,22 @@ def variant_name(tower: str, precision: str) -> str:
     return f"{tower}-{precision}" if precision == INT8 else tower
 
 
+def current(dst: Path) -> bool:
+    """Whether ``dst`` holds an int8 tower made with today's ``SETTINGS``."""
+    try:
+        return json.loads((dst / "manifest.json").read_text(encoding="utf-8")).get("quantisation") == SETTINGS
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def quantise(src: Path, dst: Path) -> Path:
     """Write the int8 variant of the fp32 tower folder ``src`` as ``dst``; returns ``dst``.
 
+    One made with other settings is made again (full-range weights clip on CPUs without
+    VNNI, and a models dir can move between machines).
     Raises TowerUnsupported when the tower has no int8 variant or the result strays
     from fp32 (then images at int8 stop with an error: engine.int8_embed)."""
-    if (dst / "manifest.json").is_file():
+    if current(dst):
         return dst
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("tower") not in QUANTISED:
@@ -44,6 +65,8 @@ def quantise(src: Path, dst: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if dst.exists() and not current(dst):  # stale: staging moves a new one into place only where none is
+        shutil.rmtree(dst)
     with staging(dst) as tmp:
         was = logging.root.manager.disable
         logging.disable(logging.WARNING)  # the quantiser's advice on the root logger, to stderr
@@ -53,6 +76,8 @@ def quantise(src: Path, dst: Path) -> Path:
                 str(tmp / "model.onnx"),
                 weight_type=QuantType.QInt8,
                 per_channel=SETTINGS["per_channel"],
+                # 7-bit weights: no int16 saturation on x86 CPUs without VNNI (see the module's doc)
+                reduce_range=SETTINGS["reduce_range"],
                 op_types_to_quantize=SETTINGS["op_types"],
                 # the exported graph leaves some shapes to run time; quantising needs a default type
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

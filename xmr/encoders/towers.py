@@ -182,7 +182,7 @@ class OnnxQueryEncoder:
                     self._export([name], self._root)
                     if not self.ready(name, variant=False):  # exported under another key (the checkpoint changed?)
                         raise TowerUnsupported(f"the {name} tower of {self.info.model_id} was not exported")
-                if not self.ready(name):  # the int8 variant, from the fp32 export
+                if self.folder(name) != self.folder(name, variant=False):  # the int8 variant: made or remade
                     from xmr.encoders.tower_quant import quantise
 
                     try:
