@@ -92,7 +92,9 @@ class IndexOptions:
     commit_segments: int = 64  # flush a batch once it holds this many segments
     commit_files: int = 512  # ... or this many files
     checkpoint_ann: bool = True
-    bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
+    # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts); off by default:
+    # a search embeds it when a bridge is first needed, cached per model (xmr.bridge)
+    bridge_concepts: bool = False
     wait: bool = False  # another writer holds the index: wait for it instead of failing
 
 
@@ -386,6 +388,9 @@ class _Run:
             if self.options.bridge_concepts:
                 self._embed_concepts()
             self._prepare_search_state()
+            from xmr.warmup import prepare_query_towers  # the first search's encoders, while the models are loaded
+
+            prepare_query_towers(self.cat, self.encoders, self.settings, self.progress.phase)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"

@@ -146,16 +146,21 @@ def path_width(paths: list[str], total: int, fixed: list[int], flexible: list[tu
     """Cells the path column gets in a table ``total`` cells wide.
 
     ``fixed``: the natural widths of the columns that never shrink; ``flexible``: (natural,
-    least) widths of the columns that wrap. Paths get their natural width when it fits,
-    else what is left once the wrapping columns are at their least, but ``MIN_PATH_CELLS``.
+    least) widths of the columns that wrap. Paths get their natural width when everything
+    fits; else the room left by the others at their natural width, but at least enough for
+    every file name that can be shown whole (the others wrap for it), and ``MIN_PATH_CELLS``.
     """
     natural = max((cell_len(p) for p in paths), default=4)
     n_columns = len(fixed) + len(flexible) + 1
-    overhead = 2 * n_columns + (n_columns - 1)  # rich pads each cell by one each side; one rule between
+    overhead = 3 * (n_columns - 1)  # between two columns: a rule and a space each side (no edge padding)
     rest = total - overhead - sum(fixed)
-    if natural + sum(min(nat, MAX_WHERE_CELLS) for nat, _ in flexible) <= rest:
+    beside_natural = rest - sum(nat for nat, _ in flexible)
+    if natural <= beside_natural:
         return natural
-    return min(natural, max(MIN_PATH_CELLS, rest - sum(least for _, least in flexible)))
+    most = rest - sum(least for _, least in flexible)
+    needs = [cell_len(ELLIPSIS + os.sep + os.path.basename(p)) for p in paths]
+    names = max((min(n, cell_len(p)) for n, p in zip(needs, paths, strict=True) if n <= most), default=0)
+    return max(MIN_PATH_CELLS, min(natural, max(beside_natural, names)))
 
 
 def results_table(response: Any, console: Any, *, explain: bool, all_segments: bool, cwd: str | None = None) -> Any:
@@ -175,12 +180,13 @@ def results_table(response: Any, console: Any, *, explain: bool, all_segments: b
         return max([cell_len(header), *(cell_len(c) for c in cells)])
 
     fixed = [widest([str(len(results))], "#"), widest(["0.00"], "score"), widest([r.modality for r in results], "type")]
-    if explain:  # short: it keeps its width, and wraps only where even the least path width does not fit
-        fixed.append(widest(explains, "explain"))
-    flexible = [(widest(wheres, "where"), min(widest(wheres, "where"), MIN_WHERE_CELLS))]
+    flexible = [(min(widest(wheres, "where"), MAX_WHERE_CELLS), min(widest(wheres, "where"), MIN_WHERE_CELLS))]
+    if explain:  # wraps between its words to leave the file names whole
+        words = [w for e in explains for w in e.split()]
+        flexible.append((widest(explains, "explain"), widest(words, "explain")))
     width = path_width(shown, console.width, fixed, flexible)
 
-    table = Table(show_edge=False, header_style="bold")
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("type", no_wrap=True)

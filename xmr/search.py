@@ -211,9 +211,17 @@ class _Encoders:
     def __init__(self, cat: Catalogue, settings: Settings, notify: Callable[[str], None] | None = None):
         self.cat = cat
         self.settings = settings
-        self.notify = notify
+        self._told: set[str] = set()
+        self.notify = self._once if notify is not None else None
+        self._notify = notify
         self.loaded: dict[str, Any] = {}
         self.notes: list[str] = []  # shown with --explain
+
+    def _once(self, message: str) -> None:
+        """Pass a notice on, each text once (both spaces' missing towers are one line)."""
+        if message not in self._told and self._notify is not None:
+            self._told.add(message)
+            self._notify(message)
 
     def query_model_id(self, space: str) -> str:
         """The model id a query in this space is embedded under: the index's model at the
@@ -449,7 +457,7 @@ class _Search:
             mat = bridge.cached_concept_matrix(self.cat, model_id, self._concepts)
             if mat is None:
                 t = time.perf_counter()
-                mat = bridge.concept_matrix(self.cat, self.encoders.get(space), self._concepts)
+                mat = bridge.concept_matrix(self.cat, self.encoders.get(space), self._concepts, notify=self.notify)
                 self.embed_s += time.perf_counter() - t
             self._concept_mats[space] = mat
         return self._concept_mats[space]

@@ -63,6 +63,22 @@ def model_info(row: dict[str, Any]) -> ModelInfo:
     )
 
 
+def uses_query_towers(space: str, row: dict[str, Any] | None, settings: Settings) -> bool:
+    """Whether a search embeds this model's queries with its fp32 towers (see ``query_encoder``)."""
+    if row is None or _uses_backend(space, settings) or not row.get("checkpoint_sha256"):
+        return False
+    if precision.of_model_id(row["id"]) != precision.DEFAULT or (settings.precision or "fp32") != precision.DEFAULT:
+        return False
+    return towers.unsupported_reason(model_info(row)) is None
+
+
+# a search that finds the towers missing says so once, whatever the spaces (xmr.warmup prepares them)
+NOT_PREPARED = (
+    "the fast query encoders of this index's models are missing (`xmr index` prepares them); "
+    "preparing them now, once"
+)
+
+
 def query_encoder(
     space: str, row: dict[str, Any] | None, settings: Settings, *, notify: Callable[[str], None] | None = None
 ) -> Any:
@@ -80,7 +96,7 @@ def query_encoder(
         from xmr.encoders.tower_export import export_towers
 
         if notify is not None:
-            notify(f"preparing fast {space} query encoders for {info.model_id} (once per model; this takes a while)")
+            notify(NOT_PREPARED)
         enc = backend_encoder(space, row, settings)
         if enc.info.checkpoint_sha256 != info.checkpoint_sha256:
             # the file behind this model id is not the one that was indexed: export nothing under its key
