@@ -49,7 +49,7 @@ def one_round(checkout: Path, tmp: Path, n: int, clip: Path, clap: Path, tok: Pa
     work = tmp / f"round-{n}"
     env = xmr_env(dict(os.environ), work, tok)
     env["PYTHONPATH"] = str(checkout)
-    env["XMR_INDEX"] = str(work / "index")
+    env["XMR_HOME"] = str(work / "index")  # the index dir
     env["XMR_CLIP_MODEL"] = f"ViT-B-32:{clip}"
     env["XMR_CLAP_MODEL"] = str(clap)
     env["XMR_DEVICE"] = "cpu"

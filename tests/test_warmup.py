@@ -39,7 +39,7 @@ def test_index_prepares_the_query_towers_and_no_bridge_concepts(
     make_audio(media / "sound.wav", 2)
     make_text(media / "note.txt", 3)
     models = tmp_path / "models"  # its own: the session's shared models dir may hold towers already
-    env = {**os.environ, **real_models, "XMR_MODELS_DIR": str(models), "XMR_INDEX": str(tmp_path / "index")}
+    env = {**os.environ, **real_models, "XMR_MODELS_DIR": str(models), "XMR_HOME": str(tmp_path / "index")}
     env.pop("XMR_BACKEND_CLIP", None)
     env.pop("XMR_BACKEND_CLAP", None)
 
@@ -80,7 +80,7 @@ def test_a_bridged_search_embeds_the_concepts_once_per_model(real_models: dict[s
         **os.environ,
         **real_models,
         "XMR_MODELS_DIR": str(tmp_path / "models"),
-        "XMR_INDEX": str(tmp_path / "index"),
+        "XMR_HOME": str(tmp_path / "index"),
         "XMR_CONCEPTS": str(concepts),
         "XMR_CONCEPTS_ONLY": "1",
     }
