@@ -2,7 +2,8 @@
 
 ``query_encoder`` returns, for a space, an object with the ``Encoder`` methods
 a search calls. By default that is :class:`xmr.encoders.towers.OnnxQueryEncoder`
-(ONNX Runtime, one tower at a time, exported on first use); the backend itself
+(ONNX Runtime, one tower at a time, exported at the end of the ``xmr index`` run that
+loaded the model (:mod:`xmr.warmup`), else on first use); the backend itself
 (torch) serves where that engine does not apply: ``XMR_QUERY_ENGINE=torch``, an
 explicit GPU device, a custom backend, or a model the exporter does not cover.
 """
