@@ -62,7 +62,7 @@ def test_index_prepares_the_query_towers_and_no_bridge_concepts(
 
     # towers gone (an index made by an older xmr): the search says so in one line, and answers
     shutil.rmtree(models / "towers")
-    again = _xmr(env, "search", "dog barking", "--json")
+    again = _xmr(env, "search", "church bells", "--json")  # not in the query cache: embedded anew
     assert again.returncode == 0, again.stderr
     notices = [line for line in again.stderr.splitlines() if line.strip()]
     assert notices == [f"xmr: {NOT_PREPARED}"]
