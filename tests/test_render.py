@@ -20,6 +20,8 @@ from xmr.render import display_path, file_uri, model_short_name, results_table, 
         ("fixtures/media/images/animated.gif", 33, "fixtures/media/imag…/animated.gif"),
         ("fixtures/media/images/animated.gif", 24, "fixtures/m…/animated.gif"),
         ("fixtures/media/images/animated.gif", 14, "…/animated.gif"),  # no folder left, the name whole
+        ("fixtures/media/images/animated.gif", 17, "…/animated.gif"),  # "fix…" would be a stub
+        ("fixtures/media/images/animated.gif", 18, "fixt…/animated.gif"),
         ("~/recordings/a_very_long_recording_name.flac", 16, "a_ver…_name.flac"),  # the name's middle goes
         ("a_very_long_recording_name.flac", 16, "a_ver…_name.flac"),
         ("README", 4, "RE…E"),  # no extension
@@ -29,6 +31,7 @@ from xmr.render import display_path, file_uri, model_short_name, results_table, 
         # wide characters: two cells each, never split
         ("アルバム/夏休みの海の写真.jpg", 16, "夏休み…写真.jpg"),
         ("アルバム/海.jpg", 12, "アル…/海.jpg"),
+        ("アルバム/海.jpg", 11, "…/海.jpg"),
     ],
 )
 def test_shorten_middle(path: str, width: int, expected: str) -> None:

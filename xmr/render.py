@@ -22,11 +22,13 @@ from typing import Any
 from rich.cells import cell_len, get_character_cell_size
 
 ELLIPSIS = "…"
+MIN_HEAD_CELLS = 4  # a shortened path keeps the start of its folders only if this much of it fits
 # the path column never gets narrower than this (below it the other columns give way)
 MIN_PATH_CELLS = 16
 # the "where" (snippet, time span) column wraps; it keeps at least this much when space is short
 MIN_WHERE_CELLS = 12
 MAX_WHERE_CELLS = 60
+WHERE_LINES = 3  # a snippet shows at most this many lines
 
 
 def display_path(path: str, cwd: str | None = None, home: str | None = None) -> str:
@@ -85,8 +87,9 @@ def shorten_middle(path: str, width: int) -> str:
     head, sep, name = path.rpartition(os.sep)
     tail = sep + name
     if head and cell_len(tail) + 1 <= width:
-        # the whole name, and as much of the folders' start as fits
-        return _left(head, width - 1 - cell_len(tail)) + ELLIPSIS + tail
+        # the whole name, and as much of the folders' start as fits (none, rather than a stub)
+        room = width - 1 - cell_len(tail)
+        return (_left(head, room) if room >= MIN_HEAD_CELLS else "") + ELLIPSIS + tail
     return _shorten_name(name, width)
 
 
@@ -163,6 +166,18 @@ def path_width(paths: list[str], total: int, fixed: list[int], flexible: list[tu
     return max(MIN_PATH_CELLS, min(natural, max(beside_natural, names)))
 
 
+def clip_lines(text: str, width: int, console: Any, lines: int = WHERE_LINES) -> str:
+    """``text`` wrapped at ``width`` cells, cut after ``lines`` lines with ``…``: a snippet is a glimpse."""
+    from rich.text import Text
+
+    wrapped = [line.plain.rstrip() for line in Text(text).wrap(console, max(1, width), overflow="fold")]
+    if len(wrapped) <= lines:
+        return text
+    keep = wrapped[:lines]
+    keep[-1] = _left(keep[-1], width - 1).rstrip() + ELLIPSIS
+    return "\n".join(keep)
+
+
 def results_table(response: Any, console: Any, *, explain: bool, all_segments: bool, cwd: str | None = None) -> Any:
     """The rich Table of a search's results, sized for ``console.width``."""
     from rich.style import Style
@@ -185,24 +200,33 @@ def results_table(response: Any, console: Any, *, explain: bool, all_segments: b
         words = [w for e in explains for w in e.split()]
         flexible.append((widest(explains, "explain"), widest(words, "explain")))
     width = path_width(shown, console.width, fixed, flexible)
+    # what is left goes to "where" (up to its natural width), then to --explain
+    rest = console.width - 3 * (len(fixed) + len(flexible)) - sum(fixed) - width
+    (where_nat, where_least), *others = flexible
+    explain_w = 0
+    if others:
+        explain_nat, explain_least = others[0]
+        explain_w = explain_nat if rest - where_least >= explain_nat else max(explain_least, rest - where_least)
+    where_w = max(where_least, min(where_nat, rest - explain_w))
 
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("type", no_wrap=True)
     table.add_column("path", no_wrap=True, min_width=width, max_width=width, overflow="ellipsis")
-    table.add_column("where", overflow="fold", max_width=MAX_WHERE_CELLS)
+    table.add_column("where", overflow="fold", min_width=where_w, max_width=where_w)
     if explain:
-        table.add_column("explain", overflow="fold")
+        table.add_column("explain", overflow="fold", min_width=explain_w, max_width=explain_w)
     links = hyperlinks_wanted(console)
     for i, (r, path, where) in enumerate(zip(results, shown, wheres, strict=False), 1):
         style = Style(link=file_uri(r.path, r.raw_path)) if links else None
         row: list[Any] = [str(i), f"{r.score:.2f}", r.modality, Text(shorten_middle(path, width), style=style or "")]
-        row.append(where)
+        row.append(clip_lines(where, where_w, console))
         if explain:
             row.append(explain_cell(r))
         table.add_row(*row)
         if all_segments:
             for seg in r.segments[1:]:
-                table.add_row("", f"{seg.score:.2f}", seg.space, "", where_cell(seg), *([""] if explain else []))
+                seg_where = clip_lines(where_cell(seg), where_w, console)
+                table.add_row("", f"{seg.score:.2f}", seg.space, "", seg_where, *([""] if explain else []))
     return table
