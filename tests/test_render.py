@@ -61,7 +61,8 @@ def test_file_uri_quotes_names() -> None:
     [
         ("clip:ViT-B-32:laion2b_s34b_b79k", "ViT-B-32"),
         ("clip:ViT-B-32:sha256:0123456789abcdef", "ViT-B-32"),
-        ("clap:630k-audioset-best:HTSAT-tiny", "630k-audioset-best"),
+        ("clap:630k-audioset-best:HTSAT-tiny", "HTSAT-tiny"),
+        ("clap:music_audioset_epoch_15_esc_90.14:HTSAT-base", "HTSAT-base"),
         ("clap:HTSAT-tiny:sha256:0123456789abcdef@bf16", "HTSAT-tiny@bf16"),
         ("clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "CLIP-ViT-B-32-laion2B-s34B-b79K"),
         ("fake-clip:v1", "fake-clip"),

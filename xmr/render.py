@@ -118,13 +118,16 @@ def hyperlinks_wanted(console: Any) -> bool:
 
 
 def model_short_name(model_id: str) -> str:
-    """``clip:ViT-B-32:laion2b_s34b_b79k`` -> ``ViT-B-32``; ``clap:HTSAT-tiny:sha256:…@bf16`` -> ``HTSAT-tiny@bf16``."""
+    """The architecture: ``clip:ViT-B-32:laion2b_s34b_b79k`` -> ``ViT-B-32``,
+    ``clap:630k-audioset-best:HTSAT-tiny`` -> ``HTSAT-tiny``,
+    ``clap:HTSAT-tiny:sha256:…@bf16`` -> ``HTSAT-tiny@bf16``."""
     base, at, tag = model_id.partition("@")
     parts = [p for p in base.split(":") if p]
-    if len(parts) > 1 and parts[0] in ("clip", "clap"):
-        parts = parts[1:]
+    space = parts.pop(0) if len(parts) > 1 and parts[0] in ("clip", "clap") else None
     if parts and parts[0] == "hf-hub" and len(parts) > 1:
         parts = [parts[1].rsplit("/", 1)[-1]]
+    elif space == "clap" and len(parts) == 2 and parts[1] != "sha256":
+        parts = parts[1:]  # clap:<checkpoint>:<audio model>
     short = parts[0] if parts else model_id
     return short + (at + tag if at else "")
 
