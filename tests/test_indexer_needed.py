@@ -88,22 +88,27 @@ def test_an_audio_file_added_to_an_images_only_index_loads_clap_then(tmp_path: P
     assert len(_vectors("clap")) == 1
 
 
-def test_the_run_that_gives_the_second_space_vectors_caches_both_spaces_concepts(tmp_path: Path) -> None:
+def test_no_index_run_embeds_the_bridge_concepts(tmp_path: Path) -> None:
     root = _folder(tmp_path, "png")
     _run(root)
     make_audio(root / "new.wav", 7)
+    texts_before = fake_encoders.CALLS["texts"]
     _, loaded = _run(root)
-    # CLIP is loaded after all, once, for the concepts: searches are read-only and would
-    # otherwise embed them in every bridged query
-    assert loaded == ["clap", "clip"]
-    concepts = bridge.load_concepts()
+    # the run that gives the second space its first vectors loads only what its files need:
+    # the concepts wait for the first bridged search (xmr.bridge)
+    assert loaded == ["clap"]
+    assert fake_encoders.CALLS["texts"] == texts_before  # an image and a sound: no text embedded at all
     with _cat() as cat:
-        for space in ("clip", "clap"):
-            assert bridge.cached_concept_matrix(cat, cat.active_model(space), concepts) is not None
-    # and never again
-    make_image(root / "more.png", 9)
-    _, loaded = _run(root)
-    assert loaded == ["clip"]
+        assert cat.conn.execute("SELECT COUNT(*) FROM concepts").fetchone()[0] == 0
+        models = [cat.active_model("clip"), cat.active_model("clap")]
+    concepts = bridge.load_concepts()
+    assert all(not bridge.concepts_cache_file(_Info(m)).exists() for m in models)
+    assert len(concepts) > 100
+
+
+class _Info:
+    def __init__(self, model_id: str | None) -> None:
+        self.model_id, self.checkpoint_sha256 = model_id or "", None
 
 
 def test_a_model_change_re_embeds_with_only_that_model_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

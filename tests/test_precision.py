@@ -154,6 +154,8 @@ def test_explain_says_when_the_query_ran_at_another_precision(tmp_path: Path) ->
 
 @pytestmark_fake
 def test_bridge_concepts_wait_until_a_bridge_is_needed(tmp_path: Path) -> None:
+    import fake_encoders
+
     photos = tmp_path / "photos"
     photos.mkdir()
     make_image(photos / "a.png", 1)
@@ -162,19 +164,38 @@ def test_bridge_concepts_wait_until_a_bridge_is_needed(tmp_path: Path) -> None:
         assert cat.conn.execute("SELECT COUNT(*) FROM concepts").fetchone()[0] == 0  # no first-run tax
     sound = tmp_path / "q.wav"
     make_audio(sound, 3)
-    res = search([QueryPart("audio", str(sound))], index_dir=paths.index_dir())
+    n_concepts = len(load_concepts())
+    before = fake_encoders.CALLS["texts"]
+    told: list[str] = []
+    res = search([QueryPart("audio", str(sound))], index_dir=paths.index_dir(), notify=told.append)
     assert res.results and res.results[0].best.route == "bridge"
+    assert fake_encoders.CALLS["texts"] - before == 2 * n_concepts  # both spaces' concepts, once
+    assert sum("bridge concepts" in m for m in told) == 2
     with Catalogue.open(paths.index_dir(), readonly=True) as cat:
-        n_clip = len(cat.concept_vectors("fake-clip:v1"))
-        n_clap = len(cat.concept_vectors("fake-clap:v1"))
-    assert n_clip == n_clap == 0  # a search never writes: they served that search only
-    n_clip = len(load_concepts())
-    # and once both spaces hold vectors, indexing embeds them for the models it loaded
-    sounds = tmp_path / "sounds"
+        assert cat.conn.execute("SELECT COUNT(*) FROM concepts").fetchone()[0] == 0  # a search never writes it
+    # they are kept per model in the models dir: the next bridged search embeds none
+    before = fake_encoders.CALLS["texts"]
+    told.clear()
+    again = search([QueryPart("audio", str(sound))], index_dir=paths.index_dir(), notify=told.append)
+    assert fake_encoders.CALLS["texts"] == before and not told
+    assert [r.path for r in again.results] == [r.path for r in res.results]
+
+
+@pytestmark_fake
+def test_indexing_embeds_the_concepts_only_when_asked(tmp_path: Path) -> None:
+    photos, sounds = tmp_path / "photos", tmp_path / "sounds"
+    photos.mkdir()
     sounds.mkdir()
+    make_image(photos / "a.png", 1)
     make_audio(sounds / "b.wav", 2)
-    settings = Settings.from_env(device="cpu", precision="bf16")  # new model ids: nothing cached for them yet
+    n_clip = len(load_concepts())
+    settings = Settings.from_env(device="cpu", precision="bf16")
     index([photos, sounds], index_dir=paths.index_dir(), settings=settings, options=IndexOptions(workers=0))
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        assert cat.conn.execute("SELECT COUNT(*) FROM concepts").fetchone()[0] == 0
+    options = IndexOptions(workers=0, bridge_concepts=True)
+    make_image(photos / "c.png", 3)
+    index([photos, sounds], index_dir=paths.index_dir(), settings=settings, options=options)
     with Catalogue.open(paths.index_dir(), readonly=True) as cat:
         assert len(cat.concept_vectors("fake-clap:v1@bf16")) == n_clip
         assert len(cat.concept_vectors("fake-clip:v1@bf16")) == n_clip

@@ -9,13 +9,19 @@ embeddings in the other space. The concepts that carried a query are reported.
 The vocabulary is ``xmr/data/concepts.txt`` (over 1,000 things one can both see
 and hear), extended by a user file (``--concepts FILE`` or ``XMR_CONCEPTS``: one
 concept per line, ``#`` comments). Concept embeddings are computed once per
-model and cached in the catalogue's ``concepts`` table.
+model when a bridged route first needs them (not by ``xmr index``: most runs never
+bridge), cached per model in xmr's models dir (``concepts.npz`` beside the query
+towers, so any index with that model reuses them); ``IndexOptions.bridge_concepts``
+also caches them in the catalogue's ``concepts`` table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +32,7 @@ import numpy as np
 from xmr.errors import PathNotFound
 from xmr.settings import env_flag
 
+CONCEPTS_FILE = "concepts.npz"
 TOP_CONCEPTS = 8
 # softmax temperature over the concepts' z-scores: larger is sharper
 SHARPNESS = 2.0
@@ -60,23 +67,68 @@ def load_concepts(extra_file: str | os.PathLike[str] | None = None) -> list[str]
     return out
 
 
-def concept_matrix(cat: Any, encoder: Any, concepts: Sequence[str], *, writable: bool = True) -> np.ndarray:
-    """(n, dim) embeddings of ``concepts`` with ``encoder``; cached per model in the catalogue.
-
-    A search opens the catalogue read-only and never writes: what it embeds here
-    serves that search only (``xmr index`` caches the concepts once both spaces
-    hold vectors).
-    """
+def concept_matrix(
+    cat: Any,
+    encoder: Any,
+    concepts: Sequence[str],
+    *,
+    writable: bool = True,
+    notify: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """(n, dim) embeddings of ``concepts`` with ``encoder``; cached per model in the models
+    dir (and in the catalogue when it is open for writing: a search never writes it)."""
     model_id = encoder.info.model_id
     cached = cat.concept_vectors(model_id)
     missing = [c for c in concepts if c not in cached]
     if missing:
-        vecs = np.asarray(encoder.embed_texts(list(missing)), dtype=np.float32)
-        cached.update(zip(missing, vecs, strict=True))
-        if writable and not getattr(cat, "readonly", False):
-            with cat.transaction():
-                cat.put_concept_vectors(model_id, missing, vecs)
+        cache_file = concepts_cache_file(encoder.info)
+        on_disk = _read_cache(cache_file)
+        cached.update((c, on_disk[c]) for c in missing if c in on_disk)
+        missing = [c for c in concepts if c not in cached]
+        if missing:
+            if notify is not None:
+                notify(f"embedding {len(missing)} bridge concepts with {model_id} (once per model)")
+            vecs = np.asarray(encoder.embed_texts(list(missing)), dtype=np.float32)
+            cached.update(zip(missing, vecs, strict=True))
+            on_disk.update(zip(missing, vecs, strict=True))
+            _write_cache(cache_file, on_disk)
+            if writable and not getattr(cat, "readonly", False):
+                with cat.transaction():
+                    cat.put_concept_vectors(model_id, missing, vecs)
     return np.stack([cached[c] for c in concepts]).astype(np.float32)
+
+
+def concepts_cache_file(info: Any) -> Path:
+    """Where a model's concept vectors are kept: beside its query towers, keyed by model id and checkpoint."""
+    from xmr.encoders.towers import model_dir
+
+    return model_dir(info.model_id, getattr(info, "checkpoint_sha256", None)) / CONCEPTS_FILE
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names, vecs = [str(n) for n in data["names"]], np.asarray(data["vectors"], dtype=np.float32)
+        if vecs.ndim != 2 or len(names) != len(vecs):
+            return {}
+        return dict(zip(names, vecs, strict=True))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or damaged: embed again
+        return {}
+
+
+def _write_cache(path: Path, vectors: dict[str, np.ndarray]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".concepts-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, names=np.array(list(vectors), dtype=str), vectors=np.stack(list(vectors.values())))
+            os.replace(tmp, path)  # whole or not at all: a reader never sees half a file
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    except OSError:
+        pass  # a models dir that cannot be written: the next bridged search embeds them again
 
 
 def cached_concept_matrix(cat: Any, model_id: str, concepts: Sequence[str]) -> np.ndarray | None:

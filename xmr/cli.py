@@ -380,7 +380,7 @@ def search_cmd(
         bool, typer.Option("--all-segments", help="Show every matching segment of a file, not only the best.")
     ] = False,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Show space, model, raw cosine, route and contributions per result.")
+        bool, typer.Option("--explain", help="Show route, model and raw cosine per result (--json: the full detail).")
     ] = False,
     exact: Annotated[bool, typer.Option("--exact", help="Exhaustive search instead of the ANN index.")] = False,
     concepts: Annotated[
@@ -470,47 +470,14 @@ def _reasons(by_reason: dict[str, int]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in ranked)
 
 
-def _where(hit: Any) -> str:
-    if hit.start_s is not None:
-        return f"{hit.start_s:.1f}-{hit.end_s:.1f}s"
-    page = f"p. {hit.page}: " if hit.page is not None else ""
-    if hit.snippet is not None:
-        return page + hit.snippet
-    if hit.snippet_note is not None:
-        return f"{page}({hit.snippet_note})"
-    return page.rstrip(": ")
-
-
 def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -> None:
-    from rich.table import Table
+    from xmr.render import results_table
 
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("type")
-    table.add_column("path", overflow="fold")
-    table.add_column("where", overflow="fold", max_width=60)
-    if explain:
-        table.add_column("explain", overflow="fold")
-    for i, r in enumerate(response.results, 1):
-        row = [str(i), f"{r.score:.2f}", r.modality, r.path, _where(r.best)]
-        if explain:
-            b = r.best
-            lines = [f"{b.space} {b.model_id} {b.route} raw={b.raw:.3f}"]
-            for c in r.contributions:
-                line = f"{c['part']}: cos={c['cosine']:.3f} ({c['route']})"
-                if c["concepts"]:
-                    line += " via " + ", ".join(x["concept"] for x in c["concepts"][:4])
-                lines.append(line)
-            row.append("\n".join(lines))
-        table.add_row(*row)
-        if all_segments:
-            for seg in r.segments[1:]:
-                table.add_row("", f"{seg.score:.2f}", seg.space, "", _where(seg), *([""] if explain else []))
-    _stdout_console().print(table)
+    console = _stdout_console()
+    console.print(results_table(response, console, explain=explain, all_segments=all_segments))
     if explain:
         for note in response.notes:
-            _stdout_console().print(f"note: {note}")
+            console.print(f"note: {note}")
 
 
 # -- serve ---------------------------------------------------------------------------------------

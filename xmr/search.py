@@ -400,7 +400,7 @@ class _Search:
             mat = bridge.cached_concept_matrix(self.cat, model_id, self._concepts)
             if mat is None:
                 t = time.perf_counter()
-                mat = bridge.concept_matrix(self.cat, self.encoders.get(space), self._concepts)
+                mat = bridge.concept_matrix(self.cat, self.encoders.get(space), self._concepts, notify=self.notify)
                 self.embed_s += time.perf_counter() - t
             self._concept_mats[space] = mat
         return self._concept_mats[space]

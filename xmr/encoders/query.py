@@ -4,7 +4,8 @@
 holds: the query encoder of each space, built on first use with the model and
 precision the index was built with. ``query_encoder`` returns, for a space, an object with the ``Encoder`` methods
 a search calls. By default that is :class:`xmr.encoders.towers.OnnxQueryEncoder`
-(ONNX Runtime, one tower at a time, exported on first use); the backend itself
+(ONNX Runtime, one tower at a time, exported at the end of the ``xmr index`` run that
+loaded the model (:mod:`xmr.warmup`), else on first use); the backend itself
 (torch) serves where that engine does not apply: ``XMR_QUERY_ENGINE=torch``, an
 explicit GPU device, a custom backend, or a model the exporter does not cover.
 """
@@ -66,6 +67,22 @@ def model_info(row: dict[str, Any]) -> ModelInfo:
     )
 
 
+def uses_query_towers(space: str, row: dict[str, Any] | None, settings: Settings) -> bool:
+    """Whether a search embeds this model's queries with its fp32 towers (see ``query_encoder``)."""
+    if row is None or _uses_backend(space, settings) or not row.get("checkpoint_sha256"):
+        return False
+    if precision.of_model_id(row["id"]) != precision.DEFAULT or (settings.precision or "fp32") != precision.DEFAULT:
+        return False
+    return towers.unsupported_reason(model_info(row)) is None
+
+
+# a search that finds the towers missing says so once, whatever the spaces (xmr.warmup prepares them)
+NOT_PREPARED = (
+    "the fast query encoders of this index's models are missing (`xmr index` prepares them); "
+    "preparing them now, once"
+)
+
+
 def query_encoder(
     space: str, row: dict[str, Any] | None, settings: Settings, *, notify: Callable[[str], None] | None = None
 ) -> Any:
@@ -83,7 +100,7 @@ def query_encoder(
         from xmr.encoders.tower_export import export_towers
 
         if notify is not None:
-            notify(f"preparing fast {space} query encoders for {info.model_id} (once per model; this takes a while)")
+            notify(NOT_PREPARED)
         enc = backend_encoder(space, row, settings)
         if enc.info.checkpoint_sha256 != info.checkpoint_sha256:
             # the file behind this model id is not the one that was indexed: export nothing under its key
@@ -150,9 +167,17 @@ class QueryEncoders:
     def __init__(self, cat: IndexModels, settings: Settings, notify: Callable[[str], None] | None = None):
         self.cat = cat
         self.settings = settings
-        self.notify = notify
+        self._told: set[str] = set()
+        self._notify = notify
+        self.notify = self._once if notify is not None else None
         self.loaded: dict[str, Any] = {}
         self.notes: list[str] = []  # shown with --explain
+
+    def _once(self, message: str) -> None:
+        """Pass a notice on, each text once (both spaces' missing towers are one line)."""
+        if message not in self._told and self._notify is not None:
+            self._told.add(message)
+            self._notify(message)
 
     def query_model_id(self, space: str) -> str:
         """The model id a query in this space is embedded under: the index's model at the

@@ -30,6 +30,14 @@ class Finish:
         if options.bridge_concepts:
             self._embed_concepts()
         self._prepare_search_state()
+        self._prepare_query_towers()
+
+    def _prepare_query_towers(self) -> None:
+        """The first search's fast encoders, exported while this run's models are loaded."""
+        from xmr.warmup import prepare_query_towers
+
+        encoders = {space: self.embedder.encoder(space) for space in self.embedder.loaded()}
+        prepare_query_towers(self.cat, encoders, self.models.settings, self.progress.phase)
 
     def _prepare_search_state(self) -> None:
         """Let the first search of this generation find its O(N) arrays ready (xmr.search)."""

@@ -47,7 +47,9 @@ class IndexOptions:
     commit_segments: int = 64  # flush a batch once it holds this many segments
     commit_files: int = 512  # ... or this many files
     checkpoint_ann: bool = True
-    bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
+    # embed the bridge vocabulary once both spaces hold vectors (see Finish._embed_concepts); off by
+    # default: a search embeds it when a bridge is first needed, cached per model (xmr.bridge)
+    bridge_concepts: bool = False
     wait: bool = False  # another writer holds the index: wait for it instead of failing
     within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
 
