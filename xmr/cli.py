@@ -715,6 +715,9 @@ def info_cmd(
         if data.get(key) is not None:
             label = "reason" if key == "error" and data.get("status") == "skipped" else key
             out.print(f"{label}: {data[key]}")
+    out.print(f"modified: {data['modified']}")
+    for key, value in data.get("metadata", {}).items():
+        out.print(f"{key.replace('_', ' ')}: {value}", markup=False)
     for dup in data["duplicates"]:
         out.print(f"same content: {dup}")
     for enc in data["encodings"]:
