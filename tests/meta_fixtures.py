@@ -75,3 +75,33 @@ def tagged_flac(path: Path, *, title: str, artist: str, album: str, date: str, s
     f["title"], f["artist"], f["album"], f["date"] = title, artist, album, date
     f.save()
     return path
+
+
+def text_pdf(path: Path, text: str, *, title: str | None = None, author: str | None = None) -> Path:
+    """A one-page PDF whose page shows ``text`` (Helvetica) and, optionally, an Info dictionary.
+    Written by hand: no PDF writer is a dependency."""
+    stream = f"BT /F1 12 Tf 20 100 Td ({text}) Tj ET".encode()
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 200] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    info = ""
+    if title or author:
+        objs.append(f"<< /Title ({title or ''}) /Author ({author or ''}) /Keywords (ledger, port) >>".encode())
+        info = f" /Info {len(objs)} 0 R"
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(out))
+    return path

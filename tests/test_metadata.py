@@ -9,7 +9,7 @@ from pathlib import Path
 import fake_encoders
 import pytest
 from cli_helpers import invoke
-from meta_fixtures import photo, tagged_flac
+from meta_fixtures import photo, tagged_flac, text_pdf
 
 from xmr import paths
 from xmr.catalogue import Catalogue
@@ -17,27 +17,6 @@ from xmr.indexer import IndexOptions, index
 from xmr.media.meta import audio_metadata, exif_datetime, html_title, image_metadata, pdf_metadata
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
-
-
-def _pdf(path: Path, title: str, author: str) -> Path:
-    """A one-page PDF with an Info dictionary (written by hand: no PDF writer is a dependency)."""
-    objs = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
-        f"<< /Title ({title}) /Author ({author}) /Keywords (ledger, port) >>".encode(),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R /Info 4 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(bytes(out))
-    return path
 
 
 def test_exif_is_read_with_offset_camera_lens_gps(tmp_path: Path) -> None:
@@ -70,7 +49,7 @@ def test_audio_pdf_and_html_metadata(tmp_path: Path) -> None:
         "album": "Coast",
         "taken_at": "2021-06-03T00:00:00+00:00",
     }
-    meta = pdf_metadata(str(_pdf(tmp_path / "d.pdf", "Quarterly ledger", "Ann Smith")))
+    meta = pdf_metadata(str(text_pdf(tmp_path / "d.pdf", "Totals", title="Quarterly ledger", author="Ann Smith")))
     assert meta == {"title": "Quarterly ledger", "author": "Ann Smith", "tags": "ledger, port"}
     page = tmp_path / "p.html"
     page.write_text("<html><head><title>Tide &amp; times\n table</title></head><body>x</body></html>")
@@ -139,4 +118,4 @@ def test_deleted_files_take_their_metadata_and_keywords_along(tmp_path: Path) ->
         assert cat.conn.execute("SELECT COUNT(*) FROM file_meta").fetchone()[0] == 3
         assert cat.conn.execute("SELECT COUNT(*) FROM keywords").fetchone()[0] == 3
         assert cat.keyword_search("notes") == []
-        assert [p for p, _ in cat.keyword_search("gulls")] == [str(root / "music" / "song.flac")]
+        assert [m[0] for m in cat.keyword_search("gulls")] == [str(root / "music" / "song.flac")]

@@ -373,6 +373,23 @@ def search_cmd(
     preview: Annotated[
         bool, typer.Option("--preview", help="Show image results inline (kitty, iTerm2, WezTerm; never into a pipe).")
     ] = False,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Only files taken (else modified) on or after DATE (YYYY-MM-DD).")
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Only files taken (else modified) before DATE.")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option("--camera", help="Only photos whose camera make or model contains TEXT.")
+    ] = None,
+    near: Annotated[
+        str | None, typer.Option("--near", help="Only photos taken within KM (default 1) of LAT,LON[,KM].")
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="Order of the top k: score, or date (newest first).")] = "score",
+    semantic_only: Annotated[bool, typer.Option("--semantic-only", help="Rank by meaning alone.")] = False,
+    keyword_only: Annotated[
+        bool, typer.Option("--keyword-only", help="Rank by words in names, folders, titles and tags alone.")
+    ] = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
     from xmr.query import parse_query
@@ -380,6 +397,14 @@ def search_cmd(
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
     parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+    from xmr.filters import filters_from
+    from xmr.query import keyword_text
+
+    if semantic_only and keyword_only:
+        raise UsageError("choose one of --semantic-only and --keyword-only")
+    match = "semantic" if semantic_only else "keyword" if keyword_only else "both"
+    filters = filters_from(after, before, camera, near)
+    words = keyword_text(query) if query and query.strip() != "-" else None
     under_ = [os.path.abspath(os.path.expanduser(str(u))) for u in under or []]
     index_dir = _index_dir(index)
     response: Any = None
@@ -389,6 +414,8 @@ def search_cmd(
 
         request = {"k": top, "type": type_ or [], "under": under_, "min_score": min_score, "exact": exact}
         request |= {"explain": explain, "all_segments": all_segments}
+        request |= {"after": after, "before": before, "camera": camera, "near": near, "sort": sort, "match": match}
+        request["keywords"] = words
         response = remote_search(index_dir, parts, request)
     if response is None:
         from xmr.search import SearchOptions, search
@@ -401,6 +428,10 @@ def search_cmd(
             all_segments=all_segments,
             exact=exact,
             concepts_file=str(concepts) if concepts else None,
+            filters=filters,
+            sort=sort,
+            match=match,
+            keyword_text=words,
         )
         settings = _settings(device, None, None, None, precision)
         err = _stderr_console(quiet)
@@ -475,6 +506,10 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
                 if c["concepts"]:
                     line += " via " + ", ".join(x["concept"] for x in c["concepts"][:4])
                 lines.append(line)
+            if r.keyword:
+                kw = r.keyword
+                lines.append(f"keyword: bm25={kw['bm25']:.2f} rank {kw['rank']} +{kw['score']:.2f}")
+                lines.append(f"semantic: {r.semantic_score:.2f}")
             row.append("\n".join(lines))
         table.add_row(*row)
         if all_segments:

@@ -82,9 +82,9 @@ class KeywordTable(CatalogueBase):
             "INSERT INTO keywords (file_id, name, folders, title, tags, body) VALUES (?, ?, ?, ?, ?, ?)", row
         )
 
-    def keyword_search(self, text: str, limit: int = 5000) -> list[tuple[str, float]]:
-        """(path, bm25) of indexed files matching the words of ``text``, best first (bm25 is
-        positive here: higher is better)."""
+    def keyword_search(self, text: str, limit: int = 5000) -> list[tuple[str, str, str, float]]:
+        """(path, hash, modality, bm25) of indexed files matching the words of ``text``, best
+        first (bm25 made positive here: higher is better)."""
         from sqlite_utils import Database
 
         query = fts_query(text)
@@ -92,15 +92,13 @@ class KeywordTable(CatalogueBase):
             return []
         rows = Database(self.conn)["keywords"].search(query, columns=["file_id"], limit=limit, include_rank=True)
         ranked = [(int(r["file_id"]), -float(r["rank"])) for r in rows]
-        if not ranked:
-            return []
-        paths: dict[int, str] = {}
+        files: dict[int, tuple[str, str, str]] = {}
         ids = [i for i, _ in ranked]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for fid, path in self.conn.execute(
-                f"SELECT id, path FROM files WHERE status = 'indexed' AND id IN ({marks})", chunk
+            for fid, path, h, modality in self.conn.execute(
+                f"SELECT id, path, hash, modality FROM files WHERE status = 'indexed' AND id IN ({marks})", chunk
             ):
-                paths[int(fid)] = path
-        return [(paths[i], score) for i, score in ranked if i in paths]
+                files[int(fid)] = (path, h, modality)
+        return [(*files[i], score) for i, score in ranked if i in files]

@@ -149,7 +149,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         -- descriptive metadata of a file (xmr.media.meta), read from the content ``hash``: a row
         -- missing or of another hash makes the next run read it again (without re-embedding)
-        CREATE TABLE file_meta (
+        CREATE TABLE IF NOT EXISTS file_meta (
             file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
             hash TEXT,
             taken_at TEXT,                  -- UTC ISO 8601
@@ -169,7 +169,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         -- what the keyword index (keywords_fts, FTS5, made by xmr.catalogue.keywords) searches:
         -- names, folder names, titles, tags; document text only with --store-snippets
-        CREATE TABLE keywords (
+        CREATE TABLE IF NOT EXISTS keywords (
             file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
             name TEXT,
             folders TEXT,
