@@ -172,3 +172,23 @@ def test_explain_table_shows_the_keyword_part(words: Path, capsys: pytest.Captur
     _render_results_table(response, explain=True, all_segments=False)
     out = capsys.readouterr().out
     assert "keyword: bm25=" in out and "rank 1" in out and "semantic: " in out
+
+
+def test_the_api_and_the_cli_through_the_server_filter_alike(photos: tuple[Path, Path]) -> None:
+    from server_helpers import running_server
+
+    from xmr import paths
+
+    _, query = photos
+    with running_server(paths.index_dir()) as server:
+        doc = server.search({"q": "anything", "camera": "canon", "sort": "date", "k": 5}).json()
+        assert [Path(r["path"]).name for r in doc["results"]] == ["jun02.jpg", "may01.jpg"]
+        near = server.search({"q": "anything", "near": [AMSTERDAM[0], AMSTERDAM[1], 2]}).json()
+        assert {Path(r["path"]).name for r in near["results"]} == {"may01.jpg", "jun02.jpg"}
+        bad = server.search({"q": "anything", "after": "soon"})
+        assert bad.status == 400 and "--after" in bad.json()["error"]
+        api = server.request("GET", "/api/openapi.json").json()
+        assert "near" in json.dumps(api) and "keywords" in json.dumps(api)
+        # the CLI hands its filters to the running server
+        found = _paths("--image", str(query), "--after", "2024-05-01", "--before", "2024-06-01")
+        assert set(found) == {"may01.jpg", "may20.jpg"} and len(found) == 2

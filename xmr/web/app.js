@@ -27,12 +27,20 @@ function message(text) { $("#message").textContent = text; }
 function options() {
   const types = [...document.querySelectorAll('input[name="type"]:checked')].map((c) => c.value);
   const under = $("#under").value.trim();
-  return {
+  const out = {
     k: parseInt($("#k").value, 10),
     type: types.length === document.querySelectorAll('input[name="type"]').length ? [] : types,
     under: under ? [under] : [],
     explain: true,
   };
+  // metadata filters, sort and fusion (docs/metadata.md): only what is set is sent
+  for (const id of ["after", "before", "camera", "near"]) {
+    const v = $("#" + id).value.trim();
+    if (v) out[id] = v;
+  }
+  out.sort = $("#sort").value;
+  out.match = $("#match").value;
+  return out;
 }
 
 async function runSearch(query) {
@@ -115,7 +123,9 @@ function explainPanel(r) {
       el("dt", {}, "space"), el("dd", {}, r.space),
       el("dt", {}, "model"), el("dd", {}, e.model_id),
       el("dt", {}, "raw cosine"), el("dd", {}, r.raw.toFixed(4)),
-      el("dt", {}, "segment"), el("dd", {}, e.segment_kind)),
+      el("dt", {}, "segment"), el("dd", {}, e.segment_kind),
+      el("dt", {}, "semantic score"), el("dd", {}, (e.semantic_score ?? r.score).toFixed(2)),
+      el("dt", {}, "keyword"), el("dd", {}, e.keyword ? `bm25 ${e.keyword.bm25.toFixed(2)}, rank ${e.keyword.rank}, +${e.keyword.score.toFixed(2)}` : "no match")),
     list);
 }
 
@@ -145,7 +155,8 @@ function card(r, i, words) {
       el("span", { class: "score", title: "calibrated score (comparable across types)" }, r.score.toFixed(2)),
       el("span", { class: "type" }, r.modality),
       el("a", { class: "name", href: r.file_id ? fileUrl(r, "original") : "#", target: "_blank", rel: "noopener", title: r.path }, basename(r.path)),
-      el("span", { class: "folder", title: dirname(r.path) }, dirname(r.path))),
+      el("span", { class: "folder", title: dirname(r.path) }, dirname(r.path)),
+      r.date ? el("span", { class: "date" }, r.date.slice(0, 10)) : null),
     el("div", { class: "actions" }, more, explainPanel(r)));
   return li;
 }
