@@ -772,6 +772,38 @@ def info_cmd(
             out.print(f"  #{seg['seq']} {seg['kind']}{where} vector {seg['vector_id']} dim {seg['dim']}")
 
 
+@app.command("dupes")
+def dupes_cmd(
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Least cosine of a pair (default 0.90 images, 0.95 audio)."),
+    ] = None,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", help="image or audio (repeatable; default both).")
+    ] = None,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List groups of near-duplicate images and audio re-encodes (deletes nothing)."""
+    from xmr.dupes import find_dupes
+
+    groups = find_dupes(index_dir=_index_dir(index), types=type_ or ("image", "audio"), threshold=threshold)
+    if json_out:
+        _emit_json({"groups": [g.as_dict() for g in groups]})
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("group", "type", "similarity", "path"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("group", "similarity") else "left")
+    for i, g in enumerate(groups, 1):
+        for j, f in enumerate(g.files):
+            table.add_row(str(i) if j == 0 else "", g.modality if j == 0 else "", f"{f['similarity']:.3f}", f["path"])
+    if groups:
+        _stdout_console().print(table)
+    _stderr_console().print(f"{len(groups)} group(s) of near duplicates; nothing was deleted")
+
+
 @app.command("remove")
 def remove_cmd(
     paths_: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files or folders to forget.")],
