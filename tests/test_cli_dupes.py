@@ -98,3 +98,19 @@ def test_table_output_and_a_stricter_threshold(collection: tuple[Path, list[Path
     # a threshold no re-encode reaches: nothing
     assert json.loads(invoke("dupes", "--threshold", "0.99999", "--json").stdout)["groups"] == []
     assert invoke("dupes", "--type", "video").exit_code == 2
+
+
+def test_the_server_lists_the_same_groups(collection: tuple[Path, list[Path], list[Path]]) -> None:
+    from server_helpers import running_server
+
+    from xmr import paths
+
+    _, shots, _ = collection
+    with running_server(paths.index_dir()) as server:
+        doc = server.request("GET", "/api/dupes?type=image").json()
+        assert [sorted(f["path"] for f in g["files"]) for g in doc["groups"]] == [sorted(str(p) for p in shots)]
+        assert all(f["file_id"] and f["urls"]["original"] for f in doc["groups"][0]["files"])
+        assert server.request("GET", "/api/dupes?threshold=x").status == 400
+        assert server.request("GET", "/api/dupes", token=False).status == 401
+        page = server.request("GET", "/static/app.js", token=False).body.decode()
+        assert "/api/dupes" in page

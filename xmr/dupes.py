@@ -22,7 +22,7 @@ import numpy as np
 
 from xmr import paths
 from xmr.catalogue import Catalogue
-from xmr.errors import NoIndex, UsageError
+from xmr.errors import UsageError
 
 # default cosine thresholds, by type (the file-level cosine of the candidates)
 IMAGE_COSINE = 0.90

@@ -220,6 +220,33 @@ class Api:
         data["server"] = await asyncio.to_thread(self.warm.stats)
         return JSONResponse(data)
 
+    async def dupes(self, request: Request) -> Response:
+        """Near-duplicate groups (xmr dupes): ?type=image|audio (repeatable), ?threshold=cosine."""
+        from xmr.dupes import find_dupes
+
+        try:
+            types = request.query_params.getlist("type") or ["image", "audio"]
+            raw = request.query_params.get("threshold")
+            try:
+                threshold = float(raw) if raw is not None else None
+            except ValueError:
+                raise UsageError("threshold must be a number") from None
+            groups = await asyncio.to_thread(
+                find_dupes, index_dir=self.config.index_dir, types=types, threshold=threshold
+            )
+        except XmrError as exc:
+            return _error(exc)
+        ids = await asyncio.to_thread(self.lookup.ids_for_paths, [f["path"] for g in groups for f in g.files])
+        doc = {"groups": [g.as_dict() for g in groups]}
+        for g in doc["groups"]:
+            for f in g["files"]:
+                if f["path"] in ids:
+                    f["file_id"] = ids[f["path"]]
+                    kind = media.find(g["modality"])
+                    previews = list(kind.previews) if kind is not None else []
+                    f["urls"] = self.config.signer.urls(f["file_id"], ("original", *previews))
+        return JSONResponse(doc)
+
     # -- search -----------------------------------------------------------------------------
     async def search(self, request: Request) -> Response:
         try:
@@ -454,6 +481,7 @@ def create_app(config: ServerConfig, warm: WarmIndex, sandbox: Sandbox | None = 
         Route("/favicon.ico", api.favicon),
         Route("/api/openapi.json", api.openapi),
         Route("/api/status", api.status),
+        Route("/api/dupes", api.dupes),
         Route("/api/search", api.search, methods=["POST"]),
         Route("/api/files/{file_id:int}", api.file),
     ]

@@ -124,6 +124,18 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/status": {"get": {"summary": "What the index holds and what the server keeps warm",
                                     "responses": {"200": {"description": "as `xmr status --json`, plus server"}}}},
+            "/api/dupes": {"get": {
+                "summary": "Groups of near-duplicate images and audio re-encodes (as `xmr dupes --json`); lists only",
+                "parameters": [
+                    {"name": "type", "in": "query", "schema": {"enum": ["image", "audio"]}},
+                    {"name": "threshold", "in": "query", "schema": {"type": "number"},
+                     "description": "least cosine of a pair (default 0.90 images, 0.95 audio)"},
+                ],
+                "responses": {
+                    "200": {"description": "{groups: [{modality, files: [{path, similarity, file_id, urls}]}]}"},
+                    "400": _ERROR,
+                },
+            }},
             "/api/files/{file_id}": {
                 "get": {
                     "summary": "One indexed file by catalogue id: the original, its thumbnail or playable audio",

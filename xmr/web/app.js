@@ -171,6 +171,25 @@ function render(doc, query) {
   message(doc.results.length ? `${doc.results.length} results for ${what} (${Math.round(doc.elapsed_s * 1000)} ms)` : "no results for " + what);
 }
 
+// Near duplicates (xmr dupes): a simple list of groups, each file linked to its original.
+async function showDupes() {
+  message("Looking for near duplicates…");
+  const res = await fetch("/api/dupes", { headers: headers() });
+  const doc = await res.json();
+  const list = $("#results");
+  list.replaceChildren();
+  if (!res.ok) { message(doc.error || "failed (" + res.status + ")"); return; }
+  doc.groups.forEach((g, i) => {
+    const files = el("ul", {});
+    for (const f of g.files) {
+      files.append(el("li", {}, el("a", { href: (f.urls || {}).original || "#", target: "_blank", rel: "noopener", title: f.path }, f.path),
+        ` (${f.similarity.toFixed(3)})`));
+    }
+    list.append(el("li", { class: "dupes " + g.modality }, el("p", {}, `group ${i + 1}: ${g.modality}, ${g.files.length} files`), files));
+  });
+  message(doc.groups.length ? `${doc.groups.length} groups of near duplicates (nothing is deleted)` : "no near duplicates");
+}
+
 function setupDrop() {
   const drop = $("#drop");
   let depth = 0;
@@ -211,6 +230,7 @@ async function main() {
     const q = $("#q").value.trim();
     if (q) runSearch({ q });
   });
+  $("#dupes-button").addEventListener("click", () => { showDupes().catch((err) => message("failed: " + err)); });
   for (const c of document.querySelectorAll("#filters input, #filters select")) {
     if (c.id === "explain") continue;
     c.addEventListener("change", () => { if (state.lastQuery) runSearch(state.lastQuery); });
