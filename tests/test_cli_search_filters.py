@@ -32,7 +32,7 @@ def _copies(root: Path, n: int) -> Path:
         info.add_text("Comment", f"copy {i}")  # other bytes, the same pixels
         img.save(root / f"copy{i:02d}.png", pnginfo=info)
         os.utime(root / f"copy{i:02d}.png", (stamp, stamp))
-    query = root.parent / "query.png"
+    query = root.parent.parent / "query.png"  # outside the indexed folder
     img.save(query)
     return query
 
@@ -98,6 +98,17 @@ def test_sort_date_orders_the_top_k_newest_first(photos: tuple[Path, Path]) -> N
     assert results[0]["date"] == "2024-06-02T08:00:00+00:00"
     found = _paths("--image", str(query), "--near", "0,0,20000", "--sort", "date", "--exact")
     assert found == ["jun02.jpg", "may20.jpg", "may01.jpg"]
+    # without a filter: the whole top k, newest first, undated files by modification time
+    everything = _search_all("--image", str(query), "-k", "100", "--sort", "date")
+    names = [Path(r["path"]).name for r in everything]
+    assert names[:3] == ["jun02.jpg", "may20.jpg", "may01.jpg"] and names[-1] == "old.jpg" and len(names) == 16
+    assert all(r["date"].startswith("2023-06-15") for r in everything[3:-1])
+
+
+def _search_all(*args: str) -> list[dict]:
+    res = invoke("search", *args, "--json")
+    assert res.exit_code == 0, res.stderr
+    return json.loads(res.stdout)["results"]
 
 
 def test_bad_filter_values_are_usage_errors(photos: tuple[Path, Path]) -> None:

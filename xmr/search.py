@@ -739,7 +739,10 @@ class _Search:
         """Newest first (date taken, else modified); the score breaks ties."""
         from xmr.filters import Filters, select, sort_key_date
 
-        dates = self.selection.dates if self.selection is not None else select(self.cat.meta_rows(), Filters()).dates
+        if self.selection is not None:
+            dates = self.selection.dates
+        else:
+            dates = select(self.cat.meta_rows([r.path for r in results]), Filters()).dates
         for r in results:
             date = dates.get(r.path)
             r.date = date.isoformat(timespec="seconds") if date is not None else None

@@ -3,11 +3,11 @@ step, read by ``xmr info``, the search filters and ``xmr dupes``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from xmr.catalogue.connection import CatalogueBase
-from xmr.catalogue.rows import now_iso
+from xmr.catalogue.rows import _chunks, now_iso
 from xmr.media.meta import FIELDS
 
 
@@ -38,18 +38,22 @@ class FileMetaTable(CatalogueBase):
         row = self.conn.execute(f"SELECT {', '.join(FIELDS)} FROM file_meta WHERE file_id = ?", (file_id,)).fetchone()
         return {k: v for k, v in zip(FIELDS, row, strict=True) if v is not None} if row else {}
 
-    def meta_rows(self) -> list[tuple[str, str | None, int, dict[str, Any]]]:
-        """(path, hash, mtime_ns, metadata) of every indexed file: what the filters select from."""
-        if not self.has_file_meta():
-            rows = self.conn.execute("SELECT path, hash, mtime_ns FROM files WHERE status = 'indexed'")
-            return [(p, h, int(m), {}) for p, h, m in rows]
-        cols = ", ".join(f"m.{f}" for f in FIELDS)
-        rows = self.conn.execute(
-            f"SELECT f.path, f.hash, f.mtime_ns, {cols} FROM files f LEFT JOIN file_meta m ON m.file_id = f.id"
-            " WHERE f.status = 'indexed'"
-        )
+    def meta_rows(self, paths: Sequence[str] | None = None) -> list[tuple[str, str | None, int, dict[str, Any]]]:
+        """(path, hash, mtime_ns, metadata) of every indexed file (or of these paths): what the
+        filters and --sort date read."""
+        cols = ", ".join(f"m.{f}" for f in FIELDS) if self.has_file_meta() else ""
+        sql = f"SELECT f.path, f.hash, f.mtime_ns{', ' + cols if cols else ''} FROM files f"
+        if cols:
+            sql += " LEFT JOIN file_meta m ON m.file_id = f.id"
+        sql += " WHERE f.status = 'indexed'"
+        if paths is None:
+            rows = self.conn.execute(sql).fetchall()
+        else:
+            rows = []
+            for chunk in _chunks(list(paths), 500):
+                rows += self.conn.execute(sql + f" AND f.path IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         out = []
         for r in rows:
-            meta = {k: v for k, v in zip(FIELDS, r[3:], strict=True) if v is not None}
+            meta = {k: v for k, v in zip(FIELDS, r[3:], strict=False) if v is not None}
             out.append((r[0], r[1], int(r[2]), meta))
         return out
