@@ -203,3 +203,19 @@ def test_the_api_and_the_cli_through_the_server_filter_alike(photos: tuple[Path,
         # the CLI hands its filters to the running server
         found = _paths("--image", str(query), "--after", "2024-05-01", "--before", "2024-06-01")
         assert set(found) == {"may01.jpg", "may20.jpg"} and len(found) == 2
+
+
+def test_document_text_reaches_the_keyword_index_only_with_store_snippets(tmp_path: Path) -> None:
+    root = tmp_path / "notes"
+    root.mkdir()
+    (root / "trip.txt").write_text("we sailed from the port of zanzibar at dawn and the sea was calm all day")
+    (root / "list.txt").write_text("bread, milk, butter and eggs for the weekend")
+    plain, stored = tmp_path / "plain", tmp_path / "stored"
+    assert invoke("index", str(root), "--quiet", "--workers", "0", "--index", str(plain)).exit_code == 0
+    args = ["index", str(root), "--quiet", "--workers", "0", "--index", str(stored), "--store-snippets"]
+    assert invoke(*args).exit_code == 0
+    assert _search("zanzibar", "--keyword-only", "--index", str(plain)) == []
+    found = _search("zanzibar", "--keyword-only", "--index", str(stored))
+    assert [Path(r["path"]).name for r in found] == ["trip.txt"]
+    # a file's name is always there
+    assert [Path(r["path"]).name for r in _search("trip", "--keyword-only", "--index", str(plain))] == ["trip.txt"]
