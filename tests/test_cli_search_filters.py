@@ -219,3 +219,19 @@ def test_document_text_reaches_the_keyword_index_only_with_store_snippets(tmp_pa
     assert [Path(r["path"]).name for r in found] == ["trip.txt"]
     # a file's name is always there
     assert [Path(r["path"]).name for r in _search("trip", "--keyword-only", "--index", str(plain))] == ["trip.txt"]
+
+
+def test_the_explain_table_through_a_running_server(words: Path) -> None:
+    from server_helpers import running_server
+
+    from xmr import paths
+    from xmr.client import remote_search
+    from xmr.query import parse_query
+
+    with running_server(paths.index_dir()):
+        request = {"k": 3, "explain": True, "keywords": "tide tables"}
+        response = remote_search(paths.index_dir(), parse_query("tide tables"), request)
+        assert response is not None
+        first = response.results[0]
+        assert Path(first.path).name == "tide-tables.txt"
+        assert first.keyword is not None and first.keyword["rank"] >= 1 and first.semantic_score >= 10
