@@ -98,9 +98,12 @@ def test_an_index_without_metadata_is_back_filled_without_re_embedding(tmp_path:
         cat.conn.execute("DELETE FROM file_meta")
         cat.conn.execute("DELETE FROM keywords")
     before = dict(fake_encoders.CALLS)
-    report = index([root], index_dir=paths.index_dir(), options=opts)
+    res = invoke("index", str(root), "--workers", "0")
+    assert res.exit_code == 0 and "metadata read for 4 unchanged" in res.stderr
     assert fake_encoders.CALLS == before  # nothing embedded again
-    assert report.embedded_files == 0 and report.segments == 0
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        counts = cat.last_run("index")["counts"]
+    assert counts["embedded_files"] == counts["segments"] == 0 and counts["metadata_only"] == counts["unchanged"] == 4
     assert _meta_count() == n
     meta = json.loads(invoke("info", str(root / "trip" / "IMG_0002.jpg"), "--json").stdout)["metadata"]
     assert meta == {"camera_make": "FUJIFILM", "camera_model": "X100V"}

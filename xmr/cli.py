@@ -311,6 +311,8 @@ def index_cmd(
         ]
         if report.pending:
             parts.append(f"{report.pending} pending")
+        if report.metadata_only:
+            parts.append(f"metadata read for {report.metadata_only} unchanged")
         msg = ", ".join(parts) + f" in {report.elapsed_s:.1f}s"
         if report.failed:
             msg += " (see 'xmr errors')"
