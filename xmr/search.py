@@ -737,12 +737,10 @@ class _Search:
 
     def _sort_by_date(self, results: list[Result]) -> None:
         """Newest first (date taken, else modified); the score breaks ties."""
-        from xmr.filters import Filters, select, sort_key_date
+        from xmr.filters import dates as file_dates
+        from xmr.filters import sort_key_date
 
-        if self.selection is not None:
-            dates = self.selection.dates
-        else:
-            dates = select(self.cat.meta_rows([r.path for r in results]), Filters()).dates
+        dates = file_dates(self.cat.meta_rows([r.path for r in results]))
         for r in results:
             date = dates.get(r.path)
             r.date = date.isoformat(timespec="seconds") if date is not None else None
