@@ -114,3 +114,53 @@ class FakeClap(_Fake):
         CALLS["audio"] += len(windows)
         _slow(len(windows))
         return np.stack([_vec(np.round(w * 32767).astype(np.int16).tobytes()) for w in windows])
+
+
+class ThumbClip(FakeClip):
+    """An image's vector is its centred 8 x 8 colour thumbnail: near-identical pictures (resized,
+    recompressed, slightly cropped) get near-identical vectors, unlike FakeClip's hashes.
+    Selected with XMR_BACKEND_CLIP=fake_encoders:ThumbClip (near-duplicate tests, benchmarks)."""
+
+    dim = 192
+
+    def __init__(self, settings: object) -> None:
+        super().__init__(settings)
+        from dataclasses import replace
+
+        self.info = replace(self.info, model_id=self.info.model_id.replace("fake-clip", "thumb-clip"), dim=self.dim)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        CALLS["texts"] += len(texts)
+        out = [np.resize(_vec(f"{self.space}:{t}".encode()), self.dim) for t in texts]
+        return np.stack([v / np.linalg.norm(v) for v in out]) if out else np.zeros((0, self.dim), "f4")
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        CALLS["images"] += len(pixels)
+        flat = pixels.reshape(len(pixels), -1).astype(np.float32)
+        flat = flat - flat.mean(axis=1, keepdims=True)
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
+
+
+class ThumbClap(FakeClap):
+    """An audio window's vector is its magnitude spectrum in 64 bands, centred: a re-encode of
+    the same signal lands close. XMR_BACKEND_CLAP=fake_encoders:ThumbClap."""
+
+    dim = 64
+
+    def __init__(self, settings: object) -> None:
+        super().__init__(settings)
+        from dataclasses import replace
+
+        self.info = replace(self.info, model_id=self.info.model_id.replace("fake-clap", "thumb-clap"), dim=self.dim)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        CALLS["texts"] += len(texts)
+        out = [np.resize(_vec(f"{self.space}:{t}".encode()), self.dim) for t in texts]
+        return np.stack([v / np.linalg.norm(v) for v in out]) if out else np.zeros((0, self.dim), "f4")
+
+    def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+        CALLS["audio"] += len(windows)
+        spec = np.abs(np.fft.rfft(windows.astype(np.float32), axis=1))
+        bands = np.stack([b.mean(axis=1) for b in np.array_split(spec, self.dim, axis=1)], axis=1)
+        v = bands - bands.mean(axis=1, keepdims=True)
+        return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)).astype(np.float32)

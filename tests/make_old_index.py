@@ -88,10 +88,13 @@ def run_queries(index_dir: Path, root: Path) -> list[dict[str, object]]:
     from xmr.query import QueryPart
     from xmr.search import SearchOptions, search
 
+    # the semantic ranking alone: since keyword fusion (docs/metadata.md) an index's file names
+    # take part too, by design; the old code has no such option
+    semantic = {"match": "semantic"} if "match" in SearchOptions.__dataclass_fields__ else {}
     out = []
     for q in QUERIES:
         value = q["value"] if q["kind"] == "text" else str(root / q["value"])
-        res = search([QueryPart(q["kind"], value)], index_dir=index_dir, options=SearchOptions(k=K))
+        res = search([QueryPart(q["kind"], value)], index_dir=index_dir, options=SearchOptions(k=K, **semantic))
         out.append(
             {
                 **q,

@@ -75,6 +75,15 @@ def test_old_index_answers_the_same_without_a_rebuild(old_index: tuple[Path, Pat
 
     _same_results(run_queries(index_dir, root), expected["queries"])
     assert _ann_files(index_dir) == ann
+    # keyword fusion and metadata filters on a catalogue without their tables (read, not migrated)
+    from xmr.filters import Filters
+    from xmr.query import QueryPart
+    from xmr.search import SearchOptions, search
+
+    options = SearchOptions(k=50, filters=Filters(camera="canon"))
+    assert search([QueryPart("text", "a lighthouse")], index_dir=index_dir, options=options).results == []
+    fused = search([QueryPart("text", "tide pools")], index_dir=index_dir, options=SearchOptions(k=3))
+    assert len(fused.results) == 3 and all(r.keyword is None for r in fused.results)
 
     built = len(fake_encoders.BUILT)
     report = index(

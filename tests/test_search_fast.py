@@ -17,7 +17,7 @@ import pytest
 from test_indexer import make_text
 
 from xmr import paths
-from xmr.catalogue import Catalogue
+from xmr.catalogue import SCHEMA_VERSION, Catalogue
 from xmr.indexer import IndexOptions, index
 from xmr.query import QueryPart, parse_query
 from xmr.search import SearchOptions, search
@@ -207,7 +207,7 @@ def test_search_reads_a_catalogue_one_index_behind_without_migrating(media: Path
     with Catalogue.open(paths.index_dir(), readonly=True) as cat:
         assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 4
     with Catalogue.open(paths.index_dir()) as cat:  # a writer migrates
-        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "vectors_group" in names
         plan = " ".join(

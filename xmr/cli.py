@@ -338,6 +338,8 @@ def index_cmd(
         ]
         if report.pending:
             parts.append(f"{report.pending} pending")
+        if report.metadata_only:
+            parts.append(f"metadata read for {report.metadata_only} unchanged")
         msg = ", ".join(parts) + f" in {report.elapsed_s:.1f}s"
         if report.failed:
             msg += " (see 'xmr errors')"
@@ -400,6 +402,23 @@ def search_cmd(
     preview: Annotated[
         bool, typer.Option("--preview", help="Show image results inline (kitty, iTerm2, WezTerm; never into a pipe).")
     ] = False,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Only files taken (else modified) on or after DATE (YYYY-MM-DD).")
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Only files taken (else modified) before DATE.")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option("--camera", help="Only photos whose camera make or model contains TEXT.")
+    ] = None,
+    near: Annotated[
+        str | None, typer.Option("--near", help="Only photos taken within KM (default 1) of LAT,LON[,KM].")
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="Order of the top k: score, or date (newest first).")] = "score",
+    semantic_only: Annotated[bool, typer.Option("--semantic-only", help="Rank by meaning alone.")] = False,
+    keyword_only: Annotated[
+        bool, typer.Option("--keyword-only", help="Rank by words in names, folders, titles and tags alone.")
+    ] = False,
 ) -> None:
     """Search the index with text, images, audio or text files; one ranked list across all types."""
     from xmr.query import parse_query
@@ -407,6 +426,14 @@ def search_cmd(
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
     parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+    from xmr.filters import filters_from
+    from xmr.query import keyword_text
+
+    if semantic_only and keyword_only:
+        raise UsageError("choose one of --semantic-only and --keyword-only")
+    match = "semantic" if semantic_only else "keyword" if keyword_only else "both"
+    filters = filters_from(after, before, camera, near)
+    words = keyword_text(query) if query and query.strip() != "-" else None
     under_ = [os.path.abspath(os.path.expanduser(str(u))) for u in under or []]
     index_dir = _index_dir(index)
     response: Any = None
@@ -416,6 +443,8 @@ def search_cmd(
 
         request = {"k": top, "type": type_ or [], "under": under_, "min_score": min_score, "exact": exact}
         request |= {"explain": explain, "all_segments": all_segments}
+        request |= {"after": after, "before": before, "camera": camera, "near": near, "sort": sort, "match": match}
+        request["keywords"] = words
         response = remote_search(index_dir, parts, request)
     if response is None:
         from xmr.search import SearchOptions, search
@@ -428,6 +457,10 @@ def search_cmd(
             all_segments=all_segments,
             exact=exact,
             concepts_file=str(concepts) if concepts else None,
+            filters=filters,
+            sort=sort,
+            match=match,
+            keyword_text=words,
         )
         settings = _settings(device, None, None, None, precision)
         err = _stderr_console(quiet)
@@ -714,6 +747,9 @@ def info_cmd(
         if data.get(key) is not None:
             label = "reason" if key == "error" and data.get("status") == "skipped" else key
             out.print(f"{label}: {data[key]}")
+    out.print(f"modified: {data['modified']}")
+    for key, value in data.get("metadata", {}).items():
+        out.print(f"{key.replace('_', ' ')}: {value}", markup=False)
     for dup in data["duplicates"]:
         out.print(f"same content: {dup}")
     for enc in data["encodings"]:
@@ -731,6 +767,38 @@ def info_cmd(
                 if seg.get("page") is not None:
                     where += f" page {seg['page']}"
             out.print(f"  #{seg['seq']} {seg['kind']}{where} vector {seg['vector_id']} dim {seg['dim']}")
+
+
+@app.command("dupes")
+def dupes_cmd(
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Least cosine of a pair (default 0.90 images, 0.95 audio)."),
+    ] = None,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", help="image or audio (repeatable; default both).")
+    ] = None,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List groups of near-duplicate images and audio re-encodes (deletes nothing)."""
+    from xmr.dupes import find_dupes
+
+    groups = find_dupes(index_dir=_index_dir(index), types=type_ or ("image", "audio"), threshold=threshold)
+    if json_out:
+        _emit_json({"groups": [g.as_dict() for g in groups]})
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("group", "type", "similarity", "path"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("group", "similarity") else "left")
+    for i, g in enumerate(groups, 1):
+        for j, f in enumerate(g.files):
+            table.add_row(str(i) if j == 0 else "", g.modality if j == 0 else "", f"{f['similarity']:.3f}", f["path"])
+    if groups:
+        _stdout_console().print(table)
+    _stderr_console().print(f"{len(groups)} group(s) of near duplicates; nothing was deleted")
 
 
 @app.command("remove")

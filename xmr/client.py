@@ -60,6 +60,8 @@ class RemoteResult:
     segments: list[RemoteHit] = field(default_factory=list)
     contributions: list[dict[str, Any]] = field(default_factory=list)
     raw_path: bytes | None = None
+    keyword: dict[str, Any] | None = None  # with --explain: the keyword part (xmr.search.Result)
+    semantic_score: float | None = None
 
     @property
     def path_bytes(self) -> bytes:
@@ -111,6 +113,8 @@ def response_from_doc(doc: dict[str, Any], raw_paths: dict[str, str] | None = No
                 segments=[_hit(s) for s in r.get("segments", [])],
                 contributions=list((explain or {}).get("contributions", [])),
                 raw_path=base64.b64decode(raw) if raw else None,
+                keyword=(explain or {}).get("keyword"),
+                semantic_score=(explain or {}).get("semantic_score"),
             )
         )
     return RemoteResponse(doc, results)

@@ -101,8 +101,13 @@ def info(path: str | os.PathLike[str], index_dir: Path | None = None) -> dict[st
     abspath = os.path.abspath(os.path.expanduser(os.fspath(path)))
     with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
         found = cat.file_info(abspath)
+        if found is not None:
+            found["metadata"] = cat.file_meta(found["id"])
     if found is None:
         raise NoIndex("not in the index", path=path_key(abspath)[0], hint="run 'xmr index' on its folder")
+    from datetime import UTC, datetime
+
+    found["modified"] = datetime.fromtimestamp(found["mtime_ns"] / 1e9, UTC).isoformat(timespec="seconds")
     return found
 
 

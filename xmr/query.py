@@ -69,6 +69,17 @@ def _split_terms(query: str) -> list[tuple[float, str, bool]]:
     return [(sg, _unquote(t), _unquote(t) != t) for sg, t in terms]
 
 
+def keyword_text(query: str) -> str:
+    """The keyword index's side of a query: its positively weighted terms, a quoted term kept
+    in quotes (an FTS5 phrase: xmr.catalogue.keywords.fts_query)."""
+    words = []
+    for sign, term, quoted in _split_terms(query):
+        weight, value = _weighted(term)
+        if sign * weight > 0 and value:
+            words.append(f'"{value}"' if quoted else value)
+    return " ".join(words)
+
+
 def _unquote(term: str) -> str:
     m = _WEIGHT.match(term)
     if m:

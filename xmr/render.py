@@ -134,7 +134,11 @@ def model_short_name(model_id: str) -> str:
 
 def explain_cell(result: Any) -> str:
     b = result.best
-    return f"{b.route} {model_short_name(b.model_id)} {b.raw:.3f}"
+    cell = f"{b.route} {model_short_name(b.model_id)} {b.raw:.3f}"
+    kw = getattr(result, "keyword", None)
+    if kw:  # the keyword part of a fused score (xmr.search), beside the semantic one
+        cell += f" keyword +{kw['score']:.2f} semantic {result.semantic_score:.2f}"
+    return cell
 
 
 def where_cell(hit: Any) -> str:

@@ -62,6 +62,10 @@ class SearchOptions:
     exact: bool = False  # brute force instead of the ANN index
     concepts_file: str | None = None
     background: int = 2048
+    filters: Any = None  # xmr.filters.Filters: metadata filters, applied inside the vector search
+    sort: str = "score"  # score | date: the top k by score, newest first (date taken, else modified)
+    match: str = "both"  # both | semantic | keyword: which rankings are fused (xmr.fusion)
+    keyword_text: str | None = None  # the keyword side's query (quoted phrases kept); None: the text parts
 
 
 @dataclass
@@ -97,6 +101,9 @@ class Result:
     segments: list[SegmentHit] = field(default_factory=list)
     contributions: list[dict[str, Any]] = field(default_factory=list)
     raw_path: bytes | None = None  # the exact file-system name when ``path`` had to be escaped
+    keyword: dict[str, Any] | None = None  # the keyword match (bm25, its score), when there is one
+    semantic_score: float | None = None  # the score before the keyword part was added
+    date: str | None = None  # with --sort date: date taken, else modified
 
     @property
     def path_bytes(self) -> bytes:
@@ -120,6 +127,8 @@ class Result:
             d["char_start"], d["char_end"], d["snippet_note"] = b.char_start, b.char_end, b.snippet_note
         if b.page is not None:
             d["page"] = b.page
+        if self.date is not None:
+            d["date"] = self.date
         if explain:
             d["explain"] = {
                 "model_id": b.model_id,
@@ -127,6 +136,8 @@ class Result:
                 "segment_kind": b.kind,
                 "vector_id": b.vector_id,
                 "contributions": self.contributions,
+                "semantic_score": round(self.semantic_score if self.semantic_score is not None else self.score, 4),
+                "keyword": self.keyword,
             }
         if all_segments:
             d["segments"] = [s.as_dict() for s in self.segments]
@@ -263,6 +274,8 @@ def search(
     index_dir = index_dir or paths.index_dir()
     if options.k < 1:
         raise UsageError("-k/--top must be at least 1")
+    if options.sort not in ("score", "date") or options.match not in ("both", "semantic", "keyword"):
+        raise UsageError("--sort takes score or date; match: both, semantic or keyword")
     bad = set(options.types) - set(media.names())
     if bad:
         raise UsageError(f"unknown type {sorted(bad)[0]!r}; choose from {', '.join(media.names())}")
@@ -334,6 +347,11 @@ class _Search:
         self.encoders = warm.encoders(settings) if warm is not None else QueryEncoders(cat, settings, notify)
         # as the indexer stores them: absolute, symlinks not resolved
         self.under = [os.path.abspath(os.path.expanduser(u)) for u in options.under]
+        self.selection = None  # xmr.filters.Selection: the files the metadata filters let through
+        if options.filters is not None and options.filters.active:
+            from xmr.filters import select
+
+            self.selection = select(self.cat.meta_rows(), options.filters)
         self._native: dict[tuple[int, str], np.ndarray] = {}
         self._concepts: list[str] | None = None
         self._concept_mats: dict[str, np.ndarray] = {}
@@ -485,6 +503,8 @@ class _Search:
                     continue
                 group_ids = self.cat.group_vector_ids(space, model_id, kind)
                 cand = self.cat.group_vector_ids(space, model_id, kind, under=self.under) if self.under else group_ids
+                if self.selection is not None:  # the filters' files become the index's candidates
+                    cand = np.intersect1d(cand, self.cat.vector_ids_of(space, model_id, kind, self.selection.hashes))
                 searched.append({"space": space, "kind": kind, "vectors": int(n), "candidates": int(len(cand))})
                 if not len(cand):
                     continue
@@ -497,7 +517,7 @@ class _Search:
                         kind,
                         q,
                         store,
-                        None if (only_group and not self.under) else cand,
+                        None if (only_group and not self.under and self.selection is None) else cand,
                         len(cand),
                         fit_calibrators(q, bg),
                         bridged,
@@ -516,7 +536,11 @@ class _Search:
             ):
                 break
             k_fetch *= 4
+        if opts.match != "semantic":
+            results = self._with_keywords(results, plans)
         results = results[: opts.k]
+        if opts.sort == "date":
+            self._sort_by_date(results)
         fill_snippets(self.cat, results, all_segments=opts.all_segments)
         if self.notify is not None:
             for plan in {id(p.store): p for p in plans}.values():
@@ -541,7 +565,14 @@ class _Search:
         generation = getattr(getattr(self.cat, "state", None), "generation", None)
         # --under: the candidates come from the files table, which can change (a copy of indexed
         # content into the folder) without changing the vector generation
-        if self.embeddings is None or generation is None or self.under or not all(p.cacheable for p in self.parts):
+        if (
+            self.embeddings is None
+            or generation is None
+            or self.under
+            or self.selection is not None  # candidates from the files' metadata, which can change alone
+            or plan.n_candidates < 0  # a keyword match's own scores (_with_keywords)
+            or not all(p.cacheable for p in self.parts)
+        ):
             return None
         import hashlib
         import json
@@ -597,7 +628,7 @@ class _Search:
             if ref.text is not None:  # stored with --store-snippets
                 hit.snippet = shorten(ref.text)
             for path, modality, raw in files.get(ref.hash, []):
-                if modality not in types:
+                if modality not in types or (self.selection is not None and path not in self.selection.paths):
                     continue
                 res = by_path.get(path)
                 if res is None:
@@ -607,9 +638,67 @@ class _Search:
                 else:
                     res.segments.append(hit)
         ranked = sorted(by_path.values(), key=lambda r: (-r.score, -r.best.raw, r.path))
-        if self.options.min_score is not None:
+        if self.options.min_score is not None and self.options.match == "semantic":  # else on the fused score
             ranked = [r for r in ranked if r.score >= self.options.min_score]
         return ranked
+
+    def _with_keywords(self, results: list[Result], plans: list[_GroupPlan]) -> list[Result]:
+        """Fuse the keyword index's ranking into the semantic one (xmr.fusion). A keyword match the
+        semantic search did not fetch gets its own semantic score: the groups are searched again
+        with its vectors alone as candidates."""
+        from dataclasses import replace
+
+        from xmr import fusion
+
+        text = self.options.keyword_text
+        if text is None:
+            text = " ".join(p.value for p in self.parts if p.kind == "text" and p.weight > 0)
+        types = set(self.options.types) or set(media.names())
+        matches = [
+            (path, h, bm25)
+            for path, h, modality, bm25 in self.cat.keyword_search(text)
+            if modality in types
+            and (self.selection is None or path in self.selection.paths)
+            and (not self.under or any(path == u or path.startswith(u.rstrip("/") + "/") for u in self.under))
+        ]
+        keyword = fusion.keyword_scores([(path, bm25) for path, _, bm25 in matches])
+        by_path = {r.path: r for r in results}
+        missing = {h for path, h, _ in matches if path not in by_path}
+        if missing:
+            hits = []
+            for plan in plans:
+                cand = self.cat.vector_ids_of(plan.space, plan.model_id, plan.kind, missing)
+                if plan.candidates is not None:
+                    cand = np.intersect1d(cand, plan.candidates)
+                if len(cand):
+                    hits += self._group_hits(replace(plan, candidates=cand, n_candidates=-1), len(cand))
+            by_path.update((r.path, r) for r in self._collapse(hits) if r.path in keyword)
+        bm25s = {path: bm25 for path, _, bm25 in matches}
+        ranks = {path: i for i, (path, _, _) in enumerate(matches, 1)}
+        if self.options.match == "keyword":
+            by_path = {p: r for p, r in by_path.items() if p in keyword}
+        semantic = {p: r.score for p, r in by_path.items()} if self.options.match == "both" else {}
+        fused = fusion.fuse(semantic, keyword)
+        for path, r in by_path.items():
+            r.semantic_score = r.score
+            r.score = fused[path]
+            if path in keyword:
+                r.keyword = {"bm25": round(bm25s[path], 4), "rank": ranks[path], "score": round(keyword[path], 4)}
+        out = sorted(by_path.values(), key=lambda r: (-r.score, -r.best.raw, r.path))
+        if self.options.min_score is not None:
+            out = [r for r in out if r.score >= self.options.min_score]
+        return out
+
+    def _sort_by_date(self, results: list[Result]) -> None:
+        """Newest first (date taken, else modified); the score breaks ties."""
+        from xmr.filters import dates as file_dates
+        from xmr.filters import sort_key_date
+
+        dates = file_dates(self.cat.meta_rows([r.path for r in results]))
+        for r in results:
+            date = dates.get(r.path)
+            r.date = date.isoformat(timespec="seconds") if date is not None else None
+        results.sort(key=lambda r: (sort_key_date(dates.get(r.path)), -r.score))
 
     def _explain(self, results: list[Result], part_vectors: dict[str, list[dict[str, Any]]]) -> None:
         """Per result: each query part's cosine with the best segment, and its route."""

@@ -20,7 +20,9 @@ from xmr import paths
 from xmr.catalogue.concepts import ConceptVectors
 from xmr.catalogue.connection import connect
 from xmr.catalogue.files import FilesTable
+from xmr.catalogue.keywords import KeywordTable
 from xmr.catalogue.lookups import SearchLookups
+from xmr.catalogue.meta import FileMetaTable
 from xmr.catalogue.rows import FileRow, SegmentData, SegmentRef, fs_path, now_iso, path_key
 from xmr.catalogue.runs import RunsAndReports
 from xmr.catalogue.schema import MIGRATIONS, READABLE_FROM, SCHEMA_VERSION, migrate
@@ -41,7 +43,9 @@ __all__ = [
 ]
 
 
-class Catalogue(FilesTable, RunsAndReports, VectorTables, SearchLookups, ConceptVectors):
+class Catalogue(
+    FilesTable, RunsAndReports, VectorTables, SearchLookups, ConceptVectors, FileMetaTable, KeywordTable
+):
     """An open catalogue. Not thread-safe; one per process (or per thread).
 
     One facade over the modules of this package, each a cohesive set of queries on the

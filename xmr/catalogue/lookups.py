@@ -29,6 +29,22 @@ class SearchLookups(CatalogueBase):
         rows = self.conn.execute(sql, params).fetchall()
         return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
+    def vector_ids_of(self, space: str, model_id: str, kind: str, hashes: Iterable[str]) -> np.ndarray:
+        """Vector ids of one group that belong to these contents (a filter's or keyword match's
+        candidates), sorted."""
+        out: list[int] = []
+        for chunk in _chunks(sorted(set(hashes)), 500):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT v.id FROM segments s JOIN vectors v ON v.segment_id = s.id"
+                    f" WHERE s.hash IN ({marks}) AND s.space = ? AND s.model_id = ? AND s.kind = ?",
+                    [*chunk, space, model_id, kind],
+                )
+            )
+        return np.sort(np.asarray(out, dtype=np.int64))
+
     def segments_for_vectors(self, ids: Sequence[int]) -> dict[int, SegmentRef]:
         out: dict[int, SegmentRef] = {}
         for chunk in _chunks([int(i) for i in ids], 500):

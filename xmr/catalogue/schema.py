@@ -144,6 +144,41 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX vectors_group ON vectors(space, model_id, segment_id);
         """,
     ),
+    (
+        6,
+        """
+        -- descriptive metadata of a file (xmr.media.meta), read from the content ``hash``: a row
+        -- missing or of another hash makes the next run read it again (without re-embedding)
+        CREATE TABLE IF NOT EXISTS file_meta (
+            file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+            hash TEXT,
+            taken_at TEXT,                  -- UTC ISO 8601
+            utc_offset TEXT,                -- "+02:00": the offset it was taken at, when known
+            camera_make TEXT,
+            camera_model TEXT,
+            lens TEXT,
+            lat REAL,
+            lon REAL,
+            orientation INTEGER,
+            title TEXT,
+            artist TEXT,
+            album TEXT,
+            author TEXT,
+            tags TEXT,
+            read_at TEXT NOT NULL
+        );
+        -- what the keyword index (keywords_fts, FTS5, made by xmr.catalogue.keywords) searches:
+        -- names, folder names, titles, tags; document text only with --store-snippets
+        CREATE TABLE IF NOT EXISTS keywords (
+            file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+            name TEXT,
+            folders TEXT,
+            title TEXT,
+            tags TEXT,
+            body TEXT
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # a reader (search, which never migrates) accepts catalogues from this version on: the
@@ -173,3 +208,6 @@ def migrate(cat: CatalogueBase) -> None:
             for statement in _statements(sql):
                 cat.conn.execute(statement)
             cat.conn.execute(f"PRAGMA user_version = {int(number)}")
+    from xmr.catalogue.keywords import ensure_fts
+
+    ensure_fts(cat.conn)  # outside a transaction: sqlite-utils runs it as a script

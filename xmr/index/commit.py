@@ -7,6 +7,7 @@ are loaded, xmr.index.models); decoding and embedding never touch the catalogue.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from xmr.catalogue import Catalogue, FileRow, path_key
 from xmr.index.embed import Embedded
@@ -95,11 +96,28 @@ class Committer:
                         self.report.moved += 1
                     else:
                         self.report.duplicates += 1
-                self._upsert(p, "indexed")
+                file_id = self._upsert(p, "indexed")
+                self._write_meta(file_id, p, encoded)
         self.flush_warnings()
 
-    def _upsert(self, p: _Prepared, status: str, reason: str | None = None) -> None:
-        self._write_row(p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, reason)
+    def _write_meta(self, file_id: int, p: _Prepared, encoded: Mapping[tuple[str, str], Any]) -> None:
+        """The file's metadata and keyword row; a document's text only when stored anyway
+        (--store-snippets keeps passages' text in the segments)."""
+        meta = p.meta or {}
+        self.cat.set_file_meta(file_id, p.hash, meta)
+        body = None
+        for space in self.spaces_for.get(p.modality, ()):
+            enc = encoded.get((p.hash, space))
+            texts = [s.text for s in enc.segments if s.text] if enc is not None else []
+            if texts:
+                body = " ".join(texts)
+                break
+        self.cat.set_keywords(file_id, p.item.path, p.item.root, meta, body)
+
+    def _upsert(self, p: _Prepared, status: str, reason: str | None = None) -> int:
+        return self._write_row(
+            p.item.path, p.item.root, p.item.size, p.item.mtime_ns, p.hash, p.modality, status, reason
+        )
 
     def _record_error(
         self,
@@ -127,8 +145,8 @@ class Committer:
         modality: str | None,
         status: str,
         error: str | None,
-    ) -> None:
-        _, old_hash = self.cat.upsert_file(
+    ) -> int:
+        file_id, old_hash = self.cat.upsert_file(
             path,
             root=root,
             size=size,
@@ -144,6 +162,7 @@ class Committer:
             # the file changed: its previous content goes at the end of the run unless another
             # file has it by then (a copy or a move found later in this run may still need it)
             self.replaced_hashes.add(old_hash)
+        return file_id
 
     def flush_warnings(self) -> None:
         for message in self.warnings:

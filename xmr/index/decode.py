@@ -77,6 +77,7 @@ def identify(item: _Item) -> _Prepared:
     try:
         if item.known_hash is not None and item.known_modality is not None:
             out.hash, out.modality = item.known_hash, item.known_modality
+            out.meta = read_metadata(item.path, out.modality)  # a back-fill reads only this
             return out
         out.opened = True
         try:
@@ -90,11 +91,24 @@ def identify(item: _Item) -> _Prepared:
             out.error = c.reason
         elif c.skip:
             out.skip = c.skip
+        else:
+            out.meta = read_metadata(item.path, out.modality)
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file
         out.error = f"{type(exc).__name__}: {exc}"
     return out
+
+
+def read_metadata(path: str, modality: str) -> dict[str, object]:
+    """The file's descriptive metadata through its media kind (``{}``: none, or unreadable)."""
+    kind = media.find(modality)
+    if kind is None or kind.metadata is None:
+        return {}
+    try:
+        return dict(kind.metadata(path))
+    except Exception:  # metadata is a bonus: a reader's bug must not fail the file
+        return {}
 
 
 def decode(out: _Prepared, config: DecodeConfig) -> _Prepared:

@@ -48,6 +48,7 @@ class _Prepared:
     junk_guard: bool = True  # drop passages that are mostly non-words (not for --text-ext extensions)
     undecoded: bool = False  # an image met before CLIP's preprocessor was loaded: prepared again (_complete)
     head: bytes | None = None  # the file's first bytes, read while hashing (decode reuses them)
+    meta: dict[str, Any] | None = None  # descriptive metadata (xmr.media.meta), read while identifying
 
 
 @dataclass

@@ -60,6 +60,7 @@ class IndexReport:
     roots: list[str]
     found: int = 0
     unchanged: int = 0
+    metadata_only: int = 0  # of the unchanged: read again for their metadata alone (not embedded)
     new: int = 0
     changed: int = 0
     moved: int = 0

@@ -56,6 +56,9 @@ class Planner:
         for root in self.options.within or self.roots:
             existing.update(self.cat.files_under(root))
         seen: set[str] = set()
+        # indexed before metadata was read (an older index), or read from other content:
+        # scheduled for a metadata-only pass, which embeds nothing
+        self._lacking_meta = self.cat.files_lacking_meta()
         out = Plan()
         error_dirs: list[str] = []
         # watch mode walks only the places that changed (``within``): only files there can vanish
@@ -83,6 +86,10 @@ class Planner:
                     out.work.append(self._item(entry, row, known=False))
                 elif row.status == "indexed" and self._needs_spaces(row):
                     out.work.append(self._item(entry, row, known=True))
+                elif row.status == "indexed" and row.id in self._lacking_meta:
+                    out.work.append(self._item(entry, row, known=True))
+                    self.report.unchanged += 1
+                    self.report.metadata_only += 1
                 else:
                     out.unchanged.append(row.id)
                     self.report.unchanged += 1

@@ -76,17 +76,8 @@ class DecodeScheduler:
                 and len(pending) < max_in_flight
                 and (not pending or sum(pending.values()) + nxt.size <= MAX_BYTES_IN_FLIGHT)
             ):
-                if nxt.known_hash is not None and nxt.known_modality is not None:
-                    p = identify(nxt)  # nothing to read: the hash is known
-                    if triage(p):
-                        fut = pool.submit(decode, p, self._config())
-                        pending[fut] = nxt.size
-                        decoding.add(fut)
-                    else:
-                        p.head = None
-                        yield p
-                else:
-                    pending[pool.submit(identify, nxt)] = nxt.size
+                # a known hash is identified in a worker too: it reads the file's metadata
+                pending[pool.submit(identify, nxt)] = nxt.size
                 nxt = next(items, None)
             if not pending:
                 return

@@ -75,6 +75,9 @@ class MediaKind:
     previews: tuple[str, ...] = ()
     # (path or binary file, size, the indexed name) -> a PIL image at most size x size, upright
     thumbnail: Callable[[Any, int, str], Any] | None = None
+    # path -> descriptive metadata (keys among xmr.media.meta.FIELDS: date taken, camera, GPS,
+    # title, artist...), read in the decode workers; never raises. None: the kind has none
+    metadata: Callable[[str], dict[str, Any]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

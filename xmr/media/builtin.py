@@ -82,6 +82,7 @@ def image_thumbnail(src: Any, size: int, name: str) -> Any:
 
 def builtin_kinds() -> tuple[MediaKind, ...]:
     from xmr import sniff
+    from xmr.media.meta import audio_metadata, image_metadata, text_metadata
 
     return (
         MediaKind(
@@ -93,6 +94,7 @@ def builtin_kinds() -> tuple[MediaKind, ...]:
             mime=image_mime,
             previews=("thumb",),
             thumbnail=image_thumbnail,
+            metadata=image_metadata,
         ),
         MediaKind(
             name=AUDIO,
@@ -102,6 +104,7 @@ def builtin_kinds() -> tuple[MediaKind, ...]:
             query_kind="audio",
             mime=audio_mime,
             previews=("audio",),
+            metadata=audio_metadata,
         ),
         # text goes to both spaces so a query of any modality reaches it
         MediaKind(
@@ -111,5 +114,6 @@ def builtin_kinds() -> tuple[MediaKind, ...]:
             extensions=sniff.TEXT_EXTENSIONS,
             query_kind="text_file",
             mime=text_mime,
+            metadata=text_metadata,
         ),
     )

@@ -38,7 +38,8 @@ from starlette.staticfiles import StaticFiles
 
 from xmr import core, media
 from xmr.errors import ExitCode, NoIndex, UsageError, XmrError
-from xmr.query import QueryPart, parse_query
+from xmr.filters import filters_from
+from xmr.query import QueryPart, keyword_text, parse_query
 from xmr.search import SearchOptions
 from xmr.server import files as fs
 from xmr.server.openapi import openapi_document
@@ -67,6 +68,8 @@ _PAGE_CSP = (
 _FILE_CSP = "default-src 'none'; sandbox"
 _MAX_K = 1000
 _PARAMS = frozenset({"q", "parts", "like", "type", "under", "k", "min_score", "explain", "all_segments", "exact"})
+# metadata filters, sort and keyword fusion (docs/metadata.md)
+_PARAMS |= {"after", "before", "camera", "near", "sort", "match", "keywords"}
 
 
 @dataclass
@@ -216,6 +219,33 @@ class Api:
         data = await asyncio.to_thread(core.status, self.config.index_dir)
         data["server"] = await asyncio.to_thread(self.warm.stats)
         return JSONResponse(data)
+
+    async def dupes(self, request: Request) -> Response:
+        """Near-duplicate groups (xmr dupes): ?type=image|audio (repeatable), ?threshold=cosine."""
+        from xmr.dupes import find_dupes
+
+        try:
+            types = request.query_params.getlist("type") or ["image", "audio"]
+            raw = request.query_params.get("threshold")
+            try:
+                threshold = float(raw) if raw is not None else None
+            except ValueError:
+                raise UsageError("threshold must be a number") from None
+            groups = await asyncio.to_thread(
+                find_dupes, index_dir=self.config.index_dir, types=types, threshold=threshold
+            )
+        except XmrError as exc:
+            return _error(exc)
+        ids = await asyncio.to_thread(self.lookup.ids_for_paths, [f["path"] for g in groups for f in g.files])
+        doc = {"groups": [g.as_dict() for g in groups]}
+        for g in doc["groups"]:
+            for f in g["files"]:
+                if f["path"] in ids:
+                    f["file_id"] = ids[f["path"]]
+                    kind = media.find(g["modality"])
+                    previews = list(kind.previews) if kind is not None else []
+                    f["urls"] = self.config.signer.urls(f["file_id"], ("original", *previews))
+        return JSONResponse(doc)
 
     # -- search -----------------------------------------------------------------------------
     async def search(self, request: Request) -> Response:
@@ -388,8 +418,22 @@ def _options(params: dict[str, Any]) -> tuple[SearchOptions, bool, bool]:
         min_score=None if min_score is None else float(min_score),
         all_segments=bool(params.get("all_segments", False)),
         exact=bool(params.get("exact", False)),
+        filters=filters_from(params.get("after"), params.get("before"), params.get("camera"), params.get("near")),
+        sort=str(params.get("sort", "score")),
+        match=str(params.get("match", "both")),
+        keyword_text=_keywords(params),
     )
     return options, bool(params.get("explain", False)), options.all_segments
+
+
+def _keywords(params: dict[str, Any]) -> str | None:
+    """The keyword side's query: ``keywords``, else ``q``'s positive terms (None: the text parts)."""
+    words, q = params.get("keywords"), params.get("q")
+    if words is not None and not isinstance(words, str):
+        raise UsageError("keywords must be a string")
+    if words is None and isinstance(q, str) and q.strip():
+        words = keyword_text(q)
+    return words
 
 
 def _text_parts(params: dict[str, Any]) -> list[QueryPart]:
@@ -437,6 +481,7 @@ def create_app(config: ServerConfig, warm: WarmIndex, sandbox: Sandbox | None = 
         Route("/favicon.ico", api.favicon),
         Route("/api/openapi.json", api.openapi),
         Route("/api/status", api.status),
+        Route("/api/dupes", api.dupes),
         Route("/api/search", api.search, methods=["POST"]),
         Route("/api/files/{file_id:int}", api.file),
     ]

@@ -46,6 +46,17 @@ _SEARCH_REQUEST: dict[str, Any] = {
         "explain": {"type": "boolean", "default": False},
         "all_segments": {"type": "boolean", "default": False},
         "exact": {"type": "boolean", "default": False},
+        "after": {"type": "string", "description": "only files taken (else modified) on or after this date (ISO 8601)"},
+        "before": {"type": "string", "description": "only files taken (else modified) before this date (ISO 8601)"},
+        "camera": {"type": "string", "description": "only photos whose camera make or model contains this"},
+        "near": {"description": "only photos taken within KM (default 1) of a place: 'LAT,LON[,KM]' or [lat, lon, km]",
+                 "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "number"}}]},
+        "sort": {"enum": ["score", "date"], "default": "score",
+                 "description": "order of the top k: by score, or newest first"},
+        "match": {"enum": ["both", "semantic", "keyword"], "default": "both",
+                  "description": "fuse the keyword index's ranking with the semantic one, or use one alone"},
+        "keywords": {"type": "string", "description": "the keyword side's query (default: q's positive terms; "
+                     "a double-quoted phrase is a phrase)"},
         "file_weights": {"type": "array", "items": {"type": "number"},
                          "description": "multipart only: weight of each uploaded file, in order"},
     },
@@ -113,6 +124,18 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/status": {"get": {"summary": "What the index holds and what the server keeps warm",
                                     "responses": {"200": {"description": "as `xmr status --json`, plus server"}}}},
+            "/api/dupes": {"get": {
+                "summary": "Groups of near-duplicate images and audio re-encodes (as `xmr dupes --json`); lists only",
+                "parameters": [
+                    {"name": "type", "in": "query", "schema": {"enum": ["image", "audio"]}},
+                    {"name": "threshold", "in": "query", "schema": {"type": "number"},
+                     "description": "least cosine of a pair (default 0.90 images, 0.95 audio)"},
+                ],
+                "responses": {
+                    "200": {"description": "{groups: [{modality, files: [{path, similarity, file_id, urls}]}]}"},
+                    "400": _ERROR,
+                },
+            }},
             "/api/files/{file_id}": {
                 "get": {
                     "summary": "One indexed file by catalogue id: the original, its thumbnail or playable audio",

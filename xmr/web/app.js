@@ -27,12 +27,20 @@ function message(text) { $("#message").textContent = text; }
 function options() {
   const types = [...document.querySelectorAll('input[name="type"]:checked')].map((c) => c.value);
   const under = $("#under").value.trim();
-  return {
+  const out = {
     k: parseInt($("#k").value, 10),
     type: types.length === document.querySelectorAll('input[name="type"]').length ? [] : types,
     under: under ? [under] : [],
     explain: true,
   };
+  // metadata filters, sort and fusion (docs/metadata.md): only what is set is sent
+  for (const id of ["after", "before", "camera", "near"]) {
+    const v = $("#" + id).value.trim();
+    if (v) out[id] = v;
+  }
+  out.sort = $("#sort").value;
+  out.match = $("#match").value;
+  return out;
 }
 
 async function runSearch(query) {
@@ -115,7 +123,9 @@ function explainPanel(r) {
       el("dt", {}, "space"), el("dd", {}, r.space),
       el("dt", {}, "model"), el("dd", {}, e.model_id),
       el("dt", {}, "raw cosine"), el("dd", {}, r.raw.toFixed(4)),
-      el("dt", {}, "segment"), el("dd", {}, e.segment_kind)),
+      el("dt", {}, "segment"), el("dd", {}, e.segment_kind),
+      el("dt", {}, "semantic score"), el("dd", {}, (e.semantic_score ?? r.score).toFixed(2)),
+      el("dt", {}, "keyword"), el("dd", {}, e.keyword ? `bm25 ${e.keyword.bm25.toFixed(2)}, rank ${e.keyword.rank}, +${e.keyword.score.toFixed(2)}` : "no match")),
     list);
 }
 
@@ -145,7 +155,8 @@ function card(r, i, words) {
       el("span", { class: "score", title: "calibrated score (comparable across types)" }, r.score.toFixed(2)),
       el("span", { class: "type" }, r.modality),
       el("a", { class: "name", href: r.file_id ? fileUrl(r, "original") : "#", target: "_blank", rel: "noopener", title: r.path }, basename(r.path)),
-      el("span", { class: "folder", title: dirname(r.path) }, dirname(r.path))),
+      el("span", { class: "folder", title: dirname(r.path) }, dirname(r.path)),
+      r.date ? el("span", { class: "date" }, r.date.slice(0, 10)) : null),
     el("div", { class: "actions" }, more, explainPanel(r)));
   return li;
 }
@@ -158,6 +169,25 @@ function render(doc, query) {
   doc.results.forEach((r, i) => list.append(card(r, i, words)));
   const what = query && query.file ? query.file.name : query && query.like ? "more like " + query.label : doc.query.map((p) => p.value).join(" + ");
   message(doc.results.length ? `${doc.results.length} results for ${what} (${Math.round(doc.elapsed_s * 1000)} ms)` : "no results for " + what);
+}
+
+// Near duplicates (xmr dupes): a simple list of groups, each file linked to its original.
+async function showDupes() {
+  message("Looking for near duplicates…");
+  const res = await fetch("/api/dupes", { headers: headers() });
+  const doc = await res.json();
+  const list = $("#results");
+  list.replaceChildren();
+  if (!res.ok) { message(doc.error || "failed (" + res.status + ")"); return; }
+  doc.groups.forEach((g, i) => {
+    const files = el("ul", {});
+    for (const f of g.files) {
+      files.append(el("li", {}, el("a", { href: (f.urls || {}).original || "#", target: "_blank", rel: "noopener", title: f.path }, f.path),
+        ` (${f.similarity.toFixed(3)})`));
+    }
+    list.append(el("li", { class: "dupes " + g.modality }, el("p", {}, `group ${i + 1}: ${g.modality}, ${g.files.length} files`), files));
+  });
+  message(doc.groups.length ? `${doc.groups.length} groups of near duplicates (nothing is deleted)` : "no near duplicates");
 }
 
 function setupDrop() {
@@ -200,6 +230,7 @@ async function main() {
     const q = $("#q").value.trim();
     if (q) runSearch({ q });
   });
+  $("#dupes-button").addEventListener("click", () => { showDupes().catch((err) => message("failed: " + err)); });
   for (const c of document.querySelectorAll("#filters input, #filters select")) {
     if (c.id === "explain") continue;
     c.addEventListener("change", () => { if (state.lastQuery) runSearch(state.lastQuery); });
