@@ -137,7 +137,8 @@ def explain_cell(result: Any) -> str:
     cell = f"{b.route} {model_short_name(b.model_id)} {b.raw:.3f}"
     kw = getattr(result, "keyword", None)
     if kw:  # the keyword part of a fused score (xmr.search), beside the semantic one
-        cell += f" keyword +{kw['score']:.2f} semantic {result.semantic_score:.2f}"
+        cell += f"; keyword: bm25={kw['bm25']:.2f} rank {kw['rank']} +{kw['score']:.2f}"
+        cell += f"; semantic: {result.semantic_score:.2f}"
     return cell
 
 
