@@ -345,13 +345,13 @@ def test_default_spec_resolves_from_a_hugging_face_cache_offline(
     assert st.present and st.source == "hf-cache"
     assert st.sha256 == ref.sha  # read from the LFS blob name, not recomputed
     assert "snapshots" in (st.location or "")
-    import xmr.encoders.clip as clip_module
+    import xmr.encoders.filehash as filehash_module  # where a checkpoint's sha256 is computed
 
     def no_hashing(*args: object) -> None:
         raise AssertionError("the checkpoint's sha256 is its blob's name in the cache: no hashing")
 
     with monkeypatch.context() as mp:
-        mp.setattr(clip_module.hashlib, "sha256", no_hashing)
+        mp.setattr(filehash_module.hashlib, "sha256", no_hashing)
         hub = ClipEncoder(Settings(offline=True))  # the default spec
     assert hub.info.model_id == "clip:ViT-B-32:laion2b_s34b_b79k"
     assert hub.info.pretrained == "laion2b_s34b_b79k" and hub.info.checkpoint_sha256 == ref.sha

@@ -47,11 +47,28 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(dict.fromkeys(terms)) or None
 
 
-def ensure_fts(conn: sqlite3.Connection) -> None:
-    """Create the FTS5 index and its triggers once (sqlite-utils' enable_fts), ranked by WEIGHTS."""
+def _database(conn: sqlite3.Connection) -> Any:
+    """sqlite-utils' ``Database`` over ``conn``, imported without pandas.
+
+    sqlite-utils imports pandas at import time whenever it is installed (0.4 s here, and a
+    text search consults the keyword index every time); xmr hands it no DataFrames, so a
+    search process keeps pandas out while sqlite-utils loads."""
+    import sys
+
+    if "sqlite_utils" not in sys.modules and "pandas" not in sys.modules:
+        sys.modules["pandas"] = None  # type: ignore[assignment]  # import_module("pandas") -> ImportError
+        try:
+            import sqlite_utils  # noqa: F401
+        finally:
+            del sys.modules["pandas"]
     from sqlite_utils import Database
 
-    db = Database(conn)
+    return Database(conn)
+
+
+def ensure_fts(conn: sqlite3.Connection) -> None:
+    """Create the FTS5 index and its triggers once (sqlite-utils' enable_fts), ranked by WEIGHTS."""
+    db = _database(conn)
     if db["keywords_fts"].exists():
         return
     db["keywords"].enable_fts(list(COLUMNS), create_triggers=True, tokenize="unicode61 remove_diacritics 2")
@@ -85,12 +102,10 @@ class KeywordTable(CatalogueBase):
     def keyword_search(self, text: str, limit: int = 5000) -> list[tuple[str, str, str, float]]:
         """(path, hash, modality, bm25) of indexed files matching the words of ``text``, best
         first (bm25 made positive here: higher is better)."""
-        from sqlite_utils import Database
-
         query = fts_query(text)
         if query is None or not self.has_keywords():
             return []
-        rows = Database(self.conn)["keywords"].search(query, columns=["file_id"], limit=limit, include_rank=True)
+        rows = _database(self.conn)["keywords"].search(query, columns=["file_id"], limit=limit, include_rank=True)
         ranked = [(int(r["file_id"]), -float(r["rank"])) for r in rows]
         files: dict[int, tuple[str, str, str]] = {}
         ids = [i for i, _ in ranked]
