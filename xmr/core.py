@@ -80,15 +80,23 @@ def check(index_dir: Path | None = None) -> dict[str, Any]:
 
 
 def prepare_query_encoders(index_dir: Path | None, settings: Any) -> dict[str, list[str]]:
-    """Export the per-tower query encoders of the index's active models (``xmr models prepare``)."""
-    from xmr.encoders.query import prepare
+    """Export the per-tower query encoders of the index's active models, and embed the bridge
+    concepts with them, so no later search prepares anything (``xmr models prepare``)."""
+    from xmr import bridge
+    from xmr.encoders.query import QueryEncoders, prepare
+    from xmr.spaces import SPACES
 
     out: dict[str, list[str]] = {}
     with Catalogue.open(index_dir or paths.index_dir(), readonly=True) as cat:
-        rows = [cat.model_row(m) for m in (cat.active_model("clip"), cat.active_model("clap")) if m]
-    for row in rows:
-        assert row is not None
-        out[row["id"]] = prepare(row["space"], row, settings)
+        rows = [cat.model_row(m) for m in (cat.active_model(s) for s in SPACES) if m]
+        for row in rows:
+            assert row is not None
+            out[row["id"]] = prepare(row["space"], row, settings)
+        # cached per model in the models dir: the first bridged search finds them there
+        encoders, concepts = QueryEncoders(cat, settings), bridge.load_concepts()
+        for row in rows:
+            assert row is not None
+            bridge.concept_matrix(cat, encoders.get(row["space"]), concepts, writable=False)
     return out
 
 
