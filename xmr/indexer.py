@@ -94,6 +94,7 @@ class IndexOptions:
     checkpoint_ann: bool = True
     bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
     wait: bool = False  # another writer holds the index: wait for it instead of failing
+    codes: str | None = None  # binary|none|auto (xmr.store.policy); None: as recorded, else auto
 
 
 @dataclass
@@ -928,13 +929,11 @@ class _Run:
     def _checkpoint_ann(self) -> None:
         """Bring each space's ANN cache up to date: after new work, or when a crash
         left it behind (stale state row, replaced file, leftover temp file)."""
-        from xmr.store import BACKEND_SETTING, index_backend, open_index
+        from xmr.store import open_index
+        from xmr.store.policy import choose_backend
 
         ann = paths.ann_dir(self.cat.index_dir)
-        backend = index_backend(self.cat)
-        if self.cat.get_setting(BACKEND_SETTING) is None:  # an index from before the setting: hnswlib
-            with self.cat.transaction():
-                self.cat.set_setting(BACKEND_SETTING, backend)
+        backend = choose_backend(self.cat, self.options.codes)  # --codes; recorded in the settings
         for space in self.spaces:
             model_id = self.cat.active_model(space)
             row = self.cat.model_row(model_id) if model_id else None

@@ -210,6 +210,15 @@ class BinaryStore(HnswStore):
         self.degraded = None
         super()._open_ann()
 
+    def problem(self) -> str:
+        """``HnswStore.problem``, and a state row another backend wrote (--codes switched it)."""
+        why = super().problem()
+        state = self.file.state()
+        if not why and state is not None and state.get("backend") != self.backend:
+            if self.source.vector_count(self.space, self.model_id) >= self.exact_threshold:
+                return f"the state row is the {state.get('backend') or 'hnswlib'} backend's"
+        return why
+
     def persisted(self) -> bool:
         return self.path.exists() or self.codes_path.exists()
 

@@ -228,7 +228,9 @@ class BinaryFile(HnswFile):
         if index.count and (ids[0] < 0 or ids[-1] > top or not bool((ids[1:] > ids[:-1]).all())):
             index.close()
             return None, "index ids are not the catalogue's (unsorted, repeated or out of range)"
-        index.drop_codes(self._attach_codes(index, state, full=self._full))
+        why = self._attach_codes(index, state, full=self._full)
+        if why:
+            index.drop_codes(why)
         return index, ""
 
     _full = False
