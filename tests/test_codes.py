@@ -218,14 +218,15 @@ def test_codes_follow_additions_and_deletions(tmp_path):
     np.testing.assert_array_equal(reader.search(q, 20)[0], brute_force(q, live_ids, live, 20))
     assert reader.stats()["tail_count"] == 0 and reader.stats()["codes"]["last_search"]["path"] == "codes"
     recorded = json.loads(src.get_setting(rotation_key(SPACE, MODEL)))
-    assert recorded["digest"] == first["rotation_digest"] and recorded["method"] == "itq"
+    assert recorded["digest"] == first["rotation_digest"] and recorded["method"] == first["rotation"]
 
 
 def test_asking_for_another_rotation_learns_a_new_one(tmp_path):
     src, index, _, _, _ = filled(tmp_path)
     first = index.checkpoint()
-    again = open_(tmp_path, src, rotation="random").checkpoint()
-    assert again["rotation"] == "random" and again["rotation_digest"] != first["rotation_digest"]
+    other = "itq" if first["rotation"] == "random" else "random"
+    again = open_(tmp_path, src, rotation=other).checkpoint()
+    assert again["rotation"] == other and again["rotation_digest"] != first["rotation_digest"]
 
 
 # -- damage ---------------------------------------------------------------------------------------
@@ -342,3 +343,26 @@ def test_index_codes_option_is_recorded_and_status_says_which_is_active(tmp_path
     assert status["vector_index"] == {**status["vector_index"], "codes": "none", "choice": "none"}
     r = invoke("index", str(root), "--codes", "maybe")
     assert r.exit_code != 0 and "--codes" in r.stderr
+
+
+def test_a_large_file_is_ranked_in_two_passes_and_finds_near_duplicates(tmp_path, monkeypatch):
+    from xmr.store import binary
+
+    monkeypatch.setattr(binary, "PREFILTER_SHARE", 10**9)  # keep only PREFILTER_KEEP * rescored rows
+    rng = np.random.default_rng(11)
+    dim, groups, size = 256, 300, 10  # 4 words a code: the first 2 prefilter
+    base = rng.standard_normal((groups, dim))
+    x = np.repeat(base, size, axis=0) + 1e-3 * rng.standard_normal((groups * size, dim))
+    data = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    src = MemoryVectorSource()
+    ids = src.add(SPACE, MODEL, data)
+    opts = {"exact_threshold": 0, "scan_below": 0, "oversample": 2}
+    open_index("binary", tmp_path, src, SPACE, MODEL, dim, **opts).checkpoint()
+    reader = open_index("binary", tmp_path, src, SPACE, MODEL, dim, readonly=True, **opts)
+    pick = rng.choice(groups, 5, replace=False)
+    q = data[pick * size + 3]
+    found, sims = reader.search(q, size)
+    for row, g in enumerate(pick):  # exactly the query's group: its own vector first
+        assert set(found[row].tolist()) == set(ids[g * size : (g + 1) * size].tolist())
+        assert found[row, 0] == ids[g * size + 3] and sims[row, 0] == pytest.approx(1.0, abs=1e-5)
+    assert reader.stats()["codes"]["last_search"] == {"path": "codes", "scored": 2 * size}

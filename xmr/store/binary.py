@@ -44,14 +44,19 @@ from xmr.store.codes import encode, hamming, learn_rotation, smallest, words_for
 from xmr.store.hnsw import HnswStore
 from xmr.store.hnsw_view import LoadedView
 from xmr.store.source import VectorSource
-from xmr.store.topk import empty, exact_block, keep_candidates, merge, sorted_intersection, topk
+from xmr.store.topk import empty, exact_block, in_sorted, keep_candidates, merge, sorted_intersection, topk
 
 BACKEND = "binary"
 # k * OVERSAMPLE codes are rescored exactly (benchmarks/codes.py; docs/codes.md)
 DEFAULT_OVERSAMPLE = 10
-DEFAULT_ROTATION = "itq"
+DEFAULT_ROTATION = "random"  # better recall than ITQ at every size and code length measured (docs/codes.md)
 ROTATION_SAMPLE = 20_000  # vectors the rotation is learned from
 ROTATION_SETTING = "codes_rotation"  # settings key prefix: the rotation in use per (space, model)
+# ranking a large file: its first PREFILTER_WORDS words keep max(PREFILTER_KEEP * rescored,
+# n / PREFILTER_SHARE) rows, which all words then rank (benchmarks/codes.py measures the recall)
+PREFILTER_WORDS = 2
+PREFILTER_KEEP = 16
+PREFILTER_SHARE = 64
 # a member set this small is scanned exactly (no Hamming pass over every code)
 SUBSET_EXACT_MAX = 20_000
 _BLOCK_ROWS = 1 << 16
@@ -83,7 +88,8 @@ class CodedSearch:
         m = len(q)
         if len(members) == 0 or k <= 0:
             return empty(m)
-        pos = ix.positions(members)
+        # members are file ids: as many as the file holds means all of them, in order
+        pos = np.arange(ix.count) if len(members) == ix.count else ix.positions(members)
         want = min(len(members), k * self.oversample)
         if ix.codes is None or len(members) <= self.scan_below:
             self.last = {"path": "exact", "scored": int(len(members))}
@@ -95,16 +101,38 @@ class CodedSearch:
         qcodes = encode(q, ix.centre, ix.rotation)  # type: ignore[arg-type]
         out_ids, out_sims = [], []
         for row in range(m):
-            dist = hamming(qcodes[row], ix.codes)
-            if allowed is not None:
-                dist[~allowed] = np.iinfo(np.uint16).max
-            rows = np.sort(smallest(dist, want))  # ascending rows: the gather reads the file forwards
+            rows = np.sort(self._ranked(qcodes[row], allowed, want))  # ascending: the gather reads forwards
             vecs = np.asarray(ix.vecs[rows], np.float32)
             ids, sims = topk(q[row : row + 1] @ vecs.T, np.asarray(ix.ids[rows], np.int64), k)
             out_ids.append(ids)
             out_sims.append(sims)
         self.last = {"path": "codes", "scored": int(want)}
         return np.concatenate(out_ids), np.concatenate(out_sims)
+
+    def _ranked(self, qcode: np.ndarray, allowed: np.ndarray | None, want: int) -> np.ndarray:
+        """Rows of the ``want`` allowed codes nearest to ``qcode``.
+
+        A large file is ranked in two passes: its first ``PREFILTER_WORDS`` words (with a
+        random rotation, a random shorter code) keep the best ``prefilter_keep`` rows, then
+        all words rank those; a quarter of the memory traffic of one full pass."""
+        codes = self.index.codes
+        assert codes is not None
+        words, n = codes.shape
+        far = np.iinfo(np.uint16).max
+        keep = max(PREFILTER_KEEP * want, n // PREFILTER_SHARE)
+        if words >= 2 * PREFILTER_WORDS and keep < n // 4:
+            dist = hamming(qcode[:PREFILTER_WORDS], codes[:PREFILTER_WORDS])
+            if allowed is not None:
+                dist[~allowed] = far
+            rows = np.sort(smallest(dist, keep))
+            full = hamming(qcode, np.ascontiguousarray(codes[:, rows]))
+            if allowed is not None:
+                full[~allowed[rows]] = far
+            return rows[smallest(full, want)]
+        dist = hamming(qcode, codes)
+        if allowed is not None:
+            dist[~allowed] = far
+        return smallest(dist, want)
 
     def _exact(self, q: np.ndarray, k: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scan of the rows ``pos`` (sorted), in blocks."""
@@ -127,7 +155,23 @@ class CodesView(LoadedView):
     searcher: CodedSearch | None = None
 
     def install(self, source: VectorSource, index: Any, state: dict) -> None:
-        super().install(source, index, state)
+        """``LoadedView.install`` without its sorts: the file's ids are sorted, and when nothing
+        was deleted since (the common case) the live ids begin with them, an O(n) check."""
+        count = source.vector_count(self.space, self.model_id)
+        mx = source.max_vector_id(self.space, self.model_id)
+        labels = np.asarray(index.ids, np.int64)
+        state_max = int(state["max_vector_id"])
+        live = source.live_vector_ids(self.space, self.model_id)
+        if len(live) >= len(labels) and np.array_equal(live[: len(labels)], labels):
+            self.index_live = labels
+        else:
+            self.index_live = labels[in_sorted(live, labels)] if len(live) else labels[:0]
+        self.tail_ids, self.tail_vecs = self._fetch(source, state_max)
+        self.mode = "ann"
+        self.index, self.state = index, state
+        self.index_ids = labels
+        self.loaded_max = max(mx, state_max, int(self.tail_ids[-1]) if len(self.tail_ids) else 0)
+        self.seen = (count, mx)
         self.searcher = CodedSearch(index, self.oversample, self.scan_below)
 
     def search(
