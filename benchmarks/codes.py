@@ -236,6 +236,9 @@ def part_processes(args: argparse.Namespace, work: Path) -> None:
         if r.returncode:
             raise SystemExit(f"xmr models prepare failed: {r.stderr}")
     rows_s, build_s = (index_dir / "built").read_text().split()
+    if args.build_only:
+        print(f"# built: rows {rows_s}s, checkpoint {build_s}s; load {load()}")
+        return
     sizes = {p.suffix: p.stat().st_size for p in (index_dir / "ann").iterdir() if p.suffix in (".f32", ".codes")}
     print(f"# catalogue rows in {rows_s}s, binary checkpoint in {build_s}s; catalogue "
           f"{(index_dir / 'catalogue.db').stat().st_size / 2**30:.1f} GiB, float32 file "
@@ -286,6 +289,7 @@ def main() -> None:
     ap.add_argument("--process-n", type=int, default=0, help="vectors of the whole-process part (0: skip it)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--serve-queries", type=int, default=50)
+    ap.add_argument("--build-only", action="store_true", help="build the --process-n index (once) and stop")
     ap.add_argument("--workdir", type=Path, default=None, help="kept between runs (the big index is built once)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="xmr-codes-"))
