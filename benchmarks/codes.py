@@ -218,6 +218,36 @@ def timed_search(text: str, env: dict[str, str]) -> tuple[float, float]:
     return float(wall), float(rss)
 
 
+def recall_at_size(index_dir: Path, args: argparse.Namespace) -> None:
+    """recall@10 of the codes on the built index against an exact scan of its float32 file."""
+    from xmr import paths
+    from xmr.catalogue import Catalogue
+    from xmr.store.binary import BinaryStore
+
+    q = realistic(args.size_queries, draw=1)
+    with Catalogue.open(index_dir, readonly=True) as cat:
+        model_id = cat.active_model("clip")
+        ann = paths.ann_dir(index_dir)
+        exact = BinaryStore(ann, cat, "clip", model_id, DIM, readonly=True, mapped=True, scan_below=10**12)
+        t0 = time.perf_counter()
+        truth, _ = exact.search(q, K)  # every row scanned: exact
+        print(f"| oversample | rescored (k=10) | recall@{K} | search p50 ms | load |  (exact scan of "
+              f"{len(q)} queries together: {time.perf_counter() - t0:.0f}s)")
+        print("|---|---|---|---|---|")
+        for over in [int(x) for x in args.size_oversample.split(",")]:
+            reader = BinaryStore(ann, cat, "clip", model_id, DIM, readonly=True, mapped=True, oversample=over)
+            reader.search(q[:1], K)
+            times, hits = [], 0
+            for i in range(len(q)):
+                t1 = time.perf_counter()
+                found, _ = reader.search(q[i : i + 1], K)
+                times.append(time.perf_counter() - t1)
+                hits += len(np.intersect1d(found[0], truth[i]))
+            reader.close()
+            print(f"| {over} | {over * K} | {hits / (K * len(q)):.4f} | {1000 * statistics.median(times):.0f} | "
+                  f"{load()} |", flush=True)
+
+
 def part_processes(args: argparse.Namespace, work: Path) -> None:
     from encoders import captions
     from serve import Served, make_models
@@ -243,6 +273,7 @@ def part_processes(args: argparse.Namespace, work: Path) -> None:
     print(f"# catalogue rows in {rows_s}s, binary checkpoint in {build_s}s; catalogue "
           f"{(index_dir / 'catalogue.db').stat().st_size / 2**30:.1f} GiB, float32 file "
           f"{sizes.get('.f32', 0) / 2**30:.1f} GiB, codes {sizes.get('.codes', 0) / 2**20:.0f} MiB", flush=True)
+    recall_at_size(index_dir, args)
     e = {**env, "XMR_HOME": str(index_dir)}
     codes = next((index_dir / "ann").glob("*.codes"))
     texts = [f"{c} #{i}" for i, c in enumerate(captions(args.runs * 2 + 2, seed=5))]
@@ -289,6 +320,8 @@ def main() -> None:
     ap.add_argument("--process-n", type=int, default=0, help="vectors of the whole-process part (0: skip it)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--serve-queries", type=int, default=50)
+    ap.add_argument("--size-queries", type=int, default=50, help="queries of the recall at --process-n")
+    ap.add_argument("--size-oversample", default="20,50,100,200")
     ap.add_argument("--build-only", action="store_true", help="build the --process-n index (once) and stop")
     ap.add_argument("--workdir", type=Path, default=None, help="kept between runs (the big index is built once)")
     args = ap.parse_args()

@@ -221,6 +221,20 @@ def test_codes_follow_additions_and_deletions(tmp_path):
     assert recorded["digest"] == first["rotation_digest"] and recorded["method"] == first["rotation"]
 
 
+def test_switching_from_hnswlib_removes_its_stale_file(tmp_path):
+    src, _, ids, data, rng = filled(tmp_path)
+    hnsw = open_index("hnswlib", tmp_path / "ann", src, SPACE, MODEL, DIM, exact_threshold=0)
+    hnsw.checkpoint()
+    assert hnsw.persisted()
+    index = open_(tmp_path, src, oversample=1000)
+    assert index.problem() != ""  # the state row is the other backend's
+    index.checkpoint()
+    assert not hnsw.persisted() and index.persisted() and index.problem() == ""
+    q = near(rng, data, 2)
+    np.testing.assert_array_equal(open_(tmp_path, src, readonly=True, oversample=1000).search(q, 5)[0],
+                                  brute_force(q, ids, data, 5))
+
+
 def test_asking_for_another_rotation_learns_a_new_one(tmp_path):
     src, index, _, _, _ = filled(tmp_path)
     first = index.checkpoint()

@@ -42,13 +42,14 @@ from xmr.store.binary_file import (
 )
 from xmr.store.codes import encode, hamming, learn_rotation, smallest, words_for
 from xmr.store.hnsw import HnswStore
+from xmr.store.hnsw_file import index_file_name
 from xmr.store.hnsw_view import LoadedView
 from xmr.store.source import VectorSource
 from xmr.store.topk import empty, exact_block, in_sorted, keep_candidates, merge, sorted_intersection, topk
 
 BACKEND = "binary"
 # k * OVERSAMPLE codes are rescored exactly (benchmarks/codes.py; docs/codes.md)
-DEFAULT_OVERSAMPLE = 10
+DEFAULT_OVERSAMPLE = 40
 DEFAULT_ROTATION = "random"  # better recall than ITQ at every size and code length measured (docs/codes.md)
 ROTATION_SAMPLE = 20_000  # vectors the rotation is learned from
 ROTATION_SETTING = "codes_rotation"  # settings key prefix: the rotation in use per (space, model)
@@ -332,6 +333,8 @@ class BinaryStore(HnswStore):
             raise
         self._record_rotation(state)
         self.last_rebuild_reason = force_rebuild
+        if prev is None or prev.get("backend") != self.backend:  # switched from hnswlib: its file is stale
+            (self.directory / index_file_name(self.space, self.model_id)).unlink(missing_ok=True)
         index, loaded, _ = self._load_valid(full=False)  # the files just written, mapped
         if index is not None and loaded is not None:
             self._install(index, loaded)
