@@ -93,6 +93,8 @@ class CodedSearch:
         pos = np.arange(ix.count) if len(members) == ix.count else ix.positions(members)
         want = min(len(members), k * self.oversample)
         if ix.codes is None or len(members) <= self.scan_below:
+            if len(members) > ix.count // 4:  # a scan of most of the file: read ahead
+                ix.sequential()
             self.last = {"path": "exact", "scored": int(len(members))}
             return self._exact(q, k, pos)
         allowed = None

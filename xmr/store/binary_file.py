@@ -86,6 +86,31 @@ class CodedVectors:
         self.rotation: np.ndarray | None = None
         self.codes_problem = "no code file"
         self._code_map: Any = None
+        self._advise(ids_at)
+
+    def _advise(self, ids_at: int) -> None:
+        """Read the ids ahead (checked and used at open); fault the vectors in one page at a
+        time: with codes only the rescored rows are read, and the kernel's readahead would
+        otherwise pull ~128 KB per 2 KB row from a file far larger than the page cache."""
+        import mmap
+
+        advise = getattr(self._map, "madvise", None)
+        if advise is None or not hasattr(mmap, "MADV_RANDOM"):
+            return
+        page = mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            advise(mmap.MADV_RANDOM, 0, ids_at - ids_at % page)
+            start = ids_at - ids_at % page
+            advise(mmap.MADV_WILLNEED, start, len(self._map) - start)
+
+    def sequential(self) -> None:
+        """An exact scan reads every vector: let the kernel read ahead again."""
+        import mmap
+
+        advise = getattr(self._map, "madvise", None)
+        if advise is not None and hasattr(mmap, "MADV_SEQUENTIAL"):
+            with contextlib.suppress(OSError, ValueError):
+                advise(mmap.MADV_SEQUENTIAL)
 
     def attach_codes(self, fd: int, size: int, bits: int) -> None:
         import mmap
@@ -102,6 +127,7 @@ class CodedVectors:
     def drop_codes(self, why: str) -> None:
         self.codes = self.centre = self.rotation = None
         self.codes_problem = why
+        self.sequential()
         if self._code_map is not None:
             with contextlib.suppress(BufferError):
                 self._code_map.close()
