@@ -273,7 +273,10 @@ def part_processes(args: argparse.Namespace, work: Path) -> None:
     print(f"# catalogue rows in {rows_s}s, binary checkpoint in {build_s}s; catalogue "
           f"{(index_dir / 'catalogue.db').stat().st_size / 2**30:.1f} GiB, float32 file "
           f"{sizes.get('.f32', 0) / 2**30:.1f} GiB, codes {sizes.get('.codes', 0) / 2**20:.0f} MiB", flush=True)
-    recall_at_size(index_dir, args)
+    if args.size_recall in ("yes", "only"):
+        recall_at_size(index_dir, args)
+    if args.size_recall == "only":
+        return
     e = {**env, "XMR_HOME": str(index_dir)}
     codes = next((index_dir / "ann").glob("*.codes"))
     texts = [f"{c} #{i}" for i, c in enumerate(captions(args.runs * 2 + 2, seed=5))]
@@ -323,6 +326,8 @@ def main() -> None:
     ap.add_argument("--serve-queries", type=int, default=50)
     ap.add_argument("--size-queries", type=int, default=50, help="queries of the recall at --process-n")
     ap.add_argument("--size-oversample", default="20,50,100,200")
+    ap.add_argument("--size-recall", choices=("yes", "no", "only"), default="yes",
+                    help="measure recall at --process-n (in process), and whether to stop after it")
     ap.add_argument("--build-only", action="store_true", help="build the --process-n index (once) and stop")
     ap.add_argument("--workdir", type=Path, default=None, help="kept between runs (the big index is built once)")
     args = ap.parse_args()
