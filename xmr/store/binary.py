@@ -90,17 +90,17 @@ class CodedSearch:
         if len(members) == 0 or k <= 0:
             return empty(m)
         # members are file ids: as many as the file holds means all of them, in order
-        pos = np.arange(ix.count) if len(members) == ix.count else ix.positions(members)
+        every = len(members) == ix.count
         want = min(len(members), k * self.oversample)
         if ix.codes is None or len(members) <= self.scan_below:
             if len(members) > ix.count // 4:  # a scan of most of the file: read ahead
                 ix.sequential()
             self.last = {"path": "exact", "scored": int(len(members))}
-            return self._exact(q, k, pos)
+            return self._exact(q, k, np.arange(ix.count) if every else ix.positions(members))
         allowed = None
-        if len(pos) < ix.count:
+        if not every:
             allowed = np.zeros(ix.count, bool)
-            allowed[pos] = True
+            allowed[ix.positions(members)] = True
         qcodes = encode(q, ix.centre, ix.rotation)  # type: ignore[arg-type]
         out_ids, out_sims = [], []
         for row in range(m):
