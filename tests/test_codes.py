@@ -231,8 +231,9 @@ def test_switching_from_hnswlib_removes_its_stale_file(tmp_path):
     index.checkpoint()
     assert not hnsw.persisted() and index.persisted() and index.problem() == ""
     q = near(rng, data, 2)
-    np.testing.assert_array_equal(open_(tmp_path, src, readonly=True, oversample=1000).search(q, 5)[0],
-                                  brute_force(q, ids, data, 5))
+    np.testing.assert_array_equal(
+        open_(tmp_path, src, readonly=True, oversample=1000).search(q, 5)[0], brute_force(q, ids, data, 5)
+    )
 
 
 def test_asking_for_another_rotation_learns_a_new_one(tmp_path):

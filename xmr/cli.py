@@ -266,7 +266,7 @@ def index_cmd(
             show_default=False,
         ),
     ] = None,
-device: DeviceOpt = None,
+    device: DeviceOpt = None,
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
     batch_size: BatchOpt = None,

@@ -455,4 +455,3 @@ class BinaryStore(HnswStore):
             codes[:, s:e] = encode(vecs[s:e], centre, rot).T
         codes.flush()
         del codes, vecs
-
