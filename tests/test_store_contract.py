@@ -120,6 +120,9 @@ BACKENDS = {
         "num_threads": 1,
     },
     MEMORY: {},
+    # codes ranked on every search (no thresholds); an oversample covering these sizes makes
+    # the rescoring see every vector, so its answers must equal brute force
+    "binary": {"exact_threshold": 0, "scan_below": 0, "oversample": 1000},
 }
 
 

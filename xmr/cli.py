@@ -261,6 +261,16 @@ def index_cmd(
             "--store-snippets", help="Keep passages' text in the catalogue (default: offsets only, read when shown)."
         ),
     ] = False,
+    codes: Annotated[
+        str | None,
+        typer.Option(
+            "--codes",
+            metavar="binary|none|auto",
+            help="Vector index: 1-bit codes rescored exactly (binary), the hnswlib graph (none), or codes from "
+            "2M vectors a space (auto, the default). Kept for later runs; env XMR_CODES. See docs/codes.md.",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = None,
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
@@ -298,6 +308,7 @@ def index_cmd(
         wait=wait,
         text_extensions=text_exts,
         store_snippets=store_snippets,
+        codes=_codes_choice(codes),
     )
     if poll and not watch:
         raise UsageError("--poll only applies with --watch")
@@ -346,6 +357,12 @@ def index_cmd(
         if report.skipped_by_reason:
             msg += "\nskipped: " + _reasons(report.skipped_by_reason)
         _stderr_console().print(msg)
+
+
+def _codes_choice(codes: str | None) -> str | None:
+    from xmr.store.policy import check_codes, codes_from_env
+
+    return check_codes(codes) or codes_from_env()
 
 
 # -- search ------------------------------------------------------------------------------------
@@ -695,6 +712,9 @@ def status_cmd(
     out.print(
         f"catalogue: {human_bytes(data['catalogue_bytes'])}; vector index files: {human_bytes(data['ann_bytes'])}"
     )
+    if "vector_index" in data:
+        vi = data["vector_index"]
+        out.print(f"vector index: {vi['backend']}; codes: {vi['codes']} ({vi['choice']})")
     run = data.get("last_run")
     if run:
         c = run["counts"]

@@ -51,6 +51,7 @@ class IndexOptions:
     # default: a search embeds it when a bridge is first needed, cached per model (xmr.bridge)
     bridge_concepts: bool = False
     wait: bool = False  # another writer holds the index: wait for it instead of failing
+    codes: str | None = None  # binary|none|auto (xmr.store.policy); None: as recorded, else auto
     within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
 
 

@@ -76,3 +76,12 @@ def _hnswlib(directory: Path, source: VectorSource, space: str, model_id: str, d
 
 
 register_backend(DEFAULT_BACKEND, _hnswlib)
+
+
+def _binary(directory: Path, source: VectorSource, space: str, model_id: str, dim: int, **options: Any) -> VectorIndex:
+    from xmr.store.binary import BinaryStore  # numpy only: no optional package
+
+    return BinaryStore(directory, source, space, model_id, dim, **options)
+
+
+register_backend("binary", _binary)
