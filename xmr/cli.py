@@ -266,6 +266,12 @@ def index_cmd(
     clap_model: ClapOpt = None,
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = None,
+    video_every: Annotated[
+        float, typer.Option("--video-every", min=0.1, help="Videos: a frame at least every this many seconds.")
+    ] = 2.0,
+    video_max_frames: Annotated[
+        int, typer.Option("--video-max-frames", min=1, help="Videos: at most this many frames (long ones spread).")
+    ] = 300,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -291,6 +297,8 @@ def index_cmd(
         wait=wait,
         text_extensions=text_exts,
         store_snippets=store_snippets,
+        video_every_s=video_every,
+        video_max_frames=video_max_frames,
     )
     with _RichProgress(quiet) as progress:
         report = run_index(
@@ -334,6 +342,9 @@ def search_cmd(
     ] = None,
     image: Annotated[list[str] | None, typer.Option("--image", help="Query image (repeatable, W:PATH).")] = None,
     audio: Annotated[list[str] | None, typer.Option("--audio", help="Query audio (repeatable, W:PATH).")] = None,
+    video: Annotated[
+        list[str] | None, typer.Option("--video", help="Query video: its frames and its sound (repeatable, W:PATH).")
+    ] = None,
     text_file: Annotated[
         list[str] | None, typer.Option("--text-file", help="Query text file (repeatable, W:PATH).")
     ] = None,
@@ -379,7 +390,7 @@ def search_cmd(
 
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
-    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin, videos=video)
     under_ = [os.path.abspath(os.path.expanduser(str(u))) for u in under or []]
     index_dir = _index_dir(index)
     response: Any = None
@@ -443,7 +454,11 @@ def _reasons(by_reason: dict[str, int]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in ranked)
 
 
-def _where(hit: Any) -> str:
+def _where(hit: Any, modality: str = "") -> str:
+    if hit.start_s is not None and modality == "video":
+        from xmr.preprocess.video import clock
+
+        return f"{clock(hit.start_s)} " + ("frame" if hit.kind == "image" else "sound")
     if hit.start_s is not None:
         return f"{hit.start_s:.1f}-{hit.end_s:.1f}s"
     page = f"p. {hit.page}: " if hit.page is not None else ""
@@ -466,7 +481,7 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
     if explain:
         table.add_column("explain", overflow="fold")
     for i, r in enumerate(response.results, 1):
-        row = [str(i), f"{r.score:.2f}", r.modality, r.path, _where(r.best)]
+        row = [str(i), f"{r.score:.2f}", r.modality, r.path, _where(r.best, r.modality)]
         if explain:
             b = r.best
             lines = [f"{b.space} {b.model_id} {b.route} raw={b.raw:.3f}"]
@@ -479,7 +494,8 @@ def _render_results_table(response: Any, *, explain: bool, all_segments: bool) -
         table.add_row(*row)
         if all_segments:
             for seg in r.segments[1:]:
-                table.add_row("", f"{seg.score:.2f}", seg.space, "", _where(seg), *([""] if explain else []))
+                where = _where(seg, r.modality)
+                table.add_row("", f"{seg.score:.2f}", seg.space, "", where, *([""] if explain else []))
     _stdout_console().print(table)
     if explain:
         for note in response.notes:
@@ -720,6 +736,8 @@ def info_cmd(
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
+        if enc.get("dropped_as_junk") and data.get("modality") == "video":
+            dropped = f", {enc['dropped_as_junk']} frame(s) dropped (nearly the previous kept frame, or over the cap)"
         out.print(
             f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')}){dropped}"
         )

@@ -82,6 +82,7 @@ def image_thumbnail(src: Any, size: int, name: str) -> Any:
 
 def builtin_kinds() -> tuple[MediaKind, ...]:
     from xmr import sniff
+    from xmr.media.video import VIDEO_KIND
 
     return (
         MediaKind(
@@ -112,4 +113,5 @@ def builtin_kinds() -> tuple[MediaKind, ...]:
             query_kind="text_file",
             mime=text_mime,
         ),
+        VIDEO_KIND,
     )
