@@ -271,3 +271,17 @@ def test_unchanged_videos_are_not_read_and_a_moved_video_keeps_its_vectors(tmp_p
     assert fake_encoders.CALLS == calls  # nothing embedded again
     info = json.loads(invoke("info", str(lib / "sub" / "v.mp4"), "--json").stdout)
     assert {e["space"]: e["n_segments"] > 0 for e in info["encodings"]} == {"clip": True, "clap": True}
+
+
+def test_info_shows_the_sampling_and_what_was_kept(home: Path, library: Path) -> None:
+    res = invoke("info", str(library / "h264_aac.mp4"), "--json")
+    assert res.exit_code == 0, res.stderr
+    info = json.loads(res.stdout)
+    dec = info["decoding"]
+    n = {e["space"]: e["n_segments"] for e in info["encodings"]}
+    assert dec["sampling"]["every_s"] == 2.0 and dec["frames_kept"] == n["clip"]
+    assert dec["frames_dropped_as_same"] >= 1  # the scene's later samples
+    assert dec["audio_track"] is True and dec["audio_windows"] == n["clap"] == 2
+    text = invoke("info", str(library / "silent.mp4")).stdout
+    assert "sampling: a frame every 2 s" in text and "sound: no audio track" in text, text
+    assert "frame(s) dropped" in text

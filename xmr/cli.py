@@ -733,6 +733,21 @@ def info_cmd(
             out.print(f"{label}: {data[key]}")
     for dup in data["duplicates"]:
         out.print(f"same content: {dup}")
+    decoding = data.get("decoding")
+    if decoding:  # a video: how its frames were sampled, what was kept and dropped, its sound windows
+        s = decoding["sampling"]
+        out.print(
+            f"sampling: a frame every {decoding['interval_s']:g} s (setting {s['every_s']:g} s, at most "
+            f"{s['max_frames']} frames), scene cut at {s['scene_cut']:g}, same-as-previous below "
+            f"{s['same_as_previous']:g}{', keyframes only' if decoding['keyframes_only'] else ''}"
+        )
+        out.print(
+            f"frames: {decoding['frames_kept']} kept, {decoding['frames_dropped_as_same']} dropped as the same "
+            f"as the previous, {decoding['frames_dropped_over_cap']} over the cap, {decoding['scene_cuts']} scene "
+            f"cut(s), {decoding['frames_decoded']} decoded of {decoding['duration_s']:g} s"
+        )
+        sound = f"{decoding['audio_windows']} window(s)" if decoding["audio_track"] else "no audio track"
+        out.print(f"sound: {sound}")
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""

@@ -120,7 +120,7 @@ def decode(out: _Prepared, config: DecodeConfig) -> _Prepared:
         d = kind.decode(item.path, ctx)
         out.pixels, out.audio_windows, out.text, out.pages = d.pixels, d.audio_windows, d.text, d.pages
         out.junk_guard, out.skip, out.error = d.junk_guard, d.skip, d.error
-        out.frames, out.dropped = d.frames, d.dropped
+        out.frames, out.dropped, out.provenance = d.frames, d.dropped, d.provenance
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file

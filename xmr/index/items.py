@@ -44,6 +44,7 @@ class _Prepared:
     pixels: np.ndarray | None = None
     frames: list[tuple[float, float, np.ndarray]] | None = None  # timed images (video frames)
     dropped: int = 0  # inputs the decoder left out (near-duplicate video frames)
+    provenance: dict[str, Any] | None = None  # how the decoder read it (video sampling): `xmr info`
     audio_windows: list[tuple[float, float, np.ndarray]] | None = None
     text: str | None = None
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``

@@ -44,6 +44,7 @@ class Decoded:
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
     junk_guard: bool = True  # drop passages that are mostly non-words
     dropped: int = 0  # inputs left out while decoding (video frames nearly equal to the previous one)
+    provenance: dict[str, Any] | None = None  # how it was decoded (video sampling), shown by `xmr info`
     skip: str | None = None  # readable but not indexed (not a document, a missing tool)
     error: str | None = None  # one-line reason: the file is recorded as failed
 

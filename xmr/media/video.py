@@ -90,6 +90,20 @@ def decode_video(path: str, ctx: DecodeContext) -> Decoded:
         frames=frames,
         audio_windows=[(w.start_s, w.end_s, w.samples) for w in wins],
         dropped=stats.dropped_same + stats.dropped_cap,
+        provenance={
+            "sampling": sampling.describe(),
+            "interval_s": round(stats.interval_s, 3),
+            "keyframes_only": stats.keyframes_only,
+            "duration_s": round(stats.duration_s, 3),
+            "frames_decoded": stats.decoded,
+            "frames_kept": stats.kept,
+            "frames_dropped_as_same": stats.dropped_same,
+            "frames_dropped_over_cap": stats.dropped_cap,
+            "scene_cuts": stats.scene_cuts,
+            "audio_track": audio is not None,
+            "audio_windows": len(wins),
+            "notes": stats.notes,
+        },
     )
 
 
