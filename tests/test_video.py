@@ -285,3 +285,64 @@ def test_info_shows_the_sampling_and_what_was_kept(home: Path, library: Path) ->
     text = invoke("info", str(library / "silent.mp4")).stdout
     assert "sampling: a frame every 2 s" in text and "sound: no audio track" in text, text
     assert "frame(s) dropped" in text
+
+
+def _pre(img: Image.Image) -> tuple[int, int]:
+    return img.size
+
+
+def test_ten_bit_hevc_anamorphic_pixels_and_variable_frame_rate(tmp_path: Path) -> None:
+    from xmr.preprocess.video import SampleStats, Sampling, sample_frames
+
+    if HAS_X265:
+        ten = make_video(
+            tmp_path / "ten.mkv",
+            Spec(
+                codec="libx265",
+                audio_codec=None,
+                pix_fmt="yuv420p10le",
+                options=(("x265-params", "log-level=error"),),
+            ),
+        )
+        frames = sample_frames(str(ten), Sampling(), _pre)
+        assert frames and frames[0][2] == (160, 96)
+    # anamorphic: 2:1 pixels are shown twice as wide
+    wide = tmp_path / "wide.mkv"
+    with av.open(str(wide), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 80, 96, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((96, 80, 3), 20 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 10)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    assert sample_frames(str(wide), Sampling(), _pre)[0][2] == (160, 96)
+    # variable frame rate: times are the frames' own presentation times
+    vfr = tmp_path / "vfr.mkv"
+    times_ms = [0, 100, 2500, 2600, 5300, 9000]
+    with av.open(str(vfr), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            # a little change per frame: neither a cut nor the same picture
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 + 8 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    stats = SampleStats()
+    got = [round(a, 3) for a, _, _ in sample_frames(str(vfr), Sampling(), _pre, stats)]
+    assert got == [0.0, 2.5, 5.3, 9.0], (got, stats)
+
+
+def test_long_videos_spread_their_frames_and_decoding_has_a_deadline(library: Path) -> None:
+    from xmr.errors import MediaError
+    from xmr.preprocess.video import SampleStats, Sampling, sample_frames
+
+    stats = SampleStats()
+    frames = sample_frames(str(library / "h264_aac.mp4"), Sampling(max_frames=4), _pre, stats)
+    assert len(frames) <= 4 and stats.interval_s == pytest.approx(5.0)
+    assert frames[-1][1] == pytest.approx(20.0, abs=0.2)  # the last kept frame stands for the rest
+    with pytest.raises(MediaError, match="exceeded the 0 s per-file limit"):
+        sample_frames(str(library / "h264_aac.mp4"), Sampling(deadline_s=0.0), _pre)
