@@ -346,3 +346,34 @@ def test_long_videos_spread_their_frames_and_decoding_has_a_deadline(library: Pa
     assert frames[-1][1] == pytest.approx(20.0, abs=0.2)  # the last kept frame stands for the rest
     with pytest.raises(MediaError, match="exceeded the 0 s per-file limit"):
         sample_frames(str(library / "h264_aac.mp4"), Sampling(deadline_s=0.0), _pre)
+
+
+def test_the_server_takes_a_video_upload_and_serves_the_matching_frame(home: Path, library: Path) -> None:
+    import io
+
+    from server_helpers import running_server
+
+    name = "vp9_opus.webm"
+    spec = VIDEOS[name]
+    with running_server(paths.index_dir()) as server:
+        for field in ("video", "file"):
+            reply = server.upload(field, name, (library / name).read_bytes(), {"k": 3, "explain": True})
+            assert reply.status == 200, reply.body[:300]
+            doc = reply.json()
+            assert doc["query"][0]["kind"] == "video" and Path(doc["results"][0]["path"]).name == name
+        still = _still(library / name, spec.scene[0] + 1.0, library.parent / "still.png")
+        doc = server.upload("image", "still.png", still.read_bytes(), {"k": 1, "type": ["video"]}).json()
+        best = doc["results"][0]
+        assert Path(best["path"]).name == name and best["previews"] == ["thumb"]
+        assert f"&at={best['start_s']}" in best["urls"]["thumb"]
+        thumb = server.request("GET", best["urls"]["thumb"], token=False)
+        assert thumb.status == 200 and thumb.headers["content-type"] == "image/jpeg"
+        img = Image.open(io.BytesIO(thumb.body)).convert("RGB")
+        px = np.asarray(img)[img.height // 2, img.width // 2].astype(int)
+        assert np.abs(px - np.array(spec.scene_rgb)).max() < 16, px  # the frame at the hit, not the first
+        first = server.request("GET", best["urls"]["thumb"].replace(f"&at={best['start_s']}", ""), token=False)
+        assert first.status == 200 and first.body != thumb.body
+        part = server.request("GET", best["urls"]["original"], token=False, headers={"Range": "bytes=0-99"})
+        assert part.status == 206 and len(part.body) == 100 and part.headers["content-type"] == "video/webm"
+        bad = server.request("GET", best["urls"]["thumb"] + "x", token=False)
+        assert bad.status in (400, 403)
