@@ -100,16 +100,21 @@ def main() -> int:
         env["XMR_MODELS_DIR"] = str(args.cache / "models")
 
         def cmd(mode: str, n: int) -> list[str]:
-            extra = ["--precision", "int8"] if mode == "int8" else []
+            extra = ["--precision", "int8"] if mode.startswith("int8") else []
             return [sys.executable, "-m", "xmr", "index", str(folder), "--index", str(tmp / f"index-{mode}-{n}"),
                     "--quiet", "--clip-model", f"ViT-B-32:{clip}", "--clap-model", str(clap), "--device", "cpu",
                     *extra]
 
         uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print(f"{args.videos} x {args.seconds:g} s 1080p30 H.264+AAC, {os.cpu_count()} cores; uptime: {uptime}")
+        # int8-torch: images through torch's dynamic int8 layers (XMR_INDEX_ENGINE=torch), measured
+        # when the ONNX int8 image tower is refused (its probe check against fp32)
+        envs = {"fp32": env, "int8": env, "int8-torch": {**env, "XMR_INDEX_ENGINE": "torch"}}
         modes = []
-        for mode in ("fp32", "int8"):
-            r = _proc.run(cmd(mode, -1), env=env)
+        for mode in ("fp32", "int8", "int8-torch"):
+            if mode == "int8-torch" and "int8" in modes:
+                continue
+            r = _proc.run(cmd(mode, -1), env=envs[mode])
             if r.returncode:
                 print(f"{mode} failed: {r.stderr.strip()}", flush=True)
                 continue
@@ -119,7 +124,7 @@ def main() -> int:
         peaks: dict[str, list[int]] = {m: [] for m in modes}
         for n in range(args.rounds):
             for mode in modes[n % len(modes) :] + modes[: n % len(modes)]:
-                r = _proc.run(cmd(mode, n), env=env)
+                r = _proc.run(cmd(mode, n), env=envs[mode])
                 assert r.returncode == 0, r.stderr
                 walls[mode].append(r.wall_s)
                 peaks[mode].append(r.peak_rss)
