@@ -11,7 +11,7 @@ user's later runs do. The realtime factor is the seconds of video indexed per se
 wall time; peak RSS is the process tree's (decode workers included). When the ONNX int8
 image tower is refused, int8 is measured through the torch engine (``int8-torch``).
 
-    python benchmarks/video.py [--videos 5] [--seconds 60] [--rounds 1] [--cache DIR]
+    python benchmarks/video.py [--videos 5] [--seconds 60] [--rounds 1] [--precisions fp32,int8] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def main() -> int:
     ap.add_argument("--videos", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "xmr-bench-video")
     args = ap.parse_args()
 
@@ -124,8 +125,9 @@ def main() -> int:
         # when the ONNX int8 image tower is refused (its probe check against fp32)
         envs = {"fp32": env, "int8": env, "int8-torch": {**env, "XMR_INDEX_ENGINE": "torch"}}
         modes = []
+        wanted = set(args.precisions.split(","))
         for mode in ("fp32", "int8", "int8-torch"):
-            if mode == "int8-torch" and "int8" in modes:
+            if mode.split("-")[0] not in wanted or (mode == "int8-torch" and "int8" in modes):
                 continue
             for clip_file in sorted(folder.glob("*.mp4")):  # into the page cache
                 clip_file.read_bytes()
