@@ -283,6 +283,12 @@ def index_cmd(
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", min=0.1, help="With --watch, when polling: seconds between scans.")
     ] = 5.0,
+    video_every: Annotated[
+        float, typer.Option("--video-every", min=0.1, help="Videos: a frame at least every this many seconds.")
+    ] = 2.0,
+    video_max_frames: Annotated[
+        int, typer.Option("--video-max-frames", min=1, help="Videos: at most this many frames (long ones spread).")
+    ] = 300,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -309,6 +315,8 @@ def index_cmd(
         text_extensions=text_exts,
         store_snippets=store_snippets,
         codes=_codes_choice(codes),
+        video_every_s=video_every,
+        video_max_frames=video_max_frames,
     )
     if poll and not watch:
         raise UsageError("--poll only applies with --watch")
@@ -380,6 +388,9 @@ def search_cmd(
     ] = None,
     image: Annotated[list[str] | None, typer.Option("--image", help="Query image (repeatable, W:PATH).")] = None,
     audio: Annotated[list[str] | None, typer.Option("--audio", help="Query audio (repeatable, W:PATH).")] = None,
+    video: Annotated[
+        list[str] | None, typer.Option("--video", help="Query video: its frames and its sound (repeatable, W:PATH).")
+    ] = None,
     text_file: Annotated[
         list[str] | None, typer.Option("--text-file", help="Query text file (repeatable, W:PATH).")
     ] = None,
@@ -442,7 +453,7 @@ def search_cmd(
 
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
-    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin, videos=video)
     from xmr.filters import filters_from
     from xmr.query import keyword_text
 
@@ -772,9 +783,26 @@ def info_cmd(
         out.print(f"{key.replace('_', ' ')}: {value}", markup=False)
     for dup in data["duplicates"]:
         out.print(f"same content: {dup}")
+    decoding = data.get("decoding")
+    if decoding:  # a video: how its frames were sampled, what was kept and dropped, its sound windows
+        s = decoding["sampling"]
+        out.print(
+            f"sampling: a frame every {decoding['interval_s']:g} s (setting {s['every_s']:g} s, at most "
+            f"{s['max_frames']} frames), scene cut at {s['scene_cut']:g}, same-as-previous below "
+            f"{s['same_as_previous']:g}{', keyframes only' if decoding['keyframes_only'] else ''}"
+        )
+        out.print(
+            f"frames: {decoding['frames_kept']} kept, {decoding['frames_dropped_as_same']} dropped as the same "
+            f"as the previous, {decoding['frames_dropped_over_cap']} over the cap, {decoding['scene_cuts']} scene "
+            f"cut(s), {decoding['frames_decoded']} decoded of {decoding['duration_s']:g} s"
+        )
+        sound = f"{decoding['audio_windows']} window(s)" if decoding["audio_track"] else "no audio track"
+        out.print(f"sound: {sound}")
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
+        if enc.get("dropped_as_junk") and data.get("modality") == "video":
+            dropped = f", {enc['dropped_as_junk']} frame(s) dropped (nearly the previous kept frame, or over the cap)"
         out.print(
             f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')}){dropped}"
         )

@@ -41,6 +41,9 @@ class IndexOptions:
     workers: int | None = None  # None: chosen from the core count; 0: decode in this process
     audio_window_s: float = 10.0
     audio_hop_s: float = 10.0
+    video_every_s: float = 2.0  # a video frame at least this often (and one per scene cut)
+    video_max_frames: int = 300  # frames per video at most: longer videos spread them
+    decode_timeout_s: float | None = 900.0  # per video file (checked inside the frame loop)
     max_text_bytes: int = MAX_DOCUMENT_BYTES
     text_extensions: Sequence[str] = ()  # added to the document policy as plain text (--text-ext)
     store_snippets: bool = False  # keep passages' text in the catalogue (default: offsets only)
