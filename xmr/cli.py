@@ -261,6 +261,23 @@ def index_cmd(
             "--store-snippets", help="Keep passages' text in the catalogue (default: offsets only, read when shown)."
         ),
     ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="STORE",
+            help="Vector store to keep from now on: hnswlib, milvus://HOST:PORT (token: XMR_MILVUS_TOKEN) "
+            "or milvus-lite:PATH.db (see docs/scaling.md).",
+            show_default=False,
+        ),
+    ] = None,
+    rebuild_store: Annotated[
+        bool, typer.Option("--rebuild-store", help="Refill the vector store (Milvus) from the catalogue.")
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", metavar="EXEC", help="Where decoding and embedding run: local, or ray[://ADDRESS]."),
+    ] = "local",
     device: DeviceOpt = None,
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
@@ -291,10 +308,22 @@ def index_cmd(
         wait=wait,
         text_extensions=text_exts,
         store_snippets=store_snippets,
+        store=store,
+        rebuild_store=rebuild_store,
     )
+    embedder = None
+    if executor != "local":
+        from xmr.index.ray_embedder import ray_embedder
+
+        embedder = ray_embedder(executor, settings, options)
     with _RichProgress(quiet) as progress:
         report = run_index(
-            [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
+            [str(p) for p in paths_],
+            index_dir=_index_dir(index),
+            settings=settings,
+            options=options,
+            progress=progress,
+            embedder=embedder,
         )
     if json_out:
         _emit_json({"run_id": report.run_id, "roots": report.roots, **report.counts(), "errors": report.errors})
@@ -339,9 +368,10 @@ def search_cmd(
     ] = None,
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")] = 10,
     type_: Annotated[
-        list[str] | None, typer.Option(
+        list[str] | None,
+        typer.Option(
             "--type", help="Only results of this type: image, audio, text or an added media kind (repeatable)."
-        )
+        ),
     ] = None,
     under: Annotated[
         list[Path] | None, typer.Option("--under", help="Only files under this folder (repeatable).")
@@ -560,7 +590,7 @@ def eval_cmd(
     bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins (ECE, reliability diagram).")] = 10,
     compare: Annotated[
         tuple[Path, Path] | None,
-        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead.")
+        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead."),
     ] = None,
     tolerance: Annotated[
         float, typer.Option("--tolerance", min=0, help="With --compare: flag quality/ECE changes larger than this.")
@@ -570,8 +600,11 @@ def eval_cmd(
     ] = 0.25,
     index: Annotated[
         Path | None,
-        typer.Option("--index", help="Index to build or update (default: a temporary one, deleted afterwards).",
-                     show_default=False),
+        typer.Option(
+            "--index",
+            help="Index to build or update (default: a temporary one, deleted afterwards).",
+            show_default=False,
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
@@ -720,9 +753,7 @@ def info_cmd(
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
-        out.print(
-            f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')}){dropped}"
-        )
+        out.print(f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')}){dropped}")
         for seg in enc["segments"]:
             where = ""
             if seg["start_s"] is not None:

@@ -24,8 +24,8 @@ class Finish:
         self.progress = progress
 
     def run(self, options: IndexOptions) -> None:
-        if options.checkpoint_ann:
-            self._checkpoint_ann()
+        if options.checkpoint_ann or options.rebuild_store:
+            self._checkpoint_ann(options.rebuild_store)
         if options.bridge_concepts:
             self._embed_concepts()
         self._prepare_search_state()
@@ -70,7 +70,7 @@ class Finish:
                 self.progress.phase(f"embedding bridge concepts ({space})", None)
                 bridge.concept_matrix(self.cat, enc, concepts)
 
-    def _checkpoint_ann(self) -> None:
+    def _checkpoint_ann(self, rebuild: bool = False) -> None:
         """Bring each space's ANN cache up to date: after new work, or when a crash
         left it behind (stale state row, replaced file, leftover temp file)."""
         from xmr.store import BACKEND_SETTING, index_backend, open_index
@@ -88,6 +88,9 @@ class Finish:
                 continue
             store = open_index(backend, ann, self.cat, space, model_id, int(row["dim"]))
             # problem(): cheap checks only (state row, size, header, temp files); the checkpoint verifies fully
-            if space in loaded or store.problem():
+            if rebuild and callable(getattr(store, "rebuild", None)):
+                self.progress.phase(f"rebuilding vector store ({space})", None)
+                store.rebuild()  # type: ignore[attr-defined]
+            elif space in loaded or store.problem():
                 self.progress.phase(f"saving vector index ({space})", None)
                 store.checkpoint()

@@ -49,6 +49,8 @@ class IndexOptions:
     checkpoint_ann: bool = True
     bridge_concepts: bool = True  # embed the bridge vocabulary once both spaces hold vectors (see _embed_concepts)
     wait: bool = False  # another writer holds the index: wait for it instead of failing
+    store: str | None = None  # --store: vector backend to record (name, milvus://HOST:PORT, milvus-lite:PATH)
+    rebuild_store: bool = False  # refill the vector store from the catalogue (backends with ``rebuild``)
 
 
 @dataclass
