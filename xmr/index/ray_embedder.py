@@ -24,6 +24,7 @@ as a decoding error would.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -132,6 +133,11 @@ class RayEmbedder(LocalEmbedder):
     # -- the cluster ----------------------------------------------------------------------
     def start(self) -> list[Any]:
         """Connect (or start a local Ray on loopback) and place one actor per alive node."""
+        if not self.address and "ray" not in sys.modules:
+            # a private Ray on this machine: nodes and driver advertise loopback, not the host's
+            # routable address (Ray reads this when imported; only `ray start` uses it otherwise)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
