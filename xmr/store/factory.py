@@ -82,7 +82,8 @@ def store_spec(spec: str) -> tuple[str, str | None]:
     if spec.startswith("milvus://"):
         return "milvus", spec
     if spec.startswith("milvus-lite:"):
-        return "milvus", "milvus-lite:" + str(Path(spec[len("milvus-lite:") :]).expanduser().resolve())
+        path, mark, query = spec[len("milvus-lite:") :].partition("?")
+        return "milvus", "milvus-lite:" + str(Path(path).expanduser().resolve()) + mark + query
     return spec, None
 
 

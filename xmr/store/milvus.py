@@ -23,6 +23,7 @@ import numpy as np
 
 from xmr.errors import UsageError
 from xmr.store import topk
+from xmr.store.base import BackendError
 from xmr.store.source import VectorSource, fetch_vectors
 
 BACKEND = "milvus"
@@ -77,9 +78,19 @@ class MilvusIndex:
         ef_search: int = 128,
     ) -> None:
         self.source, self.space, self.model_id, self.dim = source, space, model_id, dim
+        # the address may carry index options: milvus-lite:x.db?index=FLAT, milvus://h:p?index=HNSW&ef=256
+        uri, _, query = uri.partition("?")
+        given = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+        unknown = set(given) - {"index", "M", "ef_construction", "ef"}
+        if unknown:
+            raise UsageError(f"{uri}: unknown option {sorted(unknown)[0]!r} (index, M, ef_construction, ef)")
+        index_type = given.get("index", index_type)
+        M, ef_construction = int(given.get("M", M)), int(given.get("ef_construction", ef_construction))
         self.uri, self.readonly, self.index_type = uri, readonly, index_type.upper()
+        if self.index_type not in ("HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"):
+            raise UsageError(f"{uri}: index {index_type!r}: choose HNSW, FLAT, IVF_FLAT or AUTOINDEX")
         self.params = {"M": M, "efConstruction": ef_construction}
-        self.ef_search = ef_search
+        self.ef_search = int(given.get("ef", ef_search))
         self.collection = collection_name(namespace, space, model_id)
         self.label = f"{uri}/{self.collection}"
         self._synced: tuple[int, int] | None = None  # (max id, count) Milvus holds, as far as we know
@@ -260,7 +271,13 @@ class MilvusIndex:
     def checkpoint(self) -> dict:
         if self.readonly:
             raise UsageError(f"{self.label}: a read-only index does not write to Milvus")
-        self.sync(full=self._state() is None)
+        try:
+            self.sync(full=self._state() is None)
+        except Exception as err:  # noqa: BLE001 - any client/server failure
+            raise BackendError(
+                f"could not sync the vectors to Milvus at {self.uri}: {str(err).splitlines()[0][:200]} "
+                "(the catalogue is complete; the next 'xmr index' syncs, searches answer exactly meanwhile)"
+            ) from None
         max_id, count = self._synced or self._catalogue_mark()
         state = {"backend": BACKEND, "collection": self.collection, "max_vector_id": max_id, "count": count}
         state["index_type"] = self.index_type
@@ -274,6 +291,8 @@ class MilvusIndex:
             return "never synced to Milvus" if count else ""
         if (state["max_vector_id"], state["count"]) != (max_id, count):
             return "Milvus is behind the catalogue"
+        if count and not self.persisted():  # one cheap call: dropped (status --check) or unreachable
+            return f"collection {self.collection} missing or Milvus unreachable"
         return ""
 
     def verify(self, sample: int = 32) -> str:
