@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE), str(HERE.parent / "tests")]
+PATHS = [str(HERE.parent), str(HERE), str(HERE.parent / "tests")]  # xmr, the burn and fake encoders
+sys.path[:0] = PATHS
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only
 os.environ["XMR_BACKEND_CLIP"] = "_burn_encoders:BurnClip"
@@ -60,10 +61,21 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
     cluster.add_node(**loopback)
     cluster.wait_for_nodes()
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path[:3])}}
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(PATHS)}}
     options = IndexOptions(modalities=["image"])
-    embedder = RayEmbedder(Settings.from_env(), options, address=cluster.address, runtime_env=env)
-    embedder.start()
+    first = RayEmbedder(Settings.from_env(), options, address=cluster.address, runtime_env=env)
+    actors = first.start()
+
+    def ray_embedder() -> RayEmbedder:
+        # one embedder per run (the driver records its models in each new catalogue); the
+        # actors, and the models they loaded, are shared
+        emb = RayEmbedder(Settings.from_env(), options, address=cluster.address, runtime_env=env)
+        emb.actors = actors
+        return emb
+
+    # warm-up, not timed: imports, the actors' first model loads
+    index([work / "media"], index_dir=work / "warm-local", options=options)
+    index([work / "media"], index_dir=work / "warm-ray", options=options, embedder=ray_embedder())
     rates: dict[str, list[float]] = {"local": [], "ray": []}
     print(f"# {args.files} PNGs, burn rounds {os.environ.get('BURN_ROUNDS', '30')}, load {load_avg()}", flush=True)
     for r in range(args.rounds):
@@ -81,7 +93,7 @@ def main() -> None:
             )
     local, remote = statistics.median(rates["local"]), statistics.median(rates["ray"])
     print(f"median: local {local:.1f} files/s, ray (2 nodes) {remote:.1f} files/s, ratio {remote / local:.2f}")
-    embedder.close()
+    first.close()
     ray.shutdown()
     cluster.shutdown()
     shutil.rmtree(work, ignore_errors=True)

@@ -154,6 +154,8 @@ def main() -> None:
                 f"{recall:.4f}",
             )
         )
+        if cold_res.get("fallback"):
+            print(f"# {backend}: the cold reader answered exactly: {cold_res['fallback']}", flush=True)
         print(f"# {backend} done, load {load_avg()}", flush=True)
     head = ("backend", "ingest", "peak RSS", "disk", "cold 1-shot", "warm p50", "warm p95", "recall@10")
     widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from cli_helpers import invoke
 from xmr.catalogue import Catalogue
 from xmr.store import BACKEND_SETTING, index_backend, open_index
 from xmr.store.factory import URI_SETTING, store_spec
-from xmr.store.milvus import MilvusIndex, client
+from xmr.store.milvus import MilvusIndex, client, close_clients
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = ["a lighthouse on the coast", "ocean surf noise", "gradient", "a short note", "picture"]
@@ -65,6 +66,25 @@ def test_milvus_and_hnswlib_give_the_same_top_10(media: Path, tmp_path: Path, mo
             assert [p for p, _ in got] == [p for p, _ in want], (query, mode)
             np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=2e-4)
             assert got, (query, mode)
+
+
+def test_a_new_process_searches_in_milvus(media: Path, tmp_path: Path, xmr_cmd: list[str]) -> None:
+    """A fresh process finds the collection released (it loads it) and milvus-lite unlocked."""
+    idx = tmp_path / "idx"
+    store = f"milvus-lite:{tmp_path / 'vectors.db'}"
+    assert invoke("index", str(media), "--index", str(idx), "--workers", "0", "--store", store).exit_code == 0
+    want = _top10(idx, "a lighthouse on the coast", "--exact")
+    close_clients()  # this process lets go of the database
+    proc = subprocess.run(
+        [*xmr_cmd, "search", "a lighthouse on the coast", "--index", str(idx), "-k", "10", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "searching exactly" not in proc.stderr  # the fallback's notice: Milvus answered
+    got = [(r["path"], round(r["score"], 4)) for r in json.loads(proc.stdout)["results"]]
+    assert [p for p, _ in got] == [p for p, _ in want]
 
 
 def test_status_check_compares_milvus_with_the_catalogue_and_rebuild_repairs(media: Path, tmp_path: Path) -> None:

@@ -83,6 +83,8 @@ def store_spec(spec: str) -> tuple[str, str | None]:
         return "milvus", spec
     if spec.startswith("milvus-lite:"):
         path, mark, query = spec[len("milvus-lite:") :].partition("?")
+        if not path.endswith(".db"):
+            raise BackendError(f"--store {spec}: a milvus-lite database is a path ending in .db")
         return "milvus", "milvus-lite:" + str(Path(path).expanduser().resolve()) + mark + query
     return spec, None
 

@@ -31,6 +31,7 @@ TOKEN_ENV = "XMR_MILVUS_TOKEN"
 MAX_LIMIT = 16_384  # Milvus' largest top-k: beyond it the answer is exact
 ID_CHUNK = 4_096  # ids per "id in [...]" filter expression
 _CLIENTS: dict[str, Any] = {}  # one client per URI and process (milvus-lite locks its file)
+_LOADED: set[tuple[str, str]] = set()  # (uri, collection) loaded for search by this process
 
 
 def client(uri: str) -> Any:
@@ -45,6 +46,18 @@ def client(uri: str) -> Any:
         else:
             raise UsageError(f"not a Milvus address: {uri!r} (milvus://HOST:PORT or milvus-lite:PATH.db)")
     return _CLIENTS[uri]
+
+
+def close_clients() -> None:
+    """Close this process's clients (milvus-lite: releases the database for another process)."""
+    for uri, c in _CLIENTS.items():
+        c.close()
+        if uri.startswith("milvus-lite:"):  # its in-process server holds the file lock
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri[len("milvus-lite:") :])
+    _CLIENTS.clear()
+    _LOADED.clear()
 
 
 def collection_name(namespace: str, space: str, model_id: str) -> str:
@@ -181,6 +194,7 @@ class MilvusIndex:
         c = client(self.uri)
         if c.has_collection(self.collection):
             c.drop_collection(self.collection)
+        _LOADED.discard((self.uri, self.collection))
         self._synced = None
         return self.checkpoint()
 
@@ -230,6 +244,11 @@ class MilvusIndex:
             return self.exact_search(q, k, candidate_ids=candidate_ids, kind=kind)
 
     def _milvus(self, q: np.ndarray, k: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+        if (self.uri, self.collection) not in _LOADED:
+            # a collection is searchable once loaded into memory; a new process (or a restarted
+            # server) finds it released. Idempotent, once per process.
+            client(self.uri).load_collection(self.collection)
+            _LOADED.add((self.uri, self.collection))
         params: dict[str, Any] = {"metric_type": "IP"}
         if self.index_type == "HNSW":
             params["params"] = {"ef": max(k, self.ef_search)}
@@ -323,6 +342,7 @@ class MilvusIndex:
         c = client(self.uri)
         if c.has_collection(self.collection):
             c.drop_collection(self.collection)
+        _LOADED.discard((self.uri, self.collection))
         self._synced = None
         return True
 
