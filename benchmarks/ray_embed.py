@@ -83,7 +83,7 @@ def main() -> None:
             out = work / f"idx-{mode}-{r}"
             t = time.perf_counter()
             report = index(
-                [work / "media"], index_dir=out, options=options, embedder=embedder if mode == "ray" else None
+                [work / "media"], index_dir=out, options=options, embedder=ray_embedder() if mode == "ray" else None
             )
             wall = time.perf_counter() - t
             assert report.embedded_files == args.files, report
