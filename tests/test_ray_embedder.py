@@ -140,3 +140,10 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(connected: Cluster
     assert ray.get(actors[1].pid.remote()) != victim  # restarted
     assert not [e for e in report.errors if "Ray" in e.get("reason", "")]
     _same_as_local(media, tmp_path, tmp_path / "ray")  # every file once, no vector twice
+
+
+def test_an_unknown_executor_is_a_usage_error(media: Path) -> None:
+    from cli_helpers import invoke
+
+    res = invoke("index", str(media), "--executor", "spark://x")
+    assert res.exit_code != 0 and "--executor" in res.stderr and "ray" in res.stderr
