@@ -46,12 +46,8 @@ FIXTURES = REPO / "fixtures" / "media"
 IMAGE = FIXTURES / "images" / "gradient.jpg"
 AUDIO = FIXTURES / "audio" / "chord_c_major.wav"
 # shares of the vectors per group, as a mixed personal collection yields them
-SHARES = {
-    ("clip", "image"): 0.45,
-    ("clip", "text_passage"): 0.15,
-    ("clap", "audio_window"): 0.25,
-    ("clap", "text_passage"): 0.15,
-}
+SHARES = {("clip", "image"): 0.45, ("clip", "text_passage"): 0.15, ("clap", "audio_window"): 0.25,
+          ("clap", "text_passage"): 0.15}
 MODALITY = {"image": "image", "audio_window": "audio", "text_passage": "text"}
 
 
@@ -127,14 +123,8 @@ def build_index(n: int, workdir: Path, env: dict[str, str]) -> Path:
                         cur = cat.conn.execute(
                             "INSERT INTO segments (hash, space, model_id, kind, seq, start_s, end_s) VALUES"
                             " (?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                h,
-                                space,
-                                ids[space],
-                                kind,
-                                seq,
-                                *((seq * 10.0, seq * 10.0 + 10.0) if kind == "audio_window" else (None, None)),
-                            ),
+                            (h, space, ids[space], kind, seq, *((seq * 10.0, seq * 10.0 + 10.0)
+                                                              if kind == "audio_window" else (None, None))),
                         )
                         cat.conn.execute(
                             "INSERT INTO vectors (segment_id, space, model_id, dim, vector) VALUES (?, ?, ?, ?, ?)",
@@ -163,12 +153,8 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
         "sys.stderr.write(r.stderr.decode()[-3000:]) if r.returncode else None;"
         "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode)"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code, sys.executable, "-m", "xmr", "search", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "xmr", "search", *args],
+                       env=env, capture_output=True, text=True)
     wall, rss, rc = r.stdout.split()
     if int(rc):
         raise SystemExit(f"xmr search {' '.join(args)} failed ({rc}): {r.stderr}")
@@ -195,15 +181,9 @@ def main() -> None:
     # PYTHONDONTWRITEBYTECODE=1 recompiles xmr in every timed process (about 0.07 s each)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     env = {**os.environ, **models(args.workdir)}
-    print(
-        f"# xmr search, whole processes, medians of {args.runs}; {os.cpu_count()} cores; load "
-        f"{os.getloadavg()[0]:.1f} at start; cold = "
-        + (
-            "no cache, no prepared state"
-            if args.no_state
-            else "query cache emptied, search state as `xmr index` left it"
-        )
-    )
+    print(f"# xmr search, whole processes, medians of {args.runs}; {os.cpu_count()} cores; load "
+          f"{os.getloadavg()[0]:.1f} at start; cold = " + ("no cache, no prepared state" if args.no_state
+          else "query cache emptied, search state as `xmr index` left it"))
     print("| N | query | engine | cold s | repeated s | peak RSS MB (cold) |")
     print("|---|---|---|---|---|---|")
     for n in [int(x) for x in args.sizes.split(",")]:
@@ -231,11 +211,8 @@ def main() -> None:
                     results[name]["rep"].append(timed(q, env_)[0])
             for name, _ in engines:
                 r = results[name]
-                print(
-                    f"| {n:,} | {label} | {name} | {statistics.median(r['cold']):.2f} | "
-                    f"{statistics.median(r['rep']):.2f} | {statistics.median(r['rss']):.0f} |",
-                    flush=True,
-                )
+                print(f"| {n:,} | {label} | {name} | {statistics.median(r['cold']):.2f} | "
+                      f"{statistics.median(r['rep']):.2f} | {statistics.median(r['rss']):.0f} |", flush=True)
     print(f"# load {os.getloadavg()[0]:.1f} at end")
 
 

@@ -184,16 +184,10 @@ def bench_cli(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
     os.environ.update(env)
     t0 = time.perf_counter()
     # the bridge vocabulary is not embedded: text queries reach both spaces directly
-    report = index(
-        [str(media)],
-        index_dir=index_dir,
-        settings=Settings.from_env(),
-        options=IndexOptions(workers=0, bridge_concepts=False),
-    )
-    print(
-        f"  indexed {report.embedded_files} files of fixtures/media in {time.perf_counter() - t0:.1f}s "
-        f"({os.environ.get('XMR_BACKEND_CLIP') or 'random-weight ViT-B-32 + HTS-AT tiny/RoBERTa-base'})"
-    )
+    report = index([str(media)], index_dir=index_dir, settings=Settings.from_env(),
+                   options=IndexOptions(workers=0, bridge_concepts=False))
+    print(f"  indexed {report.embedded_files} files of fixtures/media in {time.perf_counter() - t0:.1f}s "
+          f"({os.environ.get('XMR_BACKEND_CLIP') or 'random-weight ViT-B-32 + HTS-AT tiny/RoBERTa-base'})")
     from xmr.encoders import release
 
     release()
@@ -202,10 +196,8 @@ def bench_cli(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
     try:
         t0 = time.perf_counter()
         server.search({"q": "warm up", "k": 10})
-        print(
-            f"  server warm-up query (loads both text towers): {time.perf_counter() - t0:.1f}s; "
-            f"server RSS {server.rss_mb():.0f} MB"
-        )
+        print(f"  server warm-up query (loads both text towers): {time.perf_counter() - t0:.1f}s; "
+              f"server RSS {server.rss_mb():.0f} MB")
         queries = [f"{c} {i}" for i, c in enumerate(captions(args.runs * 2 + 10, seed=1))]
         floor, via_server, in_process = [], [], []
         outputs_agree = True
@@ -222,18 +214,12 @@ def bench_cli(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
         print(f"  load average after: {load_avg()}")
         med_s, med_l, med_f = statistics.median(via_server), statistics.median(in_process), statistics.median(floor)
         print(f"  `xmr --version` (start-up floor)       median {ms(med_f)}  [{args.runs} runs]")
-        print(
-            f"  `xmr search Q --paths` via the server  median {ms(med_s)}  p90 {ms(pct(via_server, 90))}  "
-            f"min {ms(min(via_server))}  [{args.runs} runs]"
-        )
-        print(
-            f"  `xmr search Q --paths --no-server`     median {ms(med_l)}  min {ms(min(in_process))}  "
-            f"[{len(in_process)} runs]"
-        )
-        print(
-            f"  in process / via server: {med_l / med_s:.1f}x; via server - floor: {ms(med_s - med_f)}; "
-            f"same output both ways: {outputs_agree}"
-        )
+        print(f"  `xmr search Q --paths` via the server  median {ms(med_s)}  p90 {ms(pct(via_server, 90))}  "
+              f"min {ms(min(via_server))}  [{args.runs} runs]")
+        print(f"  `xmr search Q --paths --no-server`     median {ms(med_l)}  min {ms(min(in_process))}  "
+              f"[{len(in_process)} runs]")
+        print(f"  in process / via server: {med_l / med_s:.1f}x; via server - floor: {ms(med_s - med_f)}; "
+              f"same output both ways: {outputs_agree}")
         print(f"  target <= 300 ms median: {'met' if med_s <= 0.3 else 'NOT met'}")
     finally:
         server.stop()
@@ -293,10 +279,8 @@ def bench_api(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
     os.environ.update(env)
     t0 = time.perf_counter()
     model_id, build_s = build_synthetic_index(index_dir, n)
-    print(
-        f"  catalogue of {n:,} clustered 512-d vectors ({model_id}) in {time.perf_counter() - t0:.0f}s, "
-        f"HNSW checkpoint {build_s:.0f}s"
-    )
+    print(f"  catalogue of {n:,} clustered 512-d vectors ({model_id}) in {time.perf_counter() - t0:.0f}s, "
+          f"HNSW checkpoint {build_s:.0f}s")
     run_env = dict(env, XMR_HOME=str(index_dir))
     server = Served(index_dir, run_env)
     try:
@@ -318,10 +302,8 @@ def bench_api(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
         # the same queries again: their embeddings come from the query cache, so this is the search
         # itself (ANN, calibration, catalogue, HTTP) without the text encoder
         again = [server.search({"q": q, "k": 10})[0] for q in texts]
-        print(
-            f"    the same {len(again)} queries repeated (embedding cached, no encoder): "
-            f"p50 {ms(pct(again, 50))}  p95 {ms(pct(again, 95))}"
-        )
+        print(f"    the same {len(again)} queries repeated (embedding cached, no encoder): "
+              f"p50 {ms(pct(again, 50))}  p95 {ms(pct(again, 95))}")
         print(f"    server RSS {server.rss_mb():.0f} MB")
         print(f"  target <= 50 ms p50: {'met' if pct(wall, 50) <= 0.05 else 'NOT met'}")
     finally:
@@ -335,10 +317,8 @@ def bench_api(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:
         t0 = time.perf_counter()
         search([QueryPart("text", q)], index_dir=index_dir, settings=settings, options=SearchOptions(k=10))
         cold.append(time.perf_counter() - t0)
-    print(
-        f"  baseline: library search() without warm state, encoder loaded: median {ms(statistics.median(cold))} "
-        f"[{len(cold)} runs] = {statistics.median(cold) / pct(wall, 50):.1f}x the served p50"
-    )
+    print(f"  baseline: library search() without warm state, encoder loaded: median {ms(statistics.median(cold))} "
+          f"[{len(cold)} runs] = {statistics.median(cold) / pct(wall, 50):.1f}x the served p50")
 
 
 def main() -> None:
@@ -358,19 +338,16 @@ def main() -> None:
     # an installed xmr has its bytecode compiled; without this a developer shell's
     # PYTHONDONTWRITEBYTECODE=1 recompiles xmr in every timed process (about 0.07 s each)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    print(
-        f"xmr serve benchmark: {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}, "
-        f"load average {load_avg()}"
-    )
+    print(f"xmr serve benchmark: {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}, "
+          f"load average {load_avg()}")
     with tempfile.TemporaryDirectory(prefix="xmr-bench-serve-") as tmp_s:
         tmp = Path(tmp_s)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
         if args.encoders == "fake":
             if args.only != "cli":
                 raise SystemExit("--encoders fake is for part 1 only (--only cli): the test encoders are 32-d")
-            env.update(
-                XMR_BACKEND_CLIP="fake_encoders:FakeClip", XMR_BACKEND_CLAP="fake_encoders:FakeClap", XMR_OFFLINE="1"
-            )
+            env.update(XMR_BACKEND_CLIP="fake_encoders:FakeClip", XMR_BACKEND_CLAP="fake_encoders:FakeClap",
+                       XMR_OFFLINE="1")
         else:
             env.update(make_models(tmp))
             env.pop("XMR_BACKEND_CLIP", None)

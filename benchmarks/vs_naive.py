@@ -89,23 +89,8 @@ def main() -> int:
                 return [sys.executable, str(naive_py), str(folder), str(clip), str(tmp / "naive.npy")]
             extra = ["--precision", "int8"] if mode == "int8" else []
             index = tmp / f"index-{mode}-{n}"
-            return [
-                sys.executable,
-                "-m",
-                "xmr",
-                "index",
-                str(folder),
-                "--index",
-                str(index),
-                "--quiet",
-                "--clip-model",
-                f"ViT-B-32:{clip}",
-                "--clap-model",
-                str(clap),
-                "--device",
-                "cpu",
-                *extra,
-            ]
+            return [sys.executable, "-m", "xmr", "index", str(folder), "--index", str(index), "--quiet",
+                    "--clip-model", f"ViT-B-32:{clip}", "--clap-model", str(clap), "--device", "cpu", *extra]
 
         torch_env = {**env, "XMR_INDEX_ENGINE": "torch"}
 
@@ -129,28 +114,19 @@ def main() -> int:
                 assert r.returncode == 0, r.stderr
                 walls[mode].append(r.wall_s)
                 peaks[mode].append(r.peak_rss)
-            print(
-                f"round {n + 1}: "
-                + ", ".join(f"{m} {walls[m][-1]:.1f}s" for m in modes)
-                + f"  (load {_proc.load_avg()})",
-                flush=True,
-            )
+            print(f"round {n + 1}: " + ", ".join(f"{m} {walls[m][-1]:.1f}s" for m in modes)
+                  + f"  (load {_proc.load_avg()})", flush=True)
         naive = _proc.median(walls["naive"])
         print("\n| mode | wall (median) | images/s | vs naive loop | peak RSS (max) |")
         print("|---|---|---|---|---|")
-        for mode, label in (
-            ("naive", "naive open_clip loop"),
-            ("fp32", "`xmr index` (fp32)"),
-            ("int8", "`xmr index --precision int8`"),
-            ("torch", "`xmr index`, `XMR_INDEX_ENGINE=torch`"),
-        ):
+        for mode, label in (("naive", "naive open_clip loop"), ("fp32", "`xmr index` (fp32)"),
+                            ("int8", "`xmr index --precision int8`"),
+                            ("torch", "`xmr index`, `XMR_INDEX_ENGINE=torch`")):
             w = _proc.median(walls[mode])
             ratio = "1.00x (baseline)" if mode == "naive" else f"{naive / w:.2f}x"
             print(f"| {label} | {w:.1f} s | {args.images / w:.1f} | {ratio} | {_proc.gib(max(peaks[mode]))} |")
-        print(
-            f"\nruns per mode: {args.rounds}; all walls: "
-            + "; ".join(f"{m} " + "/".join(f"{w:.1f}" for w in walls[m]) for m in modes)
-        )
+        print(f"\nruns per mode: {args.rounds}; all walls: "
+              + "; ".join(f"{m} " + "/".join(f"{w:.1f}" for w in walls[m]) for m in modes))
         print(f"load average at end: {_proc.load_avg()}")
     return 0
 
