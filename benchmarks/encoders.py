@@ -256,13 +256,8 @@ def bench_clip(args: argparse.Namespace, tmp: Path) -> None:
 
     ckpt, secs = timed(write_checkpoint)
     print(f"  checkpoint written in {secs:.1f}s ({ckpt.stat().st_size / 2**20:.0f} MiB)")
-    settings = Settings(
-        clip_model=f"{CLIP_ARCH}:{ckpt}",
-        device=args.device,
-        batch_size=args.batch_size,
-        offline=True,
-        precision=args.precision,
-    )
+    settings = Settings(clip_model=f"{CLIP_ARCH}:{ckpt}", device=args.device, batch_size=args.batch_size,
+                        offline=True, precision=args.precision)
     enc, secs = timed(lambda: ClipEncoder(settings))
     device = enc._device
     precision = enc.precision
@@ -295,9 +290,8 @@ def bench_clip(args: argparse.Namespace, tmp: Path) -> None:
 
     n, times = best(full, args.repeat)
     t_full = min(times)
-    line(
-        "images, full (decode+preprocess+encode)", n, "images", times, f"= {100 * t_model / t_full:.0f}% of model-only"
-    )
+    line("images, full (decode+preprocess+encode)", n, "images", times,
+         f"= {100 * t_model / t_full:.0f}% of model-only")
 
     # texts: batches cut to their longest text, and the 77-token padded path they replace
     def padded(texts: list[str]) -> int:
@@ -338,19 +332,16 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     n_files = max(1, math.ceil(args.windows / per_file))
     files, secs = timed(lambda: make_audio_files(tmp / "audio", n_files))
     kinds = ", ".join(sorted({p.suffix[1:].upper() for p in files}))
-    print(
-        f"  generated {len(files)} audio files ({AUDIO_SECONDS:.0f} s, {AUDIO_SR} Hz stereo; {kinds}; "
-        f"{per_file} windows each at 48 kHz: {n_48k} samples) in {secs:.1f}s"
-    )
+    print(f"  generated {len(files)} audio files ({AUDIO_SECONDS:.0f} s, {AUDIO_SR} Hz stereo; {kinds}; "
+          f"{per_file} windows each at 48 kHz: {n_48k} samples) in {secs:.1f}s")
 
     os.environ["XMR_CLAP_TOKENIZER"] = str(roberta_tokenizer(tmp / "roberta"))
     ckpt = tmp / "clap" / "clap-htsat-tiny.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     _, secs = timed(lambda: make_checkpoint(ckpt, amodel=CLAP_AMODEL, seed=0))
     print(f"  checkpoint written in {secs:.1f}s ({ckpt.stat().st_size / 2**20:.0f} MiB)")
-    settings = Settings(
-        clap_model=str(ckpt), device=args.device, batch_size=args.batch_size, offline=True, precision=args.precision
-    )
+    settings = Settings(clap_model=str(ckpt), device=args.device, batch_size=args.batch_size, offline=True,
+                        precision=args.precision)
     enc, secs = timed(lambda: ClapEncoder(settings))
     device = enc.device
     precision = enc.precision
@@ -366,13 +357,8 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     wins, t_dec = best(decode, args.repeat)
     n_win = len(wins)
     assert n_win == n_files * per_file, (n_win, n_files, per_file)
-    line(
-        "decode + resample + windows (no model)",
-        n_win,
-        "windows",
-        t_dec,
-        f"= {rate(len(files) * AUDIO_SECONDS, min(t_dec)):.0f} s of audio/s",
-    )
+    line("decode + resample + windows (no model)", n_win, "windows", t_dec,
+         f"= {rate(len(files) * AUDIO_SECONDS, min(t_dec)):.0f} s of audio/s")
 
     # the encoder's batch sizes, from one tiny call each
     enc.embed_audio(wins[:1])
@@ -387,13 +373,8 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     sync(device)
     emb, times = best(lambda: enc.embed_audio(wins), args.repeat)
     assert emb.shape == (n_win, enc.dim)
-    t_model = line(
-        "windows, model-only (embed_audio, 10 s)",
-        n_win,
-        "windows",
-        times,
-        f"= {rate(n_win * 10.0, min(times)):.0f}x realtime",
-    )
+    t_model = line("windows, model-only (embed_audio, 10 s)", n_win, "windows", times,
+                   f"= {rate(n_win * 10.0, min(times)):.0f}x realtime")
 
     # full: file -> load_audio -> windows -> embed in the encoder's batches, one process
     def full() -> int:
@@ -410,13 +391,8 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
 
     n, times = best(full, args.repeat)
     t_full = min(times)
-    line(
-        "windows, full (decode+resample+encode)",
-        n,
-        "windows",
-        times,
-        f"= {rate(len(files) * AUDIO_SECONDS, t_full):.1f} s of audio/s, {100 * t_model / t_full:.0f}% of model-only",
-    )
+    line("windows, full (decode+resample+encode)", n, "windows", times,
+         f"= {rate(len(files) * AUDIO_SECONDS, t_full):.1f} s of audio/s, {100 * t_model / t_full:.0f}% of model-only")
 
     # texts: padded to each batch's longest, and laion-clap's pad-to-77 path they replace
     import torch
@@ -424,9 +400,8 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
     def padded(texts: list[str]) -> int:
         with torch.inference_mode():
             for i in range(0, len(texts), bs_text):
-                tok = enc._tokenizer(
-                    texts[i : i + bs_text], padding="max_length", truncation=True, max_length=77, return_tensors="pt"
-                )
+                tok = enc._tokenizer(texts[i : i + bs_text], padding="max_length", truncation=True, max_length=77,
+                                     return_tensors="pt")
                 enc.model.encode_text(dict(tok), device=enc.device)
         return len(texts)
 
@@ -447,25 +422,16 @@ def bench_clap(args: argparse.Namespace, tmp: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--images", type=int, default=64, help="JPEGs for the CLIP image rates (default 64)")
-    ap.add_argument(
-        "--windows",
-        type=int,
-        default=24,
-        help="10 s audio windows for the CLAP rates, rounded up to whole 30 s files (default 24)",
-    )
+    ap.add_argument("--windows", type=int, default=24,
+                    help="10 s audio windows for the CLAP rates, rounded up to whole 30 s files (default 24)")
     ap.add_argument("--texts", type=int, default=256, help="texts per text rate (default 256)")
     ap.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]|mps (default auto)")
     ap.add_argument("--batch-size", type=int, default=None, help="override the encoders' default batch size")
     ap.add_argument("--only", choices=("clip", "clap"), default=None, help="run one backend only")
-    ap.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "int8"),
-        default=None,
-        help="encoder precision on CPU (default fp32; CUDA runs fp16)",
-    )
-    ap.add_argument(
-        "--repeat", type=int, default=2, help="timed runs per measurement; the fastest is reported (default 2)"
-    )
+    ap.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                    help="encoder precision on CPU (default fp32; CUDA runs fp16)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="timed runs per measurement; the fastest is reported (default 2)")
     args = ap.parse_args(argv)
     for name in ("images", "windows", "texts", "repeat"):
         if getattr(args, name) < 1:
@@ -489,10 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
         print("xmr encoder benchmark (random weights of the default architectures)")
         print(f"device: {device_note(resolve_device(args.device))} (--device {args.device})")
-        print(
-            f"torch {torch.__version__}, threads {torch.get_num_threads()}, cores {cores} ({usable} usable), "
-            f"python {platform.python_version()}, {platform.machine()}"
-        )
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cores {cores} ({usable} usable), "
+              f"python {platform.python_version()}, {platform.machine()}")
         print(f"load average (1/5/15 min) at start: {load_avg()}", flush=True)
         t0 = time.perf_counter()
         if args.only in (None, "clip"):

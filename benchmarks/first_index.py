@@ -67,25 +67,10 @@ def main() -> int:
         extra = ["--precision", args.precision] if args.precision else []
         print(f"{os.cpu_count()} cores, load average {_proc.load_avg()}, precision {args.precision or 'fp32'}")
         for name, folder, what in scenarios:
-
             def cmd(n: int, name: str = name, folder: Path = folder) -> list[str]:
-                return [
-                    sys.executable,
-                    "-m",
-                    "xmr",
-                    "index",
-                    str(folder),
-                    "--index",
-                    str(tmp / f"index-{name}-{n}"),
-                    "--quiet",
-                    "--clip-model",
-                    f"ViT-B-32:{clip}",
-                    "--clap-model",
-                    str(clap),
-                    "--device",
-                    "cpu",
-                    *extra,
-                ]
+                return [sys.executable, "-m", "xmr", "index", str(folder), "--index", str(tmp / f"index-{name}-{n}"),
+                        "--quiet", "--clip-model", f"ViT-B-32:{clip}", "--clap-model", str(clap),
+                        "--device", "cpu", *extra]
 
             if name == scenarios[0][0]:  # warm-up on the one-image folder
                 warm = _proc.run([*cmd(-1, "warm", tmp / "one-image")], env=env)
@@ -100,18 +85,12 @@ def main() -> int:
                     print(r.stderr, file=sys.stderr)
                     return 1
                 runs.append(r)
-                print(
-                    f"  {name} run {n + 1}: {r.wall_s:.1f}s, peak RSS {_proc.gib(r.peak_rss)} "
-                    f"(load {_proc.load_avg()})",
-                    flush=True,
-                )
+                print(f"  {name} run {n + 1}: {r.wall_s:.1f}s, peak RSS {_proc.gib(r.peak_rss)} "
+                      f"(load {_proc.load_avg()})", flush=True)
             med = _proc.median([r.wall_s for r in runs])
             peak = _proc.gib(max(r.peak_rss for r in runs))
-            print(
-                f"first index of {what}: median {med:.1f} s over {len(runs)} runs "
-                f"({', '.join(f'{r.wall_s:.1f}' for r in runs)}), peak RSS {peak}",
-                flush=True,
-            )
+            print(f"first index of {what}: median {med:.1f} s over {len(runs)} runs "
+                  f"({', '.join(f'{r.wall_s:.1f}' for r in runs)}), peak RSS {peak}", flush=True)
     return 0
 
 

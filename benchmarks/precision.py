@@ -66,7 +66,9 @@ def main() -> int:
         from xmr.settings import Settings
 
         def settings(p: str) -> Settings:
-            return Settings.from_env(clip_model=f"ViT-B-32:{clip}", clap_model=str(clap), device="cpu", precision=p)
+            return Settings.from_env(
+                clip_model=f"ViT-B-32:{clip}", clap_model=str(clap), device="cpu", precision=p
+            )
 
         rng = np.random.default_rng(0)
         notes = [" ".join(rng.choice(NOTE_WORDS, size=int(rng.integers(6, 15)))) for _ in range(args.items)]
@@ -101,10 +103,8 @@ def main() -> int:
                 vecs[(tower, p)] = np.asarray(out, np.float32)
                 print(f"{tower} at {p}: {len(out)} vectors in {time.perf_counter() - t:.1f}s", flush=True)
 
-        print(
-            f"\n{args.items} items per tower ({args.windows or 'no'} audio windows), "
-            f"{len(queries)} queries, {os.cpu_count()} cores"
-        )
+        print(f"\n{args.items} items per tower ({args.windows or 'no'} audio windows), "
+              f"{len(queries)} queries, {os.cpu_count()} cores")
         print("| tower | precision | min cosine to fp32 | mean cosine | recall@10 of the fp32 neighbours |")
         print("|---|---|---|---|---|")
         for tower in dict.fromkeys(t for t, _ in vecs):
