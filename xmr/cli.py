@@ -271,6 +271,23 @@ def index_cmd(
             show_default=False,
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="STORE",
+            help="Vector store to keep from now on: hnswlib, milvus://HOST:PORT (token: XMR_MILVUS_TOKEN) "
+            "or milvus-lite:PATH.db (see docs/scaling.md).",
+            show_default=False,
+        ),
+    ] = None,
+    rebuild_store: Annotated[
+        bool, typer.Option("--rebuild-store", help="Refill the vector store (Milvus) from the catalogue.")
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", metavar="EXEC", help="Where decoding and embedding run: local, or ray[://ADDRESS]."),
+    ] = "local",
     device: DeviceOpt = None,
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
@@ -317,9 +334,13 @@ def index_cmd(
         codes=_codes_choice(codes),
         video_every_s=video_every,
         video_max_frames=video_max_frames,
+        store=store,
+        rebuild_store=rebuild_store,
     )
     if poll and not watch:
         raise UsageError("--poll only applies with --watch")
+    if watch and executor != "local":
+        raise UsageError("--watch runs locally; drop --executor")
     if watch:
         from xmr.cli_watch import run_watch
         from xmr.watch import WatchOptions
@@ -338,9 +359,19 @@ def index_cmd(
                 json_out=json_out,
             )
         return
+    embedder = None
+    if executor != "local":
+        from xmr.index.ray_embedder import ray_embedder
+
+        embedder = ray_embedder(executor, settings, options)
     with _RichProgress(quiet) as progress:
         report = run_index(
-            [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
+            [str(p) for p in paths_],
+            index_dir=_index_dir(index),
+            settings=settings,
+            options=options,
+            progress=progress,
+            embedder=embedder,
         )
     if json_out:
         _emit_json({"run_id": report.run_id, "roots": report.roots, **report.counts(), "errors": report.errors})
@@ -396,9 +427,10 @@ def search_cmd(
     ] = None,
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")] = 10,
     type_: Annotated[
-        list[str] | None, typer.Option(
+        list[str] | None,
+        typer.Option(
             "--type", help="Only results of this type: image, audio, text or an added media kind (repeatable)."
-        )
+        ),
     ] = None,
     under: Annotated[
         list[Path] | None, typer.Option("--under", help="Only files under this folder (repeatable).")
@@ -620,7 +652,7 @@ def eval_cmd(
     bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins (ECE, reliability diagram).")] = 10,
     compare: Annotated[
         tuple[Path, Path] | None,
-        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead.")
+        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead."),
     ] = None,
     tolerance: Annotated[
         float, typer.Option("--tolerance", min=0, help="With --compare: flag quality/ECE changes larger than this.")
@@ -630,8 +662,11 @@ def eval_cmd(
     ] = 0.25,
     index: Annotated[
         Path | None,
-        typer.Option("--index", help="Index to build or update (default: a temporary one, deleted afterwards).",
-                     show_default=False),
+        typer.Option(
+            "--index",
+            help="Index to build or update (default: a temporary one, deleted afterwards).",
+            show_default=False,
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)

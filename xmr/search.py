@@ -611,7 +611,10 @@ class _Search:
             ids, sims = cached
         else:
             search_fn = plan.store.exact_search if self.options.exact else plan.store.search
-            ids, sims = search_fn(plan.q, k_fetch, candidate_ids=plan.candidates)
+            cand, where = plan.candidates, {}
+            if cand is not None and not self.under and "kind" in getattr(plan.store, "filters", ()):
+                cand, where = None, {"kind": plan.kind}  # the backend filters by kind itself (Milvus)
+            ids, sims = search_fn(plan.q, k_fetch, candidate_ids=cand, **where)
             if key and not plan.store.fallback():
                 self.embeddings.put_answer(key, np.asarray(ids), np.asarray(sims))
         route = "bridge" if plan.bridged else "direct"
@@ -733,4 +736,3 @@ class _Search:
                         "concepts": d["concepts"],
                     }
                 )
-

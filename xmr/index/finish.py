@@ -25,7 +25,7 @@ class Finish:
         self.progress = progress
 
     def run(self, options: IndexOptions) -> None:
-        if options.checkpoint_ann:
+        if options.checkpoint_ann or options.rebuild_store:
             self._checkpoint_ann(options)
         if options.bridge_concepts:
             self._embed_concepts()
@@ -96,6 +96,9 @@ class Finish:
                 continue
             store = open_index(backend, ann, self.cat, space, model_id, int(row["dim"]))
             # problem(): cheap checks only (state row, size, header, temp files); the checkpoint verifies fully
-            if space in loaded or store.problem():
+            if options.rebuild_store and callable(getattr(store, "rebuild", None)):
+                self.progress.phase(f"rebuilding vector store ({space})", None)
+                store.rebuild()  # type: ignore[attr-defined]
+            elif space in loaded or store.problem():
                 self.progress.phase(f"saving vector index ({space})", None)
                 store.checkpoint()

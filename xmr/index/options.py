@@ -56,6 +56,8 @@ class IndexOptions:
     wait: bool = False  # another writer holds the index: wait for it instead of failing
     codes: str | None = None  # binary|none|auto (xmr.store.policy); None: as recorded, else auto
     within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
+    store: str | None = None  # --store: vector backend to record (name, milvus://HOST:PORT, milvus-lite:PATH)
+    rebuild_store: bool = False  # refill the vector store from the catalogue (backends with ``rebuild``)
 
 
 @dataclass
