@@ -42,7 +42,10 @@ class FakeImagePre:
     def __call__(self, path: str) -> np.ndarray:
         from xmr.preprocess.image import load_image
 
-        img = load_image(path).resize((self.size, self.size))
+        return self.from_pil(load_image(path))
+
+    def from_pil(self, img: object) -> np.ndarray:  # decoded video frames
+        img = img.convert("RGB").resize((self.size, self.size))  # type: ignore[attr-defined]
         return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 

@@ -270,3 +270,57 @@ def make_screenshot(out: Path) -> None:
 
 if __name__ == "__main__":
     make_screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/serve.png").resolve())
+
+
+def test_a_video_result_shows_its_frame_and_plays_from_the_hit(tmp_path: Path, fake_encoders: None) -> None:
+    """VP9 + Opus in WebM: what Debian's Chromium plays (its H.264 support is not a given)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import av
+    from cli_helpers import invoke
+    from PIL import Image
+    from video_helpers import Spec, make_video
+
+    from xmr import paths
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    spec = Spec(codec="libvpx-vp9", audio_codec="libopus", duration_s=20.0, scene=(6.0, 10.0), scene_rgb=(40, 190, 60))
+    video = make_video(lib / "walk.webm", spec)
+    make_video(lib / "other.webm", Spec(codec="libvpx-vp9", audio_codec="libopus", scene_rgb=(200, 60, 200)))
+    assert invoke("index", str(lib), "--quiet", "--workers", "0").exit_code == 0
+    # a still of the scene: a decoded frame (the colour after YUV rounding, not the one written)
+    still = tmp_path / "still.png"
+    with av.open(str(video)) as c:
+        frame = next(f for f in c.decode(video=0) if f.time >= 8.0)
+        Image.fromarray(frame.to_ndarray(format="rgb24")).save(still)
+    with running_server(paths.index_dir()) as server, browser() as driver:
+        open_page(driver, server)
+        drop_file(driver, still)
+        cards = results(driver, still.name)
+        assert cards[0]["path"] == str(video) and cards[0]["modality"] == "video", cards
+        wait_for(driver, "return document.querySelector('#results .card img.thumb').naturalWidth > 0")
+        src, shown_start = driver.execute_script(
+            "const c = document.querySelector('#results .card');"
+            "return [c.querySelector('img.thumb').src, +c.querySelector('video').dataset.start];"
+        )
+        assert "kind=thumb" in src and float(parse_qs(urlsplit(src).query)["at"][0]) == shown_start
+        assert spec.scene[0] <= shown_start < spec.scene[1]
+        # the thumbnail is the matching frame: the scene's colour
+        colour = driver.execute_script(
+            "const i = document.querySelector('#results .card img.thumb'); const c = document.createElement('canvas');"
+            "c.width = i.naturalWidth; c.height = i.naturalHeight; const g = c.getContext('2d'); g.drawImage(i, 0, 0);"
+            "return [...g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data].slice(0, 3);"
+        )
+        assert max(abs(a - b) for a, b in zip(colour, spec.scene_rgb, strict=True)) < 16, colour
+        # the player starts at the hit: currentTime is the hit's start once the metadata is in
+        current = wait_for(
+            driver,
+            "const v = document.querySelector('#results .card video');"
+            "return v.readyState >= 1 && v.currentTime > 0 ? v.currentTime : null;",
+        )
+        assert current == pytest.approx(shown_start, abs=0.05)
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        # "more like this" from the video: the video itself comes first
+        driver.execute_script("document.querySelector('#results .card .more').click()")
+        assert results(driver, "more like walk.webm")[0]["path"] == str(video)

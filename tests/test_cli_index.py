@@ -95,7 +95,7 @@ def test_remove_forgets_files(media: Path) -> None:
     ("args", "code"),
     [
         (["index", "/definitely/not/here"], ExitCode.NOT_FOUND),
-        (["index", ".", "--modalities", "video"], ExitCode.USAGE),
+        (["index", ".", "--modalities", "hologram"], ExitCode.USAGE),
         (["info", "/tmp/x"], ExitCode.NO_INDEX),
         (["errors"], ExitCode.NO_INDEX),
         (["index"], ExitCode.USAGE),

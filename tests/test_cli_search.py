@@ -99,7 +99,7 @@ def test_self_retrieval_through_the_cli(media: Path) -> None:
         (["--image", "{media}/broken/truncated.jpg"], ExitCode.BAD_INPUT),
         (["--audio", "{media}/images/gray.png"], ExitCode.BAD_INPUT),
         (["--audio", "{media}/broken/empty.wav"], ExitCode.BAD_INPUT),
-        (["x", "--type", "video"], ExitCode.USAGE),
+        (["x", "--type", "hologram"], ExitCode.USAGE),
         (["x", "--json", "--paths"], ExitCode.USAGE),
         ([], ExitCode.USAGE),
     ],

@@ -81,7 +81,7 @@ def test_errors_through_the_server_are_the_in_process_errors(server: Server, med
     for args, code in [
         (["--image", str(media / "broken" / "truncated.jpg")], ExitCode.BAD_INPUT),
         (["--audio", str(media / "images" / "gray.png")], ExitCode.BAD_INPUT),
-        (["x", "--type", "video"], ExitCode.USAGE),
+        (["x", "--type", "hologram"], ExitCode.USAGE),
         (["x", "--type", "audio", "--under", "/nowhere"], None),
     ]:
         remote = _run(xmr_cmd, *args)

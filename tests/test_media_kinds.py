@@ -123,17 +123,23 @@ def _modalities(index_dir: Path) -> dict[str, tuple[str | None, str]]:
 
 
 def test_builtin_kinds_are_registered_and_describe_what_the_code_did_before() -> None:
-    assert media.names() == ("image", "audio", "text")
-    assert media.spaces_for() == {"image": ("clip",), "audio": ("clap",), "text": ("clip", "clap")}
+    assert media.names() == ("image", "audio", "text", "video")
+    assert media.spaces_for() == {
+        "image": ("clip",),
+        "audio": ("clap",),
+        "text": ("clip", "clap"),
+        "video": ("clip", "clap"),
+    }
     assert media.query_kinds() == {
         "text": ("clip", "clap"),
         "image": ("clip",),
         "audio": ("clap",),
         "text_file": ("clip", "clap"),
+        "video": ("clip", "clap"),
     }
     assert media.groups() == {
-        ("clip", "image"): ("image",),
-        ("clap", "audio_window"): ("audio",),
+        ("clip", "image"): ("image", "video"),
+        ("clap", "audio_window"): ("audio", "video"),
         ("clip", "text_passage"): ("text",),
         ("clap", "text_passage"): ("text",),
     }
@@ -148,8 +154,8 @@ def test_builtin_kinds_are_registered_and_describe_what_the_code_did_before() ->
 
 
 def test_registration_adds_the_kind_everywhere_and_is_undone(sketch_kind: media.MediaKind) -> None:
-    assert media.names() == ("image", "audio", "text", "sketch")
-    assert media.groups()[("clip", "image")] == ("image", "sketch")
+    assert media.names() == ("image", "audio", "text", "video", "sketch")
+    assert media.groups()[("clip", "image")] == ("image", "video", "sketch")
     assert media.query_kinds()["sketch"] == ("clip",)
     assert media.snapshot() == (sketch_kind,)
     head = MAGIC + b"1 2 3 4\n"

@@ -214,7 +214,7 @@ def test_audio_is_served_as_the_decoded_signal_with_ranges(server: Server, media
 
 def test_errors_are_json_with_the_cli_exit_codes(server: Server, media: Path) -> None:
     cases = [
-        (server.search({"q": "x", "type": "video"}), 400, 2),
+        (server.search({"q": "x", "type": "hologram"}), 400, 2),
         (server.search({"q": "x", "k": 0}), 400, 2),
         (server.search({"q": "x", "k": "--5"}), 400, 2),
         (server.search({}), 400, 2),
@@ -234,7 +234,7 @@ def test_errors_are_json_with_the_cli_exit_codes(server: Server, media: Path) ->
     for fields, files in [
         ({}, [("query", "q.json", b"{}"), ("image", "a.jpg", photo)]),  # the options sent as a file
         ({"query": '{"file_weights": ["heavy"]}'}, [("image", "a.jpg", photo)]),
-        ({"query": '{"k": 3}'}, [("video", "a.jpg", photo)]),  # unknown upload field
+        ({"query": '{"k": 3}'}, [("hologram", "a.jpg", photo)]),  # unknown upload field
     ]:
         body, ctype = multipart(fields, files)
         reply = server.request("POST", "/api/search", body=body, headers={"Content-Type": ctype})

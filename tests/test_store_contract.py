@@ -7,6 +7,7 @@ computed here by brute force over the vectors the test constructed, never by the
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,7 +121,25 @@ BACKENDS = {
         "num_threads": 1,
     },
     MEMORY: {},
+    # codes ranked on every search (no thresholds); an oversample covering these sizes makes
+    # the rescoring see every vector, so its answers must equal brute force
+    "binary": {"exact_threshold": 0, "scan_below": 0, "oversample": 1000},
+    # milvus-lite in this process; HNSW searched with ef >= n, so exhaustive as well. The
+    # address and this test's namespace are filled in by the milvus_lite fixture below.
+    "milvus": {"index_type": "HNSW", "ef_search": 1000},
 }
+
+
+@pytest.fixture(scope="session")
+def milvus_lite_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return "milvus-lite:" + str(tmp_path_factory.mktemp("milvus") / "contract.db")
+
+
+@pytest.fixture(autouse=True)
+def milvus_lite(milvus_lite_db: str, request: pytest.FixtureRequest) -> None:
+    # one database file per session (opening one costs seconds), one namespace per test
+    namespace = "t" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=6).hexdigest()
+    BACKENDS["milvus"].update(uri=milvus_lite_db, namespace=namespace)
 
 
 @pytest.fixture(autouse=True)

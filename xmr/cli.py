@@ -261,6 +261,33 @@ def index_cmd(
             "--store-snippets", help="Keep passages' text in the catalogue (default: offsets only, read when shown)."
         ),
     ] = False,
+    codes: Annotated[
+        str | None,
+        typer.Option(
+            "--codes",
+            metavar="binary|none|auto",
+            help="Vector index: 1-bit codes rescored exactly (binary), the hnswlib graph (none), or codes from "
+            "2M vectors a space (auto, the default). Kept for later runs; env XMR_CODES. See docs/codes.md.",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="STORE",
+            help="Vector store to keep from now on: hnswlib, milvus://HOST:PORT (token: XMR_MILVUS_TOKEN) "
+            "or milvus-lite:PATH.db (see docs/scaling.md).",
+            show_default=False,
+        ),
+    ] = None,
+    rebuild_store: Annotated[
+        bool, typer.Option("--rebuild-store", help="Refill the vector store (Milvus) from the catalogue.")
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", metavar="EXEC", help="Where decoding and embedding run: local, or ray[://ADDRESS]."),
+    ] = "local",
     device: DeviceOpt = None,
     clip_model: ClipOpt = None,
     clap_model: ClapOpt = None,
@@ -273,6 +300,12 @@ def index_cmd(
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", min=0.1, help="With --watch, when polling: seconds between scans.")
     ] = 5.0,
+    video_every: Annotated[
+        float, typer.Option("--video-every", min=0.1, help="Videos: a frame at least every this many seconds.")
+    ] = 2.0,
+    video_max_frames: Annotated[
+        int, typer.Option("--video-max-frames", min=1, help="Videos: at most this many frames (long ones spread).")
+    ] = 300,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -298,9 +331,16 @@ def index_cmd(
         wait=wait,
         text_extensions=text_exts,
         store_snippets=store_snippets,
+        codes=_codes_choice(codes),
+        video_every_s=video_every,
+        video_max_frames=video_max_frames,
+        store=store,
+        rebuild_store=rebuild_store,
     )
     if poll and not watch:
         raise UsageError("--poll only applies with --watch")
+    if watch and executor != "local":
+        raise UsageError("--watch runs locally; drop --executor")
     if watch:
         from xmr.cli_watch import run_watch
         from xmr.watch import WatchOptions
@@ -319,9 +359,19 @@ def index_cmd(
                 json_out=json_out,
             )
         return
+    embedder = None
+    if executor != "local":
+        from xmr.index.ray_embedder import ray_embedder
+
+        embedder = ray_embedder(executor, settings, options)
     with _RichProgress(quiet) as progress:
         report = run_index(
-            [str(p) for p in paths_], index_dir=_index_dir(index), settings=settings, options=options, progress=progress
+            [str(p) for p in paths_],
+            index_dir=_index_dir(index),
+            settings=settings,
+            options=options,
+            progress=progress,
+            embedder=embedder,
         )
     if json_out:
         _emit_json({"run_id": report.run_id, "roots": report.roots, **report.counts(), "errors": report.errors})
@@ -348,6 +398,12 @@ def index_cmd(
         _stderr_console().print(msg)
 
 
+def _codes_choice(codes: str | None) -> str | None:
+    from xmr.store.policy import check_codes, codes_from_env
+
+    return check_codes(codes) or codes_from_env()
+
+
 # -- search ------------------------------------------------------------------------------------
 
 
@@ -363,14 +419,18 @@ def search_cmd(
     ] = None,
     image: Annotated[list[str] | None, typer.Option("--image", help="Query image (repeatable, W:PATH).")] = None,
     audio: Annotated[list[str] | None, typer.Option("--audio", help="Query audio (repeatable, W:PATH).")] = None,
+    video: Annotated[
+        list[str] | None, typer.Option("--video", help="Query video: its frames and its sound (repeatable, W:PATH).")
+    ] = None,
     text_file: Annotated[
         list[str] | None, typer.Option("--text-file", help="Query text file (repeatable, W:PATH).")
     ] = None,
     top: Annotated[int, typer.Option("-k", "--top", min=1, help="Number of results.")] = 10,
     type_: Annotated[
-        list[str] | None, typer.Option(
+        list[str] | None,
+        typer.Option(
             "--type", help="Only results of this type: image, audio, text or an added media kind (repeatable)."
-        )
+        ),
     ] = None,
     under: Annotated[
         list[Path] | None, typer.Option("--under", help="Only files under this folder (repeatable).")
@@ -425,7 +485,7 @@ def search_cmd(
 
     if sum([json_out, jsonl, paths_out, null]) > 1:
         raise UsageError("choose one of --json, --jsonl, --paths and -0")
-    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin)
+    parts = parse_query(query, images=image, audios=audio, text_files=text_file, stdin=sys.stdin, videos=video)
     from xmr.filters import filters_from
     from xmr.query import keyword_text
 
@@ -592,7 +652,7 @@ def eval_cmd(
     bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins (ECE, reliability diagram).")] = 10,
     compare: Annotated[
         tuple[Path, Path] | None,
-        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead.")
+        typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead."),
     ] = None,
     tolerance: Annotated[
         float, typer.Option("--tolerance", min=0, help="With --compare: flag quality/ECE changes larger than this.")
@@ -602,8 +662,11 @@ def eval_cmd(
     ] = 0.25,
     index: Annotated[
         Path | None,
-        typer.Option("--index", help="Index to build or update (default: a temporary one, deleted afterwards).",
-                     show_default=False),
+        typer.Option(
+            "--index",
+            help="Index to build or update (default: a temporary one, deleted afterwards).",
+            show_default=False,
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Decoding processes (0: none).", show_default=False)
@@ -695,6 +758,9 @@ def status_cmd(
     out.print(
         f"catalogue: {human_bytes(data['catalogue_bytes'])}; vector index files: {human_bytes(data['ann_bytes'])}"
     )
+    if "vector_index" in data:
+        vi = data["vector_index"]
+        out.print(f"vector index: {vi['backend']}; codes: {vi['codes']} ({vi['choice']})")
     run = data.get("last_run")
     if run:
         c = run["counts"]
@@ -752,9 +818,26 @@ def info_cmd(
         out.print(f"{key.replace('_', ' ')}: {value}", markup=False)
     for dup in data["duplicates"]:
         out.print(f"same content: {dup}")
+    decoding = data.get("decoding")
+    if decoding:  # a video: how its frames were sampled, what was kept and dropped, its sound windows
+        s = decoding["sampling"]
+        out.print(
+            f"sampling: a frame every {decoding['interval_s']:g} s (setting {s['every_s']:g} s, at most "
+            f"{s['max_frames']} frames), scene cut at {s['scene_cut']:g}, same-as-previous below "
+            f"{s['same_as_previous']:g}{', keyframes only' if decoding['keyframes_only'] else ''}"
+        )
+        out.print(
+            f"frames: {decoding['frames_kept']} kept, {decoding['frames_dropped_as_same']} dropped as the same "
+            f"as the previous, {decoding['frames_dropped_over_cap']} over the cap, {decoding['scene_cuts']} scene "
+            f"cut(s), {decoding['frames_decoded']} decoded of {decoding['duration_s']:g} s"
+        )
+        sound = f"{decoding['audio_windows']} window(s)" if decoding["audio_track"] else "no audio track"
+        out.print(f"sound: {sound}")
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
+        if enc.get("dropped_as_junk") and data.get("modality") == "video":
+            dropped = f", {enc['dropped_as_junk']} frame(s) dropped (nearly the previous kept frame, or over the cap)"
         out.print(
             f"{enc['space']}: {enc['n_segments']} segment(s) by {model.get('id')} ({model.get('spec')}){dropped}"
         )

@@ -28,6 +28,9 @@ def status(index_dir: Path | None = None) -> dict[str, Any]:
         out["last_run"] = cat.last_run("index")
         ann = paths.ann_dir(index_dir)
         out["ann_bytes"] = sum(p.stat().st_size for p in ann.glob("*") if p.is_file()) if ann.exists() else 0
+        from xmr.store.policy import codes_status
+
+        out["vector_index"] = codes_status(cat)
     return out
 
 

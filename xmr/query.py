@@ -118,7 +118,7 @@ def _file_part(raw: str, expect: str | None, sign: float = 1.0) -> QueryPart:
         if expect == "text_file":
             kind = "text_file"  # read_text gives the precise error for non-text
         elif kind != expect:
-            noun = {"image": "an image", "audio": "audio"}[expect]
+            noun = {"image": "an image", "audio": "audio", "video": "a video"}[expect]
             found = {"text_file": "text", None: "neither image, audio nor text"}.get(kind, kind)
             raise MediaError(f"not {noun} (content is {found})", path=value)
     elif kind is None:
@@ -143,6 +143,7 @@ def parse_query(
     audios: list[str] | None = None,
     text_files: list[str] | None = None,
     stdin: TextIO | None = None,
+    videos: list[str] | None = None,
     files: bool = True,
 ) -> list[QueryPart]:
     """All parts of a query; raises UsageError if there are none.
@@ -176,6 +177,8 @@ def parse_query(
         parts.append(_file_part(raw, "audio"))
     for raw in text_files or []:
         parts.append(_file_part(raw, "text_file"))
+    for raw in videos or []:
+        parts.append(_file_part(raw, "video"))
     if not parts:
         raise UsageError("empty query: give query text, '-' for standard input, --image, --audio or --text-file")
     if all(p.weight <= 0 for p in parts):

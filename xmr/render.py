@@ -142,7 +142,11 @@ def explain_cell(result: Any) -> str:
     return cell
 
 
-def where_cell(hit: Any) -> str:
+def where_cell(hit: Any, modality: str = "") -> str:
+    if hit.start_s is not None and modality == "video":  # a moment of a video: 0:42 frame / 1:05 sound
+        from xmr.preprocess.video import clock
+
+        return f"{clock(hit.start_s)} " + ("frame" if hit.kind == "image" else "sound")
     if hit.start_s is not None:
         return f"{hit.start_s:.1f}-{hit.end_s:.1f}s"
     page = f"p. {hit.page}: " if hit.page is not None else ""
@@ -194,9 +198,9 @@ def results_table(response: Any, console: Any, *, explain: bool, all_segments: b
 
     results = response.results
     shown = [display_path(r.path, cwd) for r in results]
-    wheres = [where_cell(r.best) for r in results]
+    wheres = [where_cell(r.best, r.modality) for r in results]
     if all_segments:
-        wheres += [where_cell(s) for r in results for s in r.segments[1:]]
+        wheres += [where_cell(s, r.modality) for r in results for s in r.segments[1:]]
     explains = [explain_cell(r) for r in results] if explain else []
 
     def widest(cells: list[str], header: str) -> int:
@@ -235,6 +239,6 @@ def results_table(response: Any, console: Any, *, explain: bool, all_segments: b
         table.add_row(*row)
         if all_segments:
             for seg in r.segments[1:]:
-                seg_where = clip_lines(where_cell(seg), where_w, console)
+                seg_where = clip_lines(where_cell(seg, r.modality), where_w, console)
                 table.add_row("", f"{seg.score:.2f}", seg.space, "", seg_where, *([""] if explain else []))
     return table

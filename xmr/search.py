@@ -134,6 +134,7 @@ class Result:
                 "model_id": b.model_id,
                 "route": b.route,
                 "segment_kind": b.kind,
+                **_timed_segment(self.modality, b.kind),
                 "vector_id": b.vector_id,
                 "contributions": self.contributions,
                 "semantic_score": round(self.semantic_score if self.semantic_score is not None else self.score, 4),
@@ -142,6 +143,14 @@ class Result:
         if all_segments:
             d["segments"] = [s.as_dict() for s in self.segments]
         return d
+
+
+def _timed_segment(modality: str, segment_kind: str) -> dict[str, str]:
+    """A timed kind's hit (video): whether it came from a frame or from the sound."""
+    kind = media.find(modality)
+    if kind is None or not kind.extra.get("timed"):
+        return {}
+    return {"segment": "frame" if segment_kind == media.IMAGE_SEGMENT else "sound"}
 
 
 @dataclass
@@ -231,9 +240,13 @@ def _embed_native(part: QueryPart, space: str, enc: Any) -> np.ndarray:
         d = kind.decode(part.value, media.DecodeContext(image_preprocessor=pre, query=True))
         if d.error or d.skip:
             raise MediaError(d.error or d.skip or "", path=part.value)
-        if segment == media.IMAGE_SEGMENT and d.pixels is not None:
+        if segment == media.IMAGE_SEGMENT and d.frames:
+            rows = enc.embed_images(np.stack([px for _, _, px in d.frames]))  # a video: every kept frame
+        elif segment == media.IMAGE_SEGMENT and d.pixels is not None:
             rows = enc.embed_images(np.asarray(d.pixels, dtype=np.float32)[None])
         elif segment == media.AUDIO_SEGMENT and d.audio_windows is not None:
+            if not d.audio_windows and d.frames is not None:
+                return np.zeros((0, enc.dim), np.float32)  # a silent video: its frames alone are the query
             if not d.audio_windows:
                 raise MediaError("no audio to embed", path=part.value)
             rows = enc.embed_audio(np.stack([w for _, _, w in d.audio_windows]))
@@ -406,7 +419,8 @@ class _Search:
         return self._native[key]
 
     def _native_vec(self, i: int, space: str) -> np.ndarray:
-        return _unit(self._native_rows(i, space).mean(axis=0))
+        rows = self._native_rows(i, space)
+        return _unit(rows.mean(axis=0)) if len(rows) else np.zeros(rows.shape[1], np.float32)
 
     def _concept_matrix(self, space: str) -> np.ndarray:
         from xmr import bridge
@@ -436,6 +450,8 @@ class _Search:
         native = media.query_kinds()
         if len(self.parts) == 1 and self.parts[0].weight > 0 and space in native[self.parts[0].kind]:
             rows = self._native_rows(0, space)
+            if not len(rows):
+                return None, []  # nothing of the query in this space (a silent video)
             info = [
                 {
                     "part": self.parts[0].label(),
@@ -595,7 +611,10 @@ class _Search:
             ids, sims = cached
         else:
             search_fn = plan.store.exact_search if self.options.exact else plan.store.search
-            ids, sims = search_fn(plan.q, k_fetch, candidate_ids=plan.candidates)
+            cand, where = plan.candidates, {}
+            if cand is not None and not self.under and "kind" in getattr(plan.store, "filters", ()):
+                cand, where = None, {"kind": plan.kind}  # the backend filters by kind itself (Milvus)
+            ids, sims = search_fn(plan.q, k_fetch, candidate_ids=cand, **where)
             if key and not plan.store.fallback():
                 self.embeddings.put_answer(key, np.asarray(ids), np.asarray(sims))
         route = "bridge" if plan.bridged else "direct"
@@ -717,4 +736,3 @@ class _Search:
                         "concepts": d["concepts"],
                     }
                 )
-

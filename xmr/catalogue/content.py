@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from xmr.catalogue.connection import CatalogueBase
 from xmr.catalogue.rows import SegmentData, now_iso
+
+DECODING_KEY = "decoding."  # settings key prefix: + content hash -> JSON provenance of its decoding
 
 
 class ContentTables(CatalogueBase):
@@ -34,6 +38,18 @@ class ContentTables(CatalogueBase):
         self.conn.execute(f"DELETE FROM vectors WHERE segment_id IN (SELECT id FROM segments WHERE {where})", params)
         self.conn.execute(f"DELETE FROM segments WHERE {where}", params)
         self.conn.execute(f"DELETE FROM encodings WHERE {where}", params)
+        if space is None and keep_model is None:
+            self.conn.execute("DELETE FROM settings WHERE key = ?", (DECODING_KEY + h,))
+
+    def set_decoding(self, h: str, provenance: dict[str, Any]) -> None:
+        """How content ``h`` was decoded (a video's frame sampling), for `xmr info`."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (DECODING_KEY + h, json.dumps(provenance))
+        )
+
+    def decoding(self, h: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (DECODING_KEY + h,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def encoded_spaces(self, h: str, models: dict[str, str]) -> set[str]:
         """Spaces in which content ``h`` is already embedded by the given model per space."""

@@ -149,6 +149,10 @@ class RunsAndReports(ModelsTable):
                 }
             )
         info["encodings"] = encodings
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", ("decoding." + str(info["hash"]),))
+        decoding = row.fetchone()
+        if decoding:
+            info["decoding"] = json.loads(decoding[0])  # a video's frame sampling (ContentTables.set_decoding)
         return info
 
     def integrity_check(self) -> str:

@@ -89,6 +89,8 @@ class Committer:
                     written.add((p.hash, space))
                     wrote = True
                     self.report.segments += len(enc.segments)
+                if wrote and p.provenance:
+                    self.cat.set_decoding(p.hash, p.provenance)
                 if wrote:
                     self.report.embedded_files += 1
                 elif p.item.known_hash is None and p.item.old_hash != p.hash:

@@ -67,7 +67,7 @@ def _decoding_items(work: Sequence[_Item]) -> int:
         1
         for item in work
         # by name even when the modality is known: a PDF is text, but its extraction is work
-        if item.known_modality in ("image", "audio") or os.path.splitext(item.path)[1].lower() not in light
+        if item.known_modality in ("image", "audio", "video") or os.path.splitext(item.path)[1].lower() not in light
     )
 
 
@@ -129,10 +129,12 @@ def decode(out: _Prepared, config: DecodeConfig) -> _Prepared:
             max_text_bytes=config.max_text_bytes,
             policy=config.policy,
             head=head,
+            video=config.video,
         )
         d = kind.decode(item.path, ctx)
         out.pixels, out.audio_windows, out.text, out.pages = d.pixels, d.audio_windows, d.text, d.pages
         out.junk_guard, out.skip, out.error = d.junk_guard, d.skip, d.error
+        out.frames, out.dropped, out.provenance = d.frames, d.dropped, d.provenance
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file

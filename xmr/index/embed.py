@@ -139,6 +139,7 @@ class LocalEmbedder:
                 audio_hop_s=self.options.audio_hop_s,
                 max_text_bytes=self.options.max_text_bytes,
                 policy=Policy.with_extensions(self.options.text_extensions),
+                video=_sampling(self.options),
             )
         return self.config
 
@@ -156,6 +157,14 @@ class LocalEmbedder:
                 encode_space(space, enc, batch, spaces_for, out.failed, store_snippets=self.options.store_snippets)
             )
         return out
+
+
+def _sampling(options: IndexOptions) -> Any:
+    from xmr.preprocess.video import Sampling
+
+    return Sampling(
+        every_s=options.video_every_s, max_frames=options.video_max_frames, deadline_s=options.decode_timeout_s
+    )
 
 
 def encode_space(
@@ -183,12 +192,17 @@ def encode_space(
             continue  # identical content twice in one batch: embedded once
         # the input this space takes from the file's kind (xmr.media), whatever the kind
         segment = media.get(p.modality).segments.get(space)
-        if segment == media.IMAGE_SEGMENT and p.pixels is not None:
+        if segment == media.IMAGE_SEGMENT and p.frames is not None:
+            # timed images (video frames): one segment each, with its time span
+            jobs.append((i, "image", [SegmentData(kind="image", start_s=s, end_s=e) for s, e, _ in p.frames]))
+            pixels.extend(px for _, _, px in p.frames)
+            dropped[i] = p.dropped
+        elif segment == media.IMAGE_SEGMENT and p.pixels is not None:
             jobs.append((i, "image", [SegmentData(kind="image")]))
             pixels.append(p.pixels)
         elif segment == media.AUDIO_SEGMENT and p.audio_windows is not None:
             segs = [SegmentData(kind="audio_window", start_s=s, end_s=e) for s, e, _ in p.audio_windows]
-            if not segs:
+            if not segs and p.frames is None:
                 failed[i] = "no audio to embed"
                 continue
             jobs.append((i, "audio", segs))

@@ -25,8 +25,8 @@ class Finish:
         self.progress = progress
 
     def run(self, options: IndexOptions) -> None:
-        if options.checkpoint_ann:
-            self._checkpoint_ann()
+        if options.checkpoint_ann or options.rebuild_store:
+            self._checkpoint_ann(options)
         if options.bridge_concepts:
             self._embed_concepts()
         self._prepare_search_state()
@@ -79,16 +79,15 @@ class Finish:
                 self.progress.phase(f"embedding bridge concepts ({space})", None)
                 bridge.concept_matrix(self.cat, enc, concepts)
 
-    def _checkpoint_ann(self) -> None:
+    def _checkpoint_ann(self, options: IndexOptions) -> None:
         """Bring each space's ANN cache up to date: after new work, or when a crash
         left it behind (stale state row, replaced file, leftover temp file)."""
-        from xmr.store import BACKEND_SETTING, index_backend, open_index
+        from xmr.store import open_index
+        from xmr.store.policy import choose_backend
 
         ann = paths.ann_dir(self.cat.index_dir)
-        backend = index_backend(self.cat)
-        if self.cat.get_setting(BACKEND_SETTING) is None:  # an index from before the setting: hnswlib
-            with self.cat.transaction():
-                self.cat.set_setting(BACKEND_SETTING, backend)
+        # --codes, else as recorded, else by size; recorded in the settings (an older index: hnswlib)
+        backend = choose_backend(self.cat, options.codes, SPACES)
         loaded = self.embedder.loaded()
         for space in self.spaces:
             model_id = self.cat.active_model(space)
@@ -97,6 +96,9 @@ class Finish:
                 continue
             store = open_index(backend, ann, self.cat, space, model_id, int(row["dim"]))
             # problem(): cheap checks only (state row, size, header, temp files); the checkpoint verifies fully
-            if space in loaded or store.problem():
+            if options.rebuild_store and callable(getattr(store, "rebuild", None)):
+                self.progress.phase(f"rebuilding vector store ({space})", None)
+                store.rebuild()  # type: ignore[attr-defined]
+            elif space in loaded or store.problem():
                 self.progress.phase(f"saving vector index ({space})", None)
                 store.checkpoint()

@@ -42,6 +42,9 @@ class _Prepared:
     opened: bool = False  # the file's content was read (hashing or decoding)
     spaces_done: set[str] = field(default_factory=set)  # already embedded (moved / duplicate)
     pixels: np.ndarray | None = None
+    frames: list[tuple[float, float, np.ndarray]] | None = None  # timed images (video frames)
+    dropped: int = 0  # inputs the decoder left out (near-duplicate video frames)
+    provenance: dict[str, Any] | None = None  # how the decoder read it (video sampling): `xmr info`
     audio_windows: list[tuple[float, float, np.ndarray]] | None = None
     text: str | None = None
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
@@ -61,6 +64,7 @@ class DecodeConfig:
     audio_hop_s: float
     max_text_bytes: int
     policy: Policy = field(default_factory=Policy)
+    video: Any = None  # xmr.preprocess.video.Sampling; None: the defaults
 
 
 def _segment_estimate(p: _Prepared) -> float:
@@ -69,6 +73,8 @@ def _segment_estimate(p: _Prepared) -> float:
     hundred of them: the text encoders sort a call's texts by length and batch them, and
     short calls pad more and run smaller matrices (ms per one-line note, CLIP + CLAP text,
     by call size: 16 -> 28.4, 64 -> 23.2, 256 -> 20.6, 1024 -> 18.3)."""
+    if p.frames is not None:
+        return len(p.frames) + len(p.audio_windows or ())
     if p.audio_windows is not None:
         return len(p.audio_windows)
     if p.text is not None:

@@ -41,6 +41,9 @@ class IndexOptions:
     workers: int | None = None  # None: chosen from the core count; 0: decode in this process
     audio_window_s: float = 10.0
     audio_hop_s: float = 10.0
+    video_every_s: float = 2.0  # a video frame at least this often (and one per scene cut)
+    video_max_frames: int = 300  # frames per video at most: longer videos spread them
+    decode_timeout_s: float | None = 900.0  # per video file (checked inside the frame loop)
     max_text_bytes: int = MAX_DOCUMENT_BYTES
     text_extensions: Sequence[str] = ()  # added to the document policy as plain text (--text-ext)
     store_snippets: bool = False  # keep passages' text in the catalogue (default: offsets only)
@@ -51,7 +54,10 @@ class IndexOptions:
     # default: a search embeds it when a bridge is first needed, cached per model (xmr.bridge)
     bridge_concepts: bool = False
     wait: bool = False  # another writer holds the index: wait for it instead of failing
+    codes: str | None = None  # binary|none|auto (xmr.store.policy); None: as recorded, else auto
     within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
+    store: str | None = None  # --store: vector backend to record (name, milvus://HOST:PORT, milvus-lite:PATH)
+    rebuild_store: bool = False  # refill the vector store from the catalogue (backends with ``rebuild``)
 
 
 @dataclass

@@ -83,6 +83,10 @@ def index(
         if notice:
             progress.warn(notice)
         with Catalogue.open(index_dir, create=True) as cat:
+            if options.store:
+                from xmr.store.factory import record_store
+
+                record_store(cat, options.store)
             embedder = embedder or LocalEmbedder(settings, options)
             return _Run(cat, embedder, root_paths, settings, options, progress).execute()
 

@@ -29,6 +29,7 @@ class DecodeContext:
     policy: Any = None  # xmr.documents.Policy; None: the default policy
     head: bytes | None = None  # the file's first bytes when the caller already read them
     query: bool = False  # a query file: the user named it, so read it without the indexing policy
+    video: Any = None  # xmr.preprocess.video.Sampling; None: the defaults
 
 
 @dataclass
@@ -37,10 +38,13 @@ class Decoded:
     yields images in one space and audio windows in another fills both)."""
 
     pixels: Any = None  # float32 array (C, H, W): one IMAGE_SEGMENT
+    frames: list[tuple[float, float, Any]] | None = None  # (start_s, end_s, pixels): timed IMAGE_SEGMENTs
     audio_windows: list[tuple[float, float, Any]] | None = None  # (start_s, end_s, samples): AUDIO_SEGMENTs
     text: str | None = None  # cut into TEXT_SEGMENTs by each space's encoder
     pages: tuple[tuple[int, int, int], ...] | None = None  # PDF pages: (number, start, end) in ``text``
     junk_guard: bool = True  # drop passages that are mostly non-words
+    dropped: int = 0  # inputs left out while decoding (video frames nearly equal to the previous one)
+    provenance: dict[str, Any] | None = None  # how it was decoded (video sampling), shown by `xmr info`
     skip: str | None = None  # readable but not indexed (not a document, a missing tool)
     error: str | None = None  # one-line reason: the file is recorded as failed
 

@@ -83,6 +83,7 @@ def image_thumbnail(src: Any, size: int, name: str) -> Any:
 def builtin_kinds() -> tuple[MediaKind, ...]:
     from xmr import sniff
     from xmr.media.meta import audio_metadata, image_metadata, text_metadata
+    from xmr.media.video import VIDEO_KIND
 
     return (
         MediaKind(
@@ -116,4 +117,5 @@ def builtin_kinds() -> tuple[MediaKind, ...]:
             mime=text_mime,
             metadata=text_metadata,
         ),
+        VIDEO_KIND,
     )

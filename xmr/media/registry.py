@@ -114,7 +114,12 @@ def classify(name: str, head: bytes, size: int, added: Iterable[MediaKind] | Non
                 return Classification("other", "empty file")
             return Classification(kind.name, None, kind.name)
     c = sniff_classify(name, head, size)
-    claimed = next((k for k in added if ext in k.extensions), None)
+    if c.modality == "other" and head:
+        # built-in kinds with a recogniser of their own (video) claim what xmr.sniff does not
+        for kind in kinds():
+            if kind.name in _BUILTIN and kind.sniff is not None and kind.sniff(name, head, size):
+                return Classification(kind.name, None, kind.name)
+    claimed = next((k for k in (*added, *kinds()) if k.sniff is not None and ext in k.extensions), None)
     if c.modality == "other" and c.reason is None and claimed is not None:
         # as xmr.sniff does for the built-in kinds: a name that claims a kind its content is not is reported
         why = "empty file" if size == 0 or not head else f"not {claimed.name}: unrecognised content"

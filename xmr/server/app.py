@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 import re
 import secrets
@@ -314,6 +315,8 @@ class Api:
                 kind = media.find(r["modality"])
                 r["previews"] = list(kind.previews) if kind is not None else []
                 r["urls"] = self.config.signer.urls(r["file_id"], ("original", *r["previews"]))
+                if kind is not None and kind.extra.get("timed") and "thumb" in r["urls"] and "start_s" in r:
+                    r["urls"]["thumb"] += f"&at={r['start_s']}"  # a video: the matching frame
         raw = {
             str(i): base64.b64encode(r.raw_path).decode() for i, r in enumerate(response.results) if r.raw_path
         }
@@ -326,7 +329,8 @@ class Api:
             return _plain(400, f"unknown kind {kind!r}; use {', '.join(fs.KINDS)}")
         try:
             file_id = int(request.path_params["file_id"])
-            return await asyncio.to_thread(self._file, file_id, kind, request.headers.get("range"))
+            at_s = _at(request.query_params.get("at"))  # a video's thumbnail: the frame at that time
+            return await asyncio.to_thread(self._file, file_id, kind, request.headers.get("range"), at_s)
         except NoIndex as exc:
             return _plain(404, str(exc))
         except fs.FileChanged as exc:
@@ -334,13 +338,16 @@ class Api:
         except XmrError as exc:
             return _error(exc)
 
-    def _file(self, file_id: int, kind: str, range_header: str | None) -> Response:
+    def _file(self, file_id: int, kind: str, range_header: str | None, at_s: float = 0.0) -> Response:
         f = self.lookup.get(file_id)
         fd = fs.open_verified(f)
         mime = fs.media_type(f)
         if kind != "original":
             try:
-                derived = (fs.thumbnail if kind == "thumb" else fs.playable_audio)(self.config.index_dir, f, fd)
+                if kind == "thumb":
+                    derived = fs.thumbnail(self.config.index_dir, f, fd, at_s)
+                else:
+                    derived = fs.playable_audio(self.config.index_dir, f, fd)
             finally:
                 os.close(fd)
             fd = os.open(derived, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -392,6 +399,17 @@ def _list(value: Any) -> list[Any]:
 
 
 _INT = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def _at(value: str | None) -> float:
+    """The ``at`` of a thumbnail URL: seconds into a video (0 when absent)."""
+    try:
+        at = float(value) if value is not None else 0.0
+    except ValueError:
+        raise UsageError("at must be a number of seconds") from None
+    if not math.isfinite(at) or at < 0:
+        raise UsageError("at must be a number of seconds")
+    return at
 
 
 def _int(value: Any, name: str) -> int:

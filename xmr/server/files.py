@@ -143,24 +143,28 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def thumbnail(index_dir: Path, f: IndexedFile, fd: int) -> Path:
-    """The cached JPEG thumbnail of an indexed image (made from the verified fd on first use)."""
+def thumbnail(index_dir: Path, f: IndexedFile, fd: int, at_s: float = 0.0) -> Path:
+    """The cached JPEG thumbnail of an indexed image (made from the verified fd on first use);
+    of a timed kind (video), the frame shown at ``at_s`` seconds (to the tenth)."""
     import io
 
     kind = media.find(f.modality)
     if kind is None or "thumb" not in kind.previews or kind.thumbnail is None:
         raise MediaError("not an image", path=f.path)
-    out = _private_dir(Path(index_dir) / "thumbnails") / f"{f.hash}-{THUMB_SIZE}.jpg"
+    timed = bool(kind.extra.get("timed"))
+    at = f"-{round(at_s * 10)}" if timed else ""
+    out = _private_dir(Path(index_dir) / "thumbnails") / f"{f.hash}-{THUMB_SIZE}{at}.jpg"
     if not out.exists():
         # decoders that hand the file to a helper by name (Ghostscript for EPS) need a path:
         # /proc/PID/fd/N names the verified fd itself, for this process and its helpers
         # (not /proc/self, which a helper would read as its own); the indexed name tells RAW apart
         proc = f"/proc/{os.getpid()}/fd/{fd}"
+        when = {"at_s": round(at_s * 10) / 10} if timed else {}
         if os.path.exists(proc):
-            img = kind.thumbnail(proc, THUMB_SIZE, f.path)  # upright: EXIF orientation applied
+            img = kind.thumbnail(proc, THUMB_SIZE, f.path, **when)  # upright: EXIF orientation applied
         else:
             with os.fdopen(os.dup(fd), "rb") as fh:
-                img = kind.thumbnail(fh, THUMB_SIZE, f.path)
+                img = kind.thumbnail(fh, THUMB_SIZE, f.path, **when)
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)

@@ -19,6 +19,8 @@ from xmr.store.base import BackendError, VectorIndex
 from xmr.store.source import VectorSource
 
 BACKEND_SETTING = "vector_backend"
+URI_SETTING = "vector_store_uri"  # where a remote backend keeps the vectors (milvus://HOST:PORT, milvus-lite:PATH)
+NAMESPACE_SETTING = "vector_store_namespace"  # this catalogue's prefix on a shared server
 DEFAULT_BACKEND = "hnswlib"
 
 # (directory, source, space, model_id, dim, **options) -> VectorIndex
@@ -75,4 +77,53 @@ def _hnswlib(directory: Path, source: VectorSource, space: str, model_id: str, d
     return HnswStore(directory, source, space, model_id, dim, **options)
 
 
+def store_spec(spec: str) -> tuple[str, str | None]:
+    """``xmr index --store``: a backend name, ``milvus://HOST:PORT`` or ``milvus-lite:PATH`` -> (backend, uri)."""
+    if spec.startswith("milvus://"):
+        return "milvus", spec
+    if spec.startswith("milvus-lite:"):
+        path, mark, query = spec[len("milvus-lite:") :].partition("?")
+        if not path.endswith(".db"):
+            raise BackendError(f"--store {spec}: a milvus-lite database is a path ending in .db")
+        return "milvus", "milvus-lite:" + str(Path(path).expanduser().resolve()) + mark + query
+    return spec, None
+
+
+def record_store(cat: Any, spec: str) -> None:
+    """Record the backend (and its address) ``xmr index --store`` chose in the catalogue's settings."""
+    import secrets
+
+    backend, uri = store_spec(spec)
+    if backend not in _BACKENDS:
+        raise BackendError(f"unknown vector store {spec!r} (this xmr knows: {', '.join(backend_names())})")
+    with cat.transaction():
+        cat.set_setting(BACKEND_SETTING, backend)
+        if uri:
+            cat.set_setting(URI_SETTING, uri)
+        if cat.get_setting(NAMESPACE_SETTING) is None:  # this catalogue's collections on a shared server
+            cat.set_setting(NAMESPACE_SETTING, secrets.token_hex(4))
+
+
+def _milvus(directory: Path, source: VectorSource, space: str, model_id: str, dim: int, **options: Any) -> VectorIndex:
+    require("pymilvus", backend="milvus", install="'xmr[milvus]'")
+    from xmr.store.milvus import MilvusIndex
+
+    get = getattr(source, "get_setting", None)
+    uri = options.pop("uri", None) or (get(URI_SETTING) if callable(get) else None)
+    if not uri:
+        raise BackendError(f"the catalogue names the milvus backend but no address ({URI_SETTING})")
+    namespace = options.pop("namespace", None) or (get(NAMESPACE_SETTING) if callable(get) else None) or "xmr"
+    return MilvusIndex(directory, source, space, model_id, dim, uri=uri, namespace=namespace, **options)
+
+
 register_backend(DEFAULT_BACKEND, _hnswlib)
+register_backend("milvus", _milvus)
+
+
+def _binary(directory: Path, source: VectorSource, space: str, model_id: str, dim: int, **options: Any) -> VectorIndex:
+    from xmr.store.binary import BinaryStore  # numpy only: no optional package
+
+    return BinaryStore(directory, source, space, model_id, dim, **options)
+
+
+register_backend("binary", _binary)

@@ -104,6 +104,11 @@ function queryWords(doc) {
   return doc.query.filter((p) => p.kind === "text" && p.weight > 0).flatMap((p) => p.value.split(/\s+/));
 }
 
+function clock(s) {
+  const t = Math.floor(s), h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), sec = String(t % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
 function fileUrl(r, kind) { return (r.urls || {})[kind] || "#"; }
 
 function explainPanel(r) {
@@ -134,7 +139,17 @@ function card(r, i, words) {
   const media = el("div", { class: "media" });
   // what /api/files offers for this file is its media kind's to say (xmr.media)
   const previews = r.previews || [];
-  if (r.file_id && previews.includes("thumb")) {
+  if (r.file_id && r.modality === "video") {
+    // the matching frame (the server's thumb URL carries its time), and the video from that time
+    const start = r.start_s || 0;
+    const video = el("video", { controls: "", preload: "metadata", src: fileUrl(r, "original"), "data-start": String(start), class: "player" });
+    const seek = () => { if (video.currentTime < start) video.currentTime = start; };
+    video.addEventListener("loadedmetadata", seek, { once: true });
+    const thumb = el("img", { src: fileUrl(r, "thumb"), alt: basename(r.path), loading: "lazy", class: "thumb", title: "play from here" });
+    thumb.addEventListener("click", () => { seek(); video.play(); });
+    const where = (r.explain && r.explain.segment) || (r.space === "clap" ? "sound" : "frame");
+    media.append(thumb, video, el("p", { class: "where" }, `match ${clock(start)} (${where})`));
+  } else if (r.file_id && previews.includes("thumb")) {
     media.append(el("a", { href: fileUrl(r, "original"), target: "_blank", rel: "noopener" },
       el("img", { src: fileUrl(r, "thumb"), alt: basename(r.path), loading: "lazy", class: "thumb" })));
   } else if (r.file_id && previews.includes("audio")) {

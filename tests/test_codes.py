@@ -1,0 +1,383 @@
+"""1-bit codes (xmr.store.codes) and the ``binary`` backend that ranks by them (xmr.store.binary).
+
+Expected answers are computed here by brute force, and code bits and Hamming distances by
+counting signs and bits one at a time, never by the functions under test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import invoke
+from test_indexer import make_text
+
+from xmr import paths
+from xmr.catalogue import Catalogue
+from xmr.errors import UsageError
+from xmr.store import BACKEND_SETTING, open_index
+from xmr.store.binary import rotation_key
+from xmr.store.binary_file import code_layout
+from xmr.store.codes import encode, hamming, learn_rotation, popcount, smallest
+from xmr.store.memory import MemoryVectorSource
+from xmr.store.policy import AUTO_CODES_MIN, CODES_SETTING, check_codes, choose_backend
+
+SPACE, MODEL, DIM = "clip", "codes-model", 32
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int = DIM, clusters: int = 12) -> np.ndarray:
+    """Unit vectors around a few centres sharing a common offset, as embeddings are."""
+    centres = rng.standard_normal((clusters, dim)) * 2.0 + 3.0 * rng.standard_normal(dim)
+    x = centres[rng.integers(0, clusters, n)] + rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(rng: np.random.Generator, data: np.ndarray, m: int) -> np.ndarray:
+    """Queries close to stored vectors, as a query is close to what it finds."""
+    x = data[rng.choice(len(data), m, replace=False)] + 0.05 * rng.standard_normal((m, data.shape[1]))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(q: np.ndarray, ids: np.ndarray, vecs: np.ndarray, k: int) -> np.ndarray:
+    return ids[np.argsort(-(q @ vecs.T), axis=1, kind="stable")[:, :k]]
+
+
+def open_(tmp_path: Path, src: MemoryVectorSource, **options) -> object:
+    opts = {"exact_threshold": 0, "scan_below": 0, **options}
+    return open_index("binary", tmp_path / "ann", src, SPACE, MODEL, DIM, **opts)
+
+
+def filled(tmp_path: Path, n: int = 2000, seed: int = 0, **options):
+    rng = np.random.default_rng(seed)
+    src = MemoryVectorSource()
+    data = clustered(rng, n)
+    ids = src.add(SPACE, MODEL, data)
+    return src, open_(tmp_path, src, **options), ids, data, rng
+
+
+def naive_bits(x: np.ndarray, centre: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Each vector's code as a 0/1 row, one projection's sign at a time."""
+    out = np.zeros((len(x), rotation.shape[1]), np.uint8)
+    for i in range(len(x)):
+        for j in range(rotation.shape[1]):
+            out[i, j] = 1 if float(np.dot(x[i] - centre, rotation[:, j])) >= 0 else 0
+    return out
+
+
+# -- the code arithmetic ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("words", [1, 3, 4, 8, 9])
+def test_hamming_equals_a_naive_bit_count(words):
+    rng = np.random.default_rng(words)
+    n = 70_000  # more than one row chunk
+    codes = rng.integers(0, 2**63, size=(words, n), dtype=np.uint64) * np.uint64(2)
+    codes |= rng.integers(0, 2, size=(words, n), dtype=np.uint64)
+    codes[:, 7] = np.uint64(0xFFFFFFFFFFFFFFFF)  # every bit set
+    q = codes[:, 3].copy()
+    got = hamming(q, codes, threads=2)
+    for col in [0, 3, 7, 100, 65_537, n - 1]:
+        want = sum(bin(int(codes[w, col]) ^ int(q[w])).count("1") for w in range(words))
+        assert got[col] == want, col
+    assert got[3] == 0
+    assert np.array_equal(hamming(q, codes, threads=1), got)
+
+
+def test_popcount_counts_the_bits_of_each_word():
+    x = np.array([0, 1, 0xFF, 0x8000000000000001, 0xFFFFFFFFFFFFFFFF, 0x0123456789ABCDEF], np.uint64)
+    assert popcount(x).tolist() == [bin(int(v)).count("1") for v in x]
+
+
+def test_encode_sets_one_bit_per_nonnegative_projection():
+    rng = np.random.default_rng(1)
+    x = clustered(rng, 50)
+    for bits in (DIM, 20):  # a full word's worth and a partial word
+        centre, rot = learn_rotation(x, bits, "random")
+        codes = encode(x, centre, rot)
+        want = naive_bits(x, centre, rot)
+        assert codes.shape == (50, 1) and codes.dtype == np.uint64
+        for i in range(50):
+            assert [(int(codes[i, 0]) >> j) & 1 for j in range(bits)] == want[i].tolist()
+            assert int(codes[i, 0]) >> bits == 0  # padding bits stay clear
+
+
+@pytest.mark.parametrize("method", ["itq", "random"])
+def test_rotations_are_orthonormal_and_itq_quantises_better(method):
+    rng = np.random.default_rng(2)
+    x = clustered(rng, 3000)
+    centre, rot = learn_rotation(x, DIM, method)
+    np.testing.assert_allclose(rot.T @ rot, np.eye(DIM), atol=1e-4)
+    np.testing.assert_allclose(centre, x.mean(axis=0), atol=1e-5)
+    if method == "itq":  # ITQ minimises ||B - V R||: lower than a random rotation's loss
+        v = x - centre
+        loss = {}
+        for name in ("itq", "random"):
+            _, r = learn_rotation(x, DIM, name)
+            p = v @ r
+            loss[name] = float(np.square(np.sign(p) - p).sum())
+        assert loss["itq"] < loss["random"]
+
+
+def test_smallest_picks_the_smallest_distances():
+    rng = np.random.default_rng(3)
+    dist = rng.integers(0, 40, 5000).astype(np.uint16)
+    for count in (1, 17, 500, 4999, 5000, 6000):
+        got = smallest(dist, count)
+        assert len(got) == min(count, 5000) and len(np.unique(got)) == len(got)
+        assert np.array_equal(np.sort(dist[got]), np.sort(dist)[: len(got)])
+
+
+# -- the two-stage search -----------------------------------------------------------------------
+
+
+def hamming_ranks(index, q: np.ndarray, ids: np.ndarray, data: np.ndarray, k: int) -> int:
+    """How many codes, ranked by Hamming distance, cover every query's true top-k (ties counted against)."""
+    state = index.stats()["state"]
+    assert state["bits"] == DIM
+    mapped = index._view.index  # the store's mapped files: their centre and rotation
+    centre, rot = np.array(mapped.centre), np.array(mapped.rotation)
+    bits = naive_bits(data, centre, rot)
+    qbits = naive_bits(q, centre, rot)
+    need = 0
+    for row in range(len(q)):
+        dist = (bits != qbits[row]).sum(axis=1)
+        true = np.isin(ids, brute_force(q[row : row + 1], ids, data, k)[0])
+        need = max(need, int((dist <= dist[true].max()).sum()))  # every code as close as the farthest true one
+    return need
+
+
+@pytest.mark.parametrize("rotation", ["itq", "random"])
+def test_two_stage_search_is_exact_when_the_oversample_covers_the_true_neighbours(tmp_path, rotation):
+    src, index, ids, data, rng = filled(tmp_path, rotation=rotation)
+    index.checkpoint()
+    q = near(rng, data, 6)
+    k = 5
+    index.search(q, k)  # opens the mapped files
+    need = hamming_ranks(index, q, ids, data, k)
+    assert need < len(ids) // 2  # the codes do rank: far fewer than all are needed
+    reader = open_(tmp_path, src, readonly=True, mapped=True, oversample=-(-need // k), rotation=rotation)
+    found, sims = reader.search(q, k)
+    np.testing.assert_array_equal(found, brute_force(q, ids, data, k))
+    np.testing.assert_allclose(sims, np.sort(q @ data.T, axis=1)[:, ::-1][:, :k], atol=1e-5)
+    assert reader.stats()["codes"]["last_search"] == {"path": "codes", "scored": -(-need // k) * k}
+    assert reader.fallback() == ""
+
+
+def test_a_small_oversample_rescores_only_that_many(tmp_path):
+    src, index, ids, data, rng = filled(tmp_path)
+    index.checkpoint()
+    reader = open_(tmp_path, src, readonly=True, oversample=3)
+    q = clustered(rng, 4)
+    found, sims = reader.search(q, 10)
+    assert found.shape == (4, 10)
+    assert reader.stats()["codes"]["last_search"] == {"path": "codes", "scored": 30}
+    # what it returns is exact for those ids, best first
+    for row in range(4):
+        want = data[np.searchsorted(ids, found[row])] @ q[row]
+        np.testing.assert_allclose(sims[row], want, atol=1e-5)
+        assert (np.diff(sims[row]) <= 1e-6).all()
+
+
+def test_candidate_subsets_and_the_scan_below_threshold(tmp_path):
+    src, _, ids, data, rng = filled(tmp_path)
+    writer = open_(tmp_path, src, scan_below=500)
+    writer.checkpoint()
+    q = clustered(rng, 3)
+    small = np.sort(rng.choice(ids, 300, replace=False))
+    found, _ = writer.search(q, 10, candidate_ids=small)
+    np.testing.assert_array_equal(found, brute_force(q, small, data[np.searchsorted(ids, small)], 10))
+    assert writer.stats()["codes"]["last_search"]["path"] == "exact"
+    large = np.sort(rng.choice(ids, 1500, replace=False))
+    found, _ = open_(tmp_path, src, readonly=True, oversample=1000).search(q, 10, candidate_ids=large)
+    np.testing.assert_array_equal(found, brute_force(q, large, data[np.searchsorted(ids, large)], 10))
+
+
+# -- additions, deletions, the rotation kept ------------------------------------------------------
+
+
+def test_codes_follow_additions_and_deletions(tmp_path):
+    src, index, ids, data, rng = filled(tmp_path, oversample=1000)
+    first = index.checkpoint()
+    q = clustered(rng, 4)
+    gone = ids[::3]
+    src.delete(SPACE, MODEL, gone)
+    new = clustered(rng, 200)
+    new_ids = src.add(SPACE, MODEL, new)
+    live_ids = np.concatenate([np.setdiff1d(ids, gone), new_ids])
+    live = np.concatenate([data[np.isin(ids, live_ids)], new])
+    found, _ = index.search(q, 20)  # the tail exactly, the deleted skipped
+    assert not np.isin(found, gone).any()
+    np.testing.assert_array_equal(found, brute_force(q, live_ids, live, 20))
+    assert index.stats()["tail_count"] == 200
+    second = index.checkpoint()  # the codes now cover the new vectors, the deleted are gone
+    assert second["element_count"] == len(live_ids) and second["max_vector_id"] == int(new_ids[-1])
+    assert second["rotation_digest"] == first["rotation_digest"]  # learned once, kept
+    reader = open_(tmp_path, src, readonly=True, oversample=1000)
+    np.testing.assert_array_equal(reader.search(q, 20)[0], brute_force(q, live_ids, live, 20))
+    assert reader.stats()["tail_count"] == 0 and reader.stats()["codes"]["last_search"]["path"] == "codes"
+    recorded = json.loads(src.get_setting(rotation_key(SPACE, MODEL)))
+    assert recorded["digest"] == first["rotation_digest"] and recorded["method"] == first["rotation"]
+
+
+def test_switching_from_hnswlib_removes_its_stale_file(tmp_path):
+    src, _, ids, data, rng = filled(tmp_path)
+    hnsw = open_index("hnswlib", tmp_path / "ann", src, SPACE, MODEL, DIM, exact_threshold=0)
+    hnsw.checkpoint()
+    assert hnsw.persisted()
+    index = open_(tmp_path, src, oversample=1000)
+    assert index.problem() != ""  # the state row is the other backend's
+    index.checkpoint()
+    assert not hnsw.persisted() and index.persisted() and index.problem() == ""
+    q = near(rng, data, 2)
+    np.testing.assert_array_equal(
+        open_(tmp_path, src, readonly=True, oversample=1000).search(q, 5)[0], brute_force(q, ids, data, 5)
+    )
+
+
+def test_asking_for_another_rotation_learns_a_new_one(tmp_path):
+    src, index, _, _, _ = filled(tmp_path)
+    first = index.checkpoint()
+    other = "itq" if first["rotation"] == "random" else "random"
+    again = open_(tmp_path, src, rotation=other).checkpoint()
+    assert again["rotation"] == other and again["rotation_digest"] != first["rotation_digest"]
+
+
+# -- damage ---------------------------------------------------------------------------------------
+
+
+def damaged(tmp_path: Path, how: str):
+    src, index, ids, data, rng = filled(tmp_path)
+    state = index.checkpoint()
+    path = tmp_path / "ann" / state["codes_file"]
+    raw = bytearray(path.read_bytes())
+    at, _ = code_layout(DIM, DIM, len(ids))
+    if how == "truncated":
+        raw = raw[: len(raw) - 8]
+    elif how == "garbage":
+        raw[at:] = np.random.default_rng(9).integers(0, 256, len(raw) - at, dtype=np.uint8).tobytes()
+    else:  # one flipped bit in a row no spot check reads
+        raw[at + 8 * 5] ^= 0x10
+    path.write_bytes(bytes(raw))
+    return src, index, ids, data, rng
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_a_damaged_code_file_is_detected_and_search_scans_exactly(tmp_path, how):
+    src, index, ids, data, rng = damaged(tmp_path, how)
+    assert index.verify() != ""
+    reader = open_(tmp_path, src, readonly=True, mapped=True, oversample=1)
+    q = clustered(rng, 3)
+    found, _ = reader.search(q, 10)
+    np.testing.assert_array_equal(found, brute_force(q, ids, data, 10))  # oversample 1 would miss some
+    assert "codes unusable" in reader.fallback()
+    assert reader.stats()["codes"]["usable"] is False
+    assert reader.stats()["codes"]["last_search"]["path"] == "exact"
+
+
+def test_a_flipped_code_bit_fails_the_full_check_and_is_discarded(tmp_path):
+    src, index, ids, data, rng = damaged(tmp_path, "flipped")
+    assert index.problem() == ""  # cheap checks cannot see it; the codes only rank, rescoring is exact
+    assert "checksum" in index.verify()
+    assert index.discard_if_damaged() is True and not index.persisted()
+    reader = open_(tmp_path, src, readonly=True, oversample=1)
+    q = clustered(rng, 2)
+    np.testing.assert_array_equal(reader.search(q, 10)[0], brute_force(q, ids, data, 10))
+    assert reader.fallback() != ""  # exact from the catalogue: no files
+    assert index.problem() != ""  # the next index run rebuilds them
+
+
+def test_a_damaged_vector_file_is_answered_from_the_catalogue(tmp_path):
+    src, index, ids, data, rng = filled(tmp_path)
+    state = index.checkpoint()
+    path = tmp_path / "ann" / state["file"]
+    path.write_bytes(path.read_bytes()[:-16])
+    reader = open_(tmp_path, src, readonly=True, mapped=True)
+    q = clustered(rng, 2)
+    np.testing.assert_array_equal(reader.search(q, 10)[0], brute_force(q, ids, data, 10))
+    assert "size" in reader.fallback()
+    assert index.problem() != ""
+
+
+# -- which backend an index run uses ----------------------------------------------------------------
+
+
+class _Cat(MemoryVectorSource):
+    """The catalogue surface ``choose_backend`` uses."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self._count = count
+
+    def active_model(self, space: str) -> str | None:
+        return MODEL if space == SPACE else None
+
+    def vector_count(self, space: str, model_id: str) -> int:
+        return self._count
+
+    def transaction(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_auto_switches_to_codes_from_the_threshold_and_an_explicit_choice_sticks():
+    small, big = _Cat(AUTO_CODES_MIN - 1), _Cat(AUTO_CODES_MIN)
+    assert choose_backend(small, None) == "hnswlib" and small.get_setting(BACKEND_SETTING) == "hnswlib"
+    assert choose_backend(big, None) == "binary" and big.get_setting(BACKEND_SETTING) == "binary"
+    assert big.get_setting(CODES_SETTING) is None  # auto is not recorded
+    assert choose_backend(small, "binary") == "binary"
+    assert small.get_setting(CODES_SETTING) == "binary"
+    assert choose_backend(small, None) == "binary"  # kept by a later run
+    assert choose_backend(big, "none") == "hnswlib" and choose_backend(big, None) == "hnswlib"
+    assert choose_backend(big, "auto") == "binary"
+    plugin = _Cat(AUTO_CODES_MIN)
+    plugin.set_setting(BACKEND_SETTING, "faiss")
+    assert choose_backend(plugin, None) == "faiss"  # auto leaves a plugin's backend alone
+    with pytest.raises(UsageError, match="XMR_CODES"):
+        check_codes("yes")
+
+
+@pytest.mark.usefixtures("fake_encoders")
+def test_index_codes_option_is_recorded_and_status_says_which_is_active(tmp_path, monkeypatch):
+    root = tmp_path / "media"
+    root.mkdir()
+    make_text(root / "a.txt", 1, words=30)
+    r = invoke("index", str(root), "--quiet", "--codes", "binary")
+    assert r.exit_code == 0, r.stderr
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        assert cat.get_setting(BACKEND_SETTING) == "binary" and cat.get_setting(CODES_SETTING) == "binary"
+    status = json.loads(invoke("status", "--json").stdout)
+    assert status["vector_index"]["codes"] == "binary" and status["vector_index"]["backend"] == "binary"
+    assert "codes: binary" in invoke("status").stdout
+    assert invoke("search", "lighthouse", "--json").exit_code == 0
+    monkeypatch.setenv("XMR_CODES", "none")
+    assert invoke("index", str(root), "--quiet").exit_code == 0
+    status = json.loads(invoke("status", "--json").stdout)
+    assert status["vector_index"] == {**status["vector_index"], "codes": "none", "choice": "none"}
+    r = invoke("index", str(root), "--codes", "maybe")
+    assert r.exit_code != 0 and "--codes" in r.stderr
+
+
+def test_a_large_file_is_ranked_in_two_passes_and_finds_near_duplicates(tmp_path, monkeypatch):
+    from xmr.store import binary
+
+    monkeypatch.setattr(binary, "PREFILTER_SHARE", 10**9)  # keep only PREFILTER_KEEP * rescored rows
+    rng = np.random.default_rng(11)
+    dim, groups, size = 256, 300, 10  # 4 words a code: the first 2 prefilter
+    base = rng.standard_normal((groups, dim))
+    x = np.repeat(base, size, axis=0) + 1e-3 * rng.standard_normal((groups * size, dim))
+    data = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    src = MemoryVectorSource()
+    ids = src.add(SPACE, MODEL, data)
+    opts = {"exact_threshold": 0, "scan_below": 0, "oversample": 2}
+    open_index("binary", tmp_path, src, SPACE, MODEL, dim, **opts).checkpoint()
+    reader = open_index("binary", tmp_path, src, SPACE, MODEL, dim, readonly=True, **opts)
+    pick = rng.choice(groups, 5, replace=False)
+    q = data[pick * size + 3]
+    found, sims = reader.search(q, size)
+    for row, g in enumerate(pick):  # exactly the query's group: its own vector first
+        assert set(found[row].tolist()) == set(ids[g * size : (g + 1) * size].tolist())
+        assert found[row, 0] == ids[g * size + 3] and sims[row, 0] == pytest.approx(1.0, abs=1e-5)
+    assert reader.stats()["codes"]["last_search"] == {"path": "codes", "scored": 2 * size}
