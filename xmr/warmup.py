@@ -42,8 +42,12 @@ def prepare_query_towers(
         missing = [t for t in towers.TOWERS[space] if not probe.ready(t)]
         if not missing:
             continue
+        # CLIP for indexing may run images through its ONNX tower: its backend is the model. A run
+        # that never built it (images only, through the tower) does not import torch just for this:
+        # its first text search prepares the text tower, saying so
+        if getattr(enc, "engine", None) == "onnx":
+            continue
         phase(f"preparing {space} query encoders", None)
-        # CLIP for indexing may run images through its ONNX tower: its backend is the model
         backend = enc.backend() if callable(getattr(enc, "backend", None)) else enc
         if backend.info.checkpoint_sha256 != info.checkpoint_sha256:
             continue

@@ -6,6 +6,13 @@ module computing exactly what the backend computes before normalisation,
 exported with torch's TorchScript-based ONNX exporter, optimised by ONNX
 Runtime to a portable level, and verified against torch on probe inputs. Only
 then is the folder moved into place, so a half-written tower is never used.
+
+An ``xmr index`` run pays for this once per model, so each step is done once:
+the exported bytes go to ONNX Runtime in memory (parsed once, optimised once,
+written once); the written file is verified as the query engine loads it; the
+torch side of the check is one forward (the text towers' padded backend path
+over the probes' distinct rows) or none beyond the trace itself (image and
+audio towers, whose traced module is the backend's own).
 """
 
 from __future__ import annotations
@@ -110,8 +117,9 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
                     return x
 
             extra.update({"dynamic_length": True, "pool": pool, "eos_id": eos})
-            # traced on rows shorter than the context, verified at other lengths (_export_one)
-            probes = {"tokens": np.ascontiguousarray(full[:, : clip_cut(full, pool, eos)])}
+            # traced on the two short rows (a trace's forward costs what its tokens do), verified
+            # against the backend at other lengths and batch sizes, the full context included (_export_one)
+            probes = {"tokens": np.ascontiguousarray(full[:2, : clip_cut(full[:2], pool, eos)])}
             first = {"tokens": np.ascontiguousarray(full[:1, : clip_cut(full[:1], pool, eos)])}
             return ClipTextDynamic(), probes, {**extra, "_verify": [probes, {"tokens": full}, first]}
         if tower == "image":
@@ -151,9 +159,10 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
             )
             full = {"input_ids": tok["input_ids"].astype(np.int64), "attention_mask": tok["attention_mask"]}
             full["attention_mask"] = full["attention_mask"].astype(np.int64)
-            # traced padded to 40 tokens, verified padded to 77 and unpadded: the length is an input
-            # dimension, and padding to a batch's longest changes nothing under the attention mask
-            probes = {k: np.ascontiguousarray(v[:, :40]) for k, v in full.items()}
+            # traced on the two short rows padded to the longer, verified padded to 77 and unpadded: the
+            # length is an input dimension, and padding to a batch's longest changes nothing under the mask
+            width = int(full["attention_mask"][:2].sum(axis=1).max())
+            probes = {k: np.ascontiguousarray(v[:2, :width]) for k, v in full.items()}
             short = {k: v[:1, : int(full["attention_mask"][0].sum())] for k, v in full.items()}
             extra = {"context_length": CONTEXT_LENGTH, "_hf_tokenizer": encoder._tokenizer, "dynamic_length": True}
             return ClapText(), probes, {**extra, "_verify": [probes, full, short]}
