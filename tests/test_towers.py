@@ -318,3 +318,33 @@ def test_a_damaged_tower_file_falls_back_to_the_backend(models, tmp_path, monkey
     got = fresh.embed_texts(["a dog barking"])
     assert fresh.engine == "backend" and "cannot load the text tower" in fresh.fallback_reason
     assert _max_diff(got, full.embed_texts(["a dog barking"])) == 0.0
+
+
+@pytest.mark.parametrize("space", ["clip", "clap"])
+def test_an_export_that_strays_from_the_backend_is_refused_and_leaves_nothing(models, tmp_path, monkeypatch, space):
+    from xmr.encoders import tower_export
+
+    full, _ = models[space]
+    backend = full.backend() if callable(getattr(full, "backend", None)) else full
+    real_wrap = tower_export._wrap
+
+    def skewed(encoder, tower):  # the traced graph drifts from the backend by ~1e-4 per unit-vector coordinate
+        import torch
+
+        inner, probes, extra = real_wrap(encoder, tower)
+
+        class Skewed(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *args):
+                out = self.inner(*args)
+                return out + 1e-2 * out.abs().mean() * torch.linspace(-1.0, 1.0, out.shape[-1])
+
+        return Skewed(), probes, extra
+
+    monkeypatch.setattr(tower_export, "_wrap", skewed)
+    with pytest.raises(towers.TowerUnsupported, match="differs from torch"):
+        tower_export.export_towers(backend, ["text"], root=tmp_path)
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("manifest.json"))

@@ -45,8 +45,8 @@ def test_index_prepares_the_query_towers_and_no_bridge_concepts(
 
     indexed = _xmr(env, "index", str(media), "--workers", "0")
     assert indexed.returncode == 0, indexed.stderr
-    expected = {("clip", "text"), ("clip", "image"), ("clap", "text"), ("clap", "audio")}
-    assert _tower_manifests(models) == expected
+    # the text towers a first search needs; the image and audio towers wait for their first query
+    assert _tower_manifests(models) == {("clip", "text"), ("clap", "text")}
     # an image, a sound and a note: nothing bridged yet, so no concept was embedded
     con = sqlite3.connect(tmp_path / "index" / "catalogue.db")
     try:

@@ -7,6 +7,13 @@ again); the index run has those models in memory already, so it exports them
 here. A search that still finds them missing (an index made by an older xmr, an
 export that failed) says so in one line and prepares them itself.
 
+Only the text towers are exported here: every text search needs both, and a
+first search is a text search. The image and audio towers serve image and audio
+queries only; exporting them here would cost every first index run (and a small
+photos-only run, which the index engine keeps from exporting the image tower)
+their time for queries that may never come, so the first such query prepares
+its tower, saying so in one line.
+
 The bridge concepts are not embedded here: a search embeds them when a bridged
 route is first needed, through the same fast encoders, cached per model
 (:func:`xmr.bridge.concept_matrix`).
@@ -18,6 +25,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from xmr.settings import Settings
+
+# the towers a first (text) search needs; the others are exported by their first query
+PREPARED_AT_INDEX = ("text",)
 
 
 def prepare_query_towers(
@@ -39,11 +49,15 @@ def prepare_query_towers(
             continue
         info = model_info(row)
         probe = towers.OnnxQueryEncoder(space, info)
-        missing = [t for t in towers.TOWERS[space] if not probe.ready(t)]
+        missing = [t for t in PREPARED_AT_INDEX if t in towers.TOWERS[space] and not probe.ready(t)]
         if not missing:
             continue
+        # CLIP for indexing may run images through its ONNX tower: its backend is the model. A run
+        # that never built it (images only, through the tower) does not import torch just for this:
+        # its first text search prepares the text tower, saying so
+        if getattr(enc, "engine", None) == "onnx":
+            continue
         phase(f"preparing {space} query encoders", None)
-        # CLIP for indexing may run images through its ONNX tower: its backend is the model
         backend = enc.backend() if callable(getattr(enc, "backend", None)) else enc
         if backend.info.checkpoint_sha256 != info.checkpoint_sha256:
             continue

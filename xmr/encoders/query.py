@@ -76,9 +76,10 @@ def uses_query_towers(space: str, row: dict[str, Any] | None, settings: Settings
     return towers.unsupported_reason(model_info(row)) is None
 
 
-# a search that finds the towers missing says so once, whatever the spaces (xmr.warmup prepares them)
+# a search that finds the towers it needs missing says so once, whatever the spaces (xmr.warmup
+# prepares the text ones; an image or audio tower waits for its first query)
 NOT_PREPARED = (
-    "the fast query encoders of this index's models are missing (`xmr index` prepares them); "
+    "the fast query encoders this search needs are not prepared yet (`xmr index` prepares the text ones); "
     "preparing them now, once"
 )
 

@@ -6,6 +6,13 @@ module computing exactly what the backend computes before normalisation,
 exported with torch's TorchScript-based ONNX exporter, optimised by ONNX
 Runtime to a portable level, and verified against torch on probe inputs. Only
 then is the folder moved into place, so a half-written tower is never used.
+
+An ``xmr index`` run pays for this once per model, so each step is done once:
+the exported bytes go to ONNX Runtime in memory (parsed once, optimised once,
+written once); the written file is verified as the query engine loads it; the
+torch side of the check is one forward (the text towers' padded backend path
+over the probes' distinct rows) or none beyond the trace itself (image and
+audio towers, whose traced module is the backend's own).
 """
 
 from __future__ import annotations
@@ -110,8 +117,9 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
                     return x
 
             extra.update({"dynamic_length": True, "pool": pool, "eos_id": eos})
-            # traced on rows shorter than the context, verified at other lengths (_export_one)
-            probes = {"tokens": np.ascontiguousarray(full[:, : clip_cut(full, pool, eos)])}
+            # traced on the two short rows (a trace's forward costs what its tokens do), verified
+            # against the backend at other lengths and batch sizes, the full context included (_export_one)
+            probes = {"tokens": np.ascontiguousarray(full[:2, : clip_cut(full[:2], pool, eos)])}
             first = {"tokens": np.ascontiguousarray(full[:1, : clip_cut(full[:1], pool, eos)])}
             return ClipTextDynamic(), probes, {**extra, "_verify": [probes, {"tokens": full}, first]}
         if tower == "image":
@@ -151,9 +159,10 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
             )
             full = {"input_ids": tok["input_ids"].astype(np.int64), "attention_mask": tok["attention_mask"]}
             full["attention_mask"] = full["attention_mask"].astype(np.int64)
-            # traced padded to 40 tokens, verified padded to 77 and unpadded: the length is an input
-            # dimension, and padding to a batch's longest changes nothing under the attention mask
-            probes = {k: np.ascontiguousarray(v[:, :40]) for k, v in full.items()}
+            # traced on the two short rows padded to the longer, verified padded to 77 and unpadded: the
+            # length is an input dimension, and padding to a batch's longest changes nothing under the mask
+            width = int(full["attention_mask"][:2].sum(axis=1).max())
+            probes = {k: np.ascontiguousarray(v[:2, :width]) for k, v in full.items()}
             short = {k: v[:1, : int(full["attention_mask"][0].sum())] for k, v in full.items()}
             extra = {"context_length": CONTEXT_LENGTH, "_hf_tokenizer": encoder._tokenizer, "dynamic_length": True}
             return ClapText(), probes, {**extra, "_verify": [probes, full, short]}
@@ -183,6 +192,8 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
 def _export_one(
     wrapper: Any, probes: dict[str, np.ndarray], tmp: Path, *, tower: str, encoder: Any, extra: dict[str, Any]
 ) -> None:
+    import io
+
     import onnxruntime as ort
     import torch
 
@@ -193,7 +204,7 @@ def _export_one(
     if extra.get("dynamic_length"):
         dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
     verify = extra.pop("_verify", [])
-    raw = tmp / "raw.onnx"
+    raw = io.BytesIO()  # handed to ONNX Runtime as bytes: never written, parsed once
     # nn.MultiheadAttention's inference fast path is a fused op the exporter does not know
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
@@ -205,36 +216,49 @@ def _export_one(
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shapes the graph fixes, by design
-            expected = wrapper(*args).float().numpy()
-            checks = [(probes, expected)]
-            for extra_probes in verify:
-                # the padded backend path on the same rows is the reference (see textbatch)
-                ref = _reference(encoder, tower, extra_probes)
-                checks.append((extra_probes, ref))
-            torch.onnx.export(
-                wrapper,
-                args,
-                str(raw),
-                input_names=names,
-                output_names=["embedding"],
-                dynamic_axes={**dynamic, **({"embedding": {0: "batch"}} if dynamic else {})},
-                opset_version=OPSET,
-                dynamo=False,
-            )
+            if verify:
+                # the backend's padded path is the reference for every probe (see textbatch),
+                # the traced ones included: one torch forward over their distinct rows
+                checks = list(zip(verify, _references(encoder, verify), strict=True))
+            # Tracing runs the wrapper on the probes for real: where the wrapper is the backend's
+            # own computation (image, audio) its output is the reference, kept without a second forward.
+            traced: list[np.ndarray] = []
+            hook = wrapper.register_forward_hook(lambda _m, _a, out: traced.append(out.detach().float().numpy().copy()))
+            try:
+                torch.onnx.export(
+                    wrapper,
+                    args,
+                    raw,
+                    input_names=names,
+                    output_names=["embedding"],
+                    dynamic_axes={**dynamic, **({"embedding": {0: "batch"}} if dynamic else {})},
+                    opset_version=OPSET,
+                    # ONNX Runtime folds the same constants below (same node count): folding twice cost seconds
+                    do_constant_folding=False,
+                    dynamo=False,
+                )
+            finally:
+                hook.remove()
+            if not verify:
+                if len(traced) != 1:
+                    raise TowerUnsupported(f"the {tower} tower's trace ran {len(traced)} times")
+                checks = [(probes, traced[0])]
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         torch.nn.MultiheadAttention.forward = mha_forward  # type: ignore[method-assign]
     # Optimise once, to a level whose graph is portable across CPUs, and keep the
     # weights in a separate file that ONNX Runtime maps instead of parsing.
-    so = ort.SessionOptions()
+    so = _session_options(ort)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(tmp / "model.onnx")
     so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.data")
     so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    ort.InferenceSession(str(raw), so, providers=["CPUExecutionProvider"])
-    for leftover in tmp.glob("raw.onnx*"):
-        leftover.unlink()
-    sess = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
+    ort.InferenceSession(raw.getvalue(), so, providers=["CPUExecutionProvider"])
+    del raw
+    # verified as the query engine loads it (towers._Tower): the written file, not optimised again
+    so = _session_options(ort)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(tmp / "model.onnx"), so, providers=["CPUExecutionProvider"])
     diff = 0.0
     for feeds, want in checks:
         got = sess.run(None, feeds)[0]
@@ -261,6 +285,16 @@ def _export_one(
         manifest["tokenizer"] = "tokenizer.json"
     manifest.update(extra)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def _session_options(ort: Any) -> Any:
+    """Options for the export's own sessions: weights not pre-packed (each session runs a few
+    probes only) and no spinning worker threads."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
 
 
 def _self_attention(
@@ -307,27 +341,42 @@ def clip_positions(tokens: np.ndarray, pool: str, eos: int | None) -> np.ndarray
     return tokens.argmax(axis=-1) if pool == "argmax" else (tokens == eos).argmax(axis=-1)
 
 
-def _reference(encoder: Any, tower: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    """What the backend's padded path gives for these rows: encode_text on the full context."""
+def _references(encoder: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """What the backend's padded path gives for the rows of each of ``feeds``: its text
+    encoder on the full context, in one forward over the distinct padded rows."""
     import torch
 
+    from xmr.encoders.passages import CLAP_CONTEXT_LENGTH
+
+    if encoder.space == "clip":
+        ctx, fill = int(encoder._tokenizer.context_length or 77), {"tokens": 0}
+    else:
+        ctx, fill = CLAP_CONTEXT_LENGTH, {"input_ids": int(encoder._tokenizer.pad_token_id), "attention_mask": 0}
+    padded = []
+    for f in feeds:
+        rows = {}
+        for name, value in f.items():
+            full = np.full((len(value), ctx), fill[name], dtype=np.int64)
+            full[:, : value.shape[1]] = value
+            rows[name] = full
+        padded.append(rows)
+    names = list(fill)
+    # a row keyed by all its inputs' bytes: probes cut from the same texts pad back to the same row
+    keys = [[b"".join(p[n][i].tobytes() for n in names) for i in range(len(p[names[0]]))] for p in padded]
+    where: dict[bytes, tuple[int, int]] = {}  # distinct row -> (feed, row) it was first seen at
+    for j, ks in enumerate(keys):
+        for i, k in enumerate(ks):
+            where.setdefault(k, (j, i))
+    at = {k: n for n, k in enumerate(where)}
+    batch = {n: torch.from_numpy(np.stack([padded[j][n][i] for j, i in where.values()])) for n in names}
     with torch.no_grad():
         if encoder.space == "clip":
-            tokens = feeds["tokens"]
-            ctx = int(encoder._tokenizer.context_length or 77)
-            padded = np.zeros((len(tokens), ctx), dtype=tokens.dtype)
-            padded[:, : tokens.shape[1]] = tokens
-            return encoder._model.encode_text(torch.from_numpy(padded)).float().numpy()
-        from xmr.encoders.passages import CLAP_CONTEXT_LENGTH as CONTEXT_LENGTH
-
-        ids, mask = feeds["input_ids"], feeds["attention_mask"]
-        pid = int(encoder._tokenizer.pad_token_id)
-        full_ids = np.full((len(ids), CONTEXT_LENGTH), pid, dtype=np.int64)
-        full_mask = np.zeros((len(ids), CONTEXT_LENGTH), dtype=np.int64)
-        full_ids[:, : ids.shape[1]], full_mask[:, : mask.shape[1]] = ids, mask
-        m = encoder.model
-        out = m.text_branch(input_ids=torch.from_numpy(full_ids), attention_mask=torch.from_numpy(full_mask))
-        return m.text_projection(out["pooler_output"]).float().numpy()
+            out = encoder._model.encode_text(batch["tokens"]).float().numpy()
+        else:
+            m = encoder.model
+            hidden = m.text_branch(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            out = m.text_projection(hidden["pooler_output"]).float().numpy()
+    return [out[[at[k] for k in ks]] for ks in keys]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
