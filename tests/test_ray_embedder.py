@@ -34,9 +34,19 @@ pytestmark = pytest.mark.usefixtures("fake_encoders")
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
-    c = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
-    c.add_node(**loopback)
-    c.wait_for_nodes()
+    for attempt in range(2):
+        # Ray gives a raylet 30 s (hard-coded) to register; on a busy 2-core machine the first
+        # start can miss that, which says nothing about xmr: start the cluster once more
+        c = Cluster(initialize_head=False)
+        try:
+            c.add_node(**loopback, include_dashboard=False)
+            c.add_node(**loopback)
+            c.wait_for_nodes()
+            break
+        except Exception as exc:
+            c.shutdown()
+            if attempt or "timed out during startup" not in str(exc):
+                raise
     yield c
     c.shutdown()
 

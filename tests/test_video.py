@@ -231,8 +231,8 @@ def test_a_video_is_a_query_with_its_frames_and_its_sound(home: Path, library: P
 def test_table_shows_the_time_and_all_segments_lists_the_rest(home: Path, library: Path, tmp_path: Path) -> None:
     spec = VIDEOS["h264_aac.mp4"]
     still = _still(library / "h264_aac.mp4", 5.0, tmp_path / "still.png")
-    from xmr.cli import _where
     from xmr.query import QueryPart
+    from xmr.render import where_cell as _where  # the table's "where" cell
     from xmr.search import SearchOptions, search
 
     found = search([QueryPart("image", str(still))], options=SearchOptions(k=1, types=["video"], all_segments=True))
