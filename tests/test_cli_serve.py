@@ -125,7 +125,7 @@ def test_the_client_path_imports_neither_torch_nor_numpy(server: Server, media: 
         "import sys\n"
         "from xmr.cli import main\n"
         "try:\n"
-        "    main(['search', 'bread', '--json', '--explain', '--image', sys.argv[1]])\n"
+        "    main(['search', 'bread', '--json', '--explain', '--semantic-only', '--image', sys.argv[1]])\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
         "heavy = sorted(m for m in ('torch', 'numpy', 'open_clip', 'laion_clap', 'sqlite3') if m in sys.modules)\n"
