@@ -1,4 +1,4 @@
-"""The vectors as :class:`xmr.vectorstore.VectorSource`: counts, batches, ANN state rows."""
+"""The vectors as :class:`xmr.store.source.VectorSource`: counts, batches, ANN state rows."""
 
 from __future__ import annotations
 

@@ -210,11 +210,6 @@ class HnswStore:
                 return why
             return "an unfinished write left a temporary file" if self.file.temp_files() else ""
 
-    def cheap_problem(self) -> str:
-        """What is wrong with the ANN file that costs nothing to see (size, header, state row), or ""."""
-        with self._mutex:
-            return self.file.cheap_problem()
-
     def verify(self) -> str:
         """Full check of the ANN file against its state row: "" when sound, else what is wrong.
 
