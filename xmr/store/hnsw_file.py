@@ -28,7 +28,6 @@ import secrets
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,8 @@ def index_file_name(space: str, model_id: str) -> str:
 
 
 def hnswlib_version() -> str:
+    from importlib import metadata  # only when a file is written: a search need not import it
+
     try:
         return metadata.version("hnswlib")
     except metadata.PackageNotFoundError:  # pragma: no cover
