@@ -117,16 +117,17 @@ def test_min_score_does_not_grow_the_fetch_towards_n(tmp_path: Path, monkeypatch
     for i in range(30):
         make_text(root / f"t{i}.txt", i, words=3000)
     index([root], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
-    from xmr import search as search_mod
+    from xmr.retrieval.groups import GroupSearch
 
     fetched: list[int] = []
-    orig = search_mod._Search._group_hits
+
+    orig = GroupSearch.hits
 
     def spy(self, plan, k_fetch):
         fetched.append(k_fetch)
         return orig(self, plan, k_fetch)
 
-    monkeypatch.setattr(search_mod._Search, "_group_hits", spy)
+    monkeypatch.setattr(GroupSearch, "hits", spy)
     k = 40  # more than there are files
     full = _search("unrelated words here", k=k)
     assert len(full.results) == 30
