@@ -60,7 +60,7 @@ def make_collection(
         u = rng.random()
         if label is not None and u < named:
             stem = f"{label}-{n:04d}"
-        elif u < named + misnamed:
+        elif u < (named if label is not None else 0.0) + misnamed:
             other = [lab for lab in LABELS if lab != label]
             stem = f"{other[int(rng.integers(len(other)))]}-{n:04d}"
         else:
