@@ -13,7 +13,7 @@ from eval_encoders import LABELS, make_labelled_collection, write_labels_csv
 
 from xmr.errors import MediaError, PathNotFound, UsageError
 from xmr.evaluate import EvalOptions, evaluate
-from xmr.evaluate.compare import compare_reports
+from xmr.evaluate.compare import compare_reports, flatten
 from xmr.evaluate.labels import read_labels_csv
 
 ALL_TASKS = {
@@ -214,3 +214,13 @@ def test_fusion_report_compares_the_rankings_on_text_queries(
     assert merged["semantic"]["ndcg@10"] < 0.9  # the noise leaves room to improve
     assert merged["calibrated_sum"]["ndcg@10"] > merged["semantic"]["ndcg@10"]
     assert merged["calibrated_sum"]["mrr"] >= merged["semantic"]["mrr"]
+
+
+def test_compare_reads_the_fusion_rankings() -> None:
+    ranking = {"recall@1": 0.5, "recall@5": 1.0, "recall@10": 1.0, "mrr": 0.75, "ndcg@10": 0.6}
+    fusion = {"semantic": {**ranking, "mrr": 0.4}, "keyword": ranking, "calibrated_sum": {**ranking, "mrr": 0.9}}
+    task = {"task": "label->all", "metrics": {"mrr": 0.4}, "fusion": {**fusion, "rrf": ranking}}
+    flat = flatten({"tasks": [task, {"task": "image->image", "metrics": {"mrr": 1.0}}]})
+    assert flat["label->all calibrated_sum mrr"] == 0.9 and flat["label->all rrf ndcg@10"] == 0.6
+    assert flat["label->all mrr"] == 0.4 and not any("semantic" in k for k in flat)  # not counted twice
+    assert not any(k.startswith("image->image ") and k != "image->image mrr" for k in flat)
