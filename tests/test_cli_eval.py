@@ -11,9 +11,11 @@ from pathlib import Path
 import jsonschema
 from cli_helpers import invoke
 from PIL import Image
+from rich.console import Console
 from test_eval import collection, label_encoders  # noqa: F401  (fixtures)
 
 from xmr.errors import ExitCode
+from xmr.evaluate.report import render_report
 
 SCHEMA = json.loads(resources.files("xmr").joinpath("data/eval.schema.json").read_text())
 SECTIONS = ("quality", "latency (ms per query)", "calibration", "resources")
@@ -36,7 +38,25 @@ def test_json_validates_and_plot_is_a_png(collection: tuple[Path, dict], tmp_pat
     assert data["schema"] == "xmr-eval/1" and data["plot"] == str(png)
     assert {m["space"] for m in data["models"]} == {"clip", "clap"}
     assert all(m["precision"] == "fp32" for m in data["models"])
+    assert data["settings"]["fusion"] is False and not any("fusion" in t for t in data["tasks"])
     _check_png(png)
+
+
+def test_fusion_report_validates_and_prints_its_table(collection: tuple[Path, dict]) -> None:  # noqa: F811
+    root, _ = collection
+    res = invoke("eval", str(root), "--fusion", "--json", "--max-queries", "3", "--workers", "0")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(data)
+    assert sorted(t["task"] for t in data["tasks"] if "fusion" in t) == [
+        "label->all", "label->audio", "label->image", "label->text",
+    ]  # fmt: skip
+    console = Console(width=160, record=True)
+    console.print(render_report(data))
+    text = console.export_text()
+    assert "keyword + semantic fusion" in text
+    for name in ("semantic only", "keyword only", "calibrated sum (in use)", "RRF (k=60)"):
+        assert text.count(name) == 4, name  # one row per text-query task
 
 
 def test_table_prints_every_section(collection: tuple[Path, dict]) -> None:  # noqa: F811

@@ -13,7 +13,7 @@ from eval_encoders import LABELS, make_labelled_collection, write_labels_csv
 
 from xmr.errors import MediaError, PathNotFound, UsageError
 from xmr.evaluate import EvalOptions, evaluate
-from xmr.evaluate.compare import compare_reports
+from xmr.evaluate.compare import compare_reports, flatten
 from xmr.evaluate.labels import read_labels_csv
 
 ALL_TASKS = {
@@ -188,3 +188,39 @@ def test_compare_flags_a_planted_regression_and_passes_an_identical_pair(
     (tmp_path / "x.json").write_text('{"schema": "xmr-search/1"}')
     with pytest.raises(MediaError, match="not an xmr eval report"):
         compare_reports(a, tmp_path / "x.json")
+
+
+def test_fusion_report_compares_the_rankings_on_text_queries(
+    collection: tuple[Path, dict[Path, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fusion on a collection whose folder names are the labels: the keyword index alone finds
+    exactly the relevant files for every label query (each is in the folder named by the query's
+    word, no other file is), while a noisy encoder leaves the semantic ranking imperfect; so
+    keyword-only is perfect, and the fusion in use beats semantic-only."""
+    root, _ = collection
+    monkeypatch.setenv("EVAL_ENCODER_NOISE", "3.0")
+    report = _eval(root, fusion=True)
+    assert report["settings"]["fusion"] is True
+    tasks = {t["task"]: t for t in report["tasks"]}
+    fused = {name: t["fusion"] for name, t in tasks.items() if "fusion" in t}
+    assert set(fused) == {"label->image", "label->audio", "label->text", "label->all"}  # text queries only
+    for name, f in fused.items():
+        assert list(f) == ["semantic", "keyword", "calibrated_sum", "rrf"], name
+        # the semantic ranking is the task's own: the same numbers, measured twice
+        for metric in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"):
+            assert f["semantic"][metric] == tasks[name]["metrics"][metric], (name, metric)
+        assert f["keyword"]["recall@1"] == 1.0 and f["keyword"]["mrr"] == 1.0, name
+    merged = fused["label->all"]
+    assert merged["semantic"]["ndcg@10"] < 0.9  # the noise leaves room to improve
+    assert merged["calibrated_sum"]["ndcg@10"] > merged["semantic"]["ndcg@10"]
+    assert merged["calibrated_sum"]["mrr"] >= merged["semantic"]["mrr"]
+
+
+def test_compare_reads_the_fusion_rankings() -> None:
+    ranking = {"recall@1": 0.5, "recall@5": 1.0, "recall@10": 1.0, "mrr": 0.75, "ndcg@10": 0.6}
+    fusion = {"semantic": {**ranking, "mrr": 0.4}, "keyword": ranking, "calibrated_sum": {**ranking, "mrr": 0.9}}
+    task = {"task": "label->all", "metrics": {"mrr": 0.4}, "fusion": {**fusion, "rrf": ranking}}
+    flat = flatten({"tasks": [task, {"task": "image->image", "metrics": {"mrr": 1.0}}]})
+    assert flat["label->all calibrated_sum mrr"] == 0.9 and flat["label->all rrf ndcg@10"] == 0.6
+    assert flat["label->all mrr"] == 0.4 and not any("semantic" in k for k in flat)  # not counted twice
+    assert not any(k.startswith("image->image ") and k != "image->image mrr" for k in flat)

@@ -650,6 +650,13 @@ def eval_cmd(
         int, typer.Option("--max-queries", min=0, help="At most this many queries per task (a fixed sample; 0: all).")
     ] = 200,
     bins: Annotated[int, typer.Option("--bins", min=1, help="Calibration bins (ECE, reliability diagram).")] = 10,
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            "--fusion",
+            help="Also rank the label queries by keyword only, the keyword + semantic fusion in use, and RRF.",
+        ),
+    ] = False,
     compare: Annotated[
         tuple[Path, Path] | None,
         typer.Option("--compare", metavar="A.json B.json", help="Compare two saved --json reports instead."),
@@ -706,6 +713,7 @@ def eval_cmd(
         max_queries=max_queries or None,
         workers=workers,
         plot=str(plot) if plot else None,
+        fusion=fusion,
     )
     settings = _settings(device, clip_model, clap_model, batch_size)
     with _RichProgress(quiet) as progress:

@@ -1,7 +1,8 @@
 """Keyword + semantic fusion: one ranked list from the calibrated semantic scores and the
 keyword index's bm25 ranking.
 
-Two ways were measured (benchmarks/fusion.py, docs/metadata.md):
+Two ways were measured, on simulated scores (benchmarks/fusion.py) and through ``xmr eval
+--fusion`` on a generated collection (benchmarks/fusion_eval.py); figures in docs/metadata.md:
 
 * reciprocal-rank fusion (RRF): ``1/(RRF_K + semantic rank) + 1/(RRF_K + keyword rank)``;
 * a calibrated keyword score added to the semantic one: the keyword match's bm25 relative to
@@ -9,7 +10,7 @@ Two ways were measured (benchmarks/fusion.py, docs/metadata.md):
   calibrated, z-like scale), added to the file's semantic score (its negative part dropped: a
   name match is not evidence against a file).
 
-xmr uses the calibrated sum (``fuse``): it ranked better on the constructed set, keeps the
+xmr uses the calibrated sum (``fuse``): it ranked better on both sets in all but a few figures, keeps the
 score on the semantic scale (so ``--min-score`` and the scores shown keep their meaning), and a
 file matched both ways scores the sum of its two parts, above one matched by either alone at
 the same strength.
@@ -42,7 +43,8 @@ def fuse(semantic: Mapping[str, float], keyword: Mapping[str, float]) -> dict[st
 
 
 def fuse_rrf(semantic: Mapping[str, float], keyword: Mapping[str, float]) -> dict[str, float]:
-    """Reciprocal-rank fusion of the two lists (kept for the comparison in benchmarks/fusion.py)."""
+    """Reciprocal-rank fusion of the two lists (kept for the comparison: benchmarks/fusion.py,
+    ``xmr eval --fusion``)."""
     out: dict[str, float] = {}
     for scores in (semantic, keyword):
         for rank, path in enumerate(sorted(scores, key=lambda p: -scores[p]), 1):

@@ -56,6 +56,11 @@ def flatten(report: dict[str, Any]) -> dict[str, float]:
     for t in report.get("tasks", []):
         for m, v in t.get("metrics", {}).items():
             put(f"{t['task']} {m}", v)
+        # --fusion: the rankings beside the task's own (its semantic one is "metrics" above)
+        for method, values in (t.get("fusion") or {}).items():
+            if method != "semantic":
+                for m, v in values.items():
+                    put(f"{t['task']} {method} {m}", v)
         put(f"{t['task']} ece", t.get("calibration", {}).get("ece"))
         for part in ("embed", "search"):
             for q in ("p50", "p95"):

@@ -12,6 +12,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from xmr.fusion import RRF_K
 from xmr.units import human_bytes
 
 SECTIONS = ("collection", "quality", "latency", "calibration", "resources")
@@ -70,12 +71,37 @@ def render_report(data: dict[str, Any]) -> Group:
     resources.add_row("indexing rate", f"{rate} ({ix['files_embedded']} files, {ix['segments']} segments "
                       f"in {ix['elapsed_s']:.1f} s; {ix['unchanged']} unchanged)")  # fmt: skip
     parts: list[Any] = [*head, Text(""), quality, Text(""), latency, Text(""), calib, Text(""), resources]
+    fusion = _fusion_table(data["tasks"])
+    if fusion is not None:
+        parts += [Text(""), fusion]
     if data["skipped"]:
         parts.append(Text(""))
         parts.extend(Text(f"skipped {s['task']}: {s['reason']}") for s in data["skipped"])
     if data.get("plot"):
         parts.append(Text(f"reliability diagram: {data['plot']}"))
     return Group(*parts)
+
+
+FUSION_NAMES = {
+    "semantic": "semantic only",
+    "keyword": "keyword only",
+    "calibrated_sum": "calibrated sum (in use)",
+    "rrf": f"RRF (k={RRF_K})",
+}
+
+
+def _fusion_table(tasks: list[dict[str, Any]]) -> Table | None:
+    """--fusion: each text-query task's rankings side by side (None when not measured)."""
+    rows = [t for t in tasks if t.get("fusion")]
+    if not rows:
+        return None
+    table = _table("keyword + semantic fusion", "task", "ranking", "R@1", "R@5", "R@10", "MRR", "nDCG@10")
+    for t in rows:
+        for i, (method, m) in enumerate(t["fusion"].items()):
+            name = FUSION_NAMES.get(method, method)
+            table.add_row(t["task"] if i == 0 else "", name,
+                          *(_f(m[k]) for k in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")))  # fmt: skip
+    return table
 
 
 def render_comparison(data: dict[str, Any]) -> Group:

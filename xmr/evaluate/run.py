@@ -18,6 +18,11 @@ how well the calibrated score predicts relevance. The score is a z-like number
 the expected calibration error and the reliability diagram, and the lowest
 score at which precision reaches the target (0.9) is what ``--min-score``
 should be set to.
+
+With ``fusion`` (``xmr eval --fusion``) each text-query task (``label->M``, ``label->all``)
+is also ranked by the keyword index alone, by the keyword + semantic fusion ``xmr search``
+uses (the calibrated sum, :mod:`xmr.fusion`) and by reciprocal-rank fusion of the same two
+lists, so the fusion in use is measured against the alternative on the user's own data.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ ITEM_PAIRS = (
 BRIDGED = {("image", "audio"), ("audio", "image")}
 QUALITY = ("recall@1", "recall@5", "recall@10", "mrr", "map", "ndcg@10")
 CHANCE = ("recall@1", "recall@5", "recall@10", "mrr", "map")
+# --fusion: the rankings compared, in report order (calibrated_sum is what xmr search uses),
+# on the tasks whose queries are text (the keyword side reads a query's words)
+FUSION_METHODS = ("semantic", "keyword", "calibrated_sum", "rrf")
+FUSION_METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")
+FUSED_KINDS = ("label", "merged")
 
 
 @dataclass
@@ -73,6 +83,7 @@ class EvalOptions:
     max_queries: int | None = 200  # per task, a deterministic sample beyond this (None: all)
     workers: int | None = None  # indexing
     plot: str | None = None  # write the reliability diagram (PNG) here
+    fusion: bool = False  # also measure keyword-only, the calibrated sum and RRF on text-query tasks
 
 
 @dataclass
@@ -107,9 +118,10 @@ class TaskResult:
     chance: dict[str, float]  # what a random ranking of the same candidates scores
     latency_ms: dict[str, dict[str, float | None]]
     calibration: dict[str, Any]
+    fusion: dict[str, dict[str, float]] | None = None  # method -> metrics (--fusion, text queries)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "task": self.name,
             "kind": self.kind,
             "source": self.source,
@@ -122,6 +134,9 @@ class TaskResult:
             "latency_ms": self.latency_ms,
             "calibration": self.calibration,
         }
+        if self.fusion is not None:
+            out["fusion"] = {m: {k: round(v, 6) for k, v in vals.items()} for m, vals in self.fusion.items()}
+        return out
 
 
 @dataclass
@@ -203,6 +218,7 @@ def evaluate(
             "bins": options.bins,
             "target_precision": options.target_precision,
             "max_queries": options.max_queries,
+            "fusion": options.fusion,
         },
         tasks=[r[0] for r in results],
         skipped=skipped,
@@ -337,11 +353,12 @@ def _run_task(
 ) -> tuple[TaskResult, _Pairs, list[tuple[float, float]]]:
     from xmr.search import SearchOptions, search
 
-    def run(q: _Query) -> Any:
+    def run(q: _Query, match: str = "semantic") -> Any:
         # one more than the depth when the query's own file is to be dropped
         k = options.depth + (1 if q.exclude else 0)
-        # the encoders' retrieval, as xmr-eval/1 has always measured it (no keyword fusion)
-        opts = SearchOptions(k=k, types=task.types, under=[root], match="semantic")
+        # the task metrics are the encoders' retrieval, as xmr-eval/1 has always measured it
+        # (no keyword fusion); --fusion adds the other rankings beside them
+        opts = SearchOptions(k=k, types=task.types, under=[root], match=match)
         return search(q.parts, index_dir=idx, settings=settings, options=opts, notify=progress.warn)
 
     progress.phase(f"evaluating {task.name}", len(task.queries))
@@ -349,6 +366,9 @@ def _run_task(
     chance: dict[str, list[float]] = {m: [] for m in CHANCE}
     pairs = _Pairs()
     timings: list[tuple[float, float]] = []
+    fused: dict[str, dict[str, list[float]]] | None = None
+    if options.fusion and task.kind in FUSED_KINDS:
+        fused = {m: {k: [] for k in FUSION_METRICS} for m in FUSION_METHODS}
     failed = 0
     for i, q in enumerate(task.queries):
         try:
@@ -378,6 +398,9 @@ def _run_task(
         chance["map"].append(metrics.chance_average_precision(n, r, options.depth))
         pairs.scores.extend(scores)
         pairs.relevant.extend(rel)
+        if fused is not None:
+            for method, paths in _fusion_rankings(q, ranked, run, options.depth).items():
+                _add_fusion_metrics(fused[method], paths, q)
         progress.advance()
     result = TaskResult(
         name=task.name,
@@ -391,8 +414,44 @@ def _run_task(
         chance={m: float(np.mean(v)) if v else 0.0 for m, v in chance.items()},
         latency_ms=_latency(timings),
         calibration=_calibration([pairs], options),
+        fusion=None if fused is None else {m: _means(v) for m, v in fused.items()},
     )
     return result, pairs, timings
+
+
+def _means(values: dict[str, list[float]]) -> dict[str, float]:
+    return {m: float(np.mean(v)) if v else 0.0 for m, v in values.items()}
+
+
+def _fusion_rankings(q: _Query, semantic: Sequence[Any], run: Any, depth: int) -> dict[str, list[str]]:
+    """The paths each FUSION_METHODS ranking puts first, for one query whose semantic results
+    (``semantic``, the query's own file dropped) are already known."""
+    from xmr import fusion
+
+    def ranked(scores: dict[str, float]) -> list[str]:
+        return sorted(scores, key=lambda p: (-scores[p], p))[:depth]
+
+    # the keyword side alone: the keyword index's matches, scored as the fusion scores them
+    keyword = {r.path: r.score for r in run(q, "keyword").results if r.path != q.exclude}
+    both = [r.path for r in run(q, "both").results if r.path != q.exclude][:depth]
+    rrf = fusion.fuse_rrf({r.path: r.score for r in semantic}, keyword)
+    return {
+        "semantic": [r.path for r in semantic],
+        "keyword": ranked(keyword),
+        "calibrated_sum": both,
+        "rrf": ranked(rrf),
+    }
+
+
+def _add_fusion_metrics(values: dict[str, list[float]], paths: list[str], q: _Query) -> None:
+    rel = [p in q.relevant for p in paths]
+    gains = [q.relevant.get(p, 0.0) for p in paths]
+    for k in RECALL_KS:
+        values[f"recall@{k}"].append(metrics.recall_at_k(rel, k))
+    values["mrr"].append(metrics.reciprocal_rank(rel))
+    # the list's order is the ranking: descending stand-in scores keep it
+    order = [-float(i) for i in range(len(paths))]
+    values["ndcg@10"].append(metrics.ndcg_at_k(gains, order, NDCG_K, ideal_gains=list(q.relevant.values())))
 
 
 def _latency(timings: Sequence[tuple[float, float]]) -> dict[str, dict[str, float | None]]:
