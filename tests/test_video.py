@@ -377,3 +377,53 @@ def test_the_server_takes_a_video_upload_and_serves_the_matching_frame(home: Pat
         assert part.status == 206 and len(part.body) == 100 and part.headers["content-type"] == "video/webm"
         bad = server.request("GET", best["urls"]["thumb"] + "x", token=False)
         assert bad.status in (400, 403)
+
+
+@pytest.mark.parametrize(
+    ("n", "window_s", "hop_s", "end_at"),
+    [
+        (0, 10.0, 10.0, None),
+        (3_000, 10.0, 10.0, None),  # shorter than a window: repeat-padded
+        (48_000, 1.0, 1.0, None),  # exactly one window
+        (48_000 + 300, 1.0, 1.0, None),  # a rounding remainder within the tolerance
+        (250_000, 1.0, 1.0, None),  # an end-aligned tail
+        (250_000, 1.0, 0.25, None),  # overlapping windows
+        (250_000, 1.0, 1.0, 240_000),  # the padding past the picture's end is cut
+        (250_000, 1.0, 1.0, 200_000),  # too much past it to be padding: kept
+    ],
+)
+def test_streamed_windows_equal_the_windows_of_the_whole_track(
+    n: int, window_s: float, hop_s: float, end_at: int | None
+) -> None:
+    from xmr.preprocess.audio import windows
+    from xmr.preprocess.video import stream_windows
+
+    rng = np.random.default_rng(n)
+    signal = rng.standard_normal(n).astype(np.float32)
+    cuts = np.sort(rng.integers(0, max(n, 1), 60))
+    chunks = [c for c in np.split(signal, cuts) if len(c)]
+    got = stream_windows(iter(chunks), window_s=window_s, hop_s=hop_s, end_at=end_at, end_slack=24_000)
+    whole = signal[:end_at] if end_at is not None and 0 < n - end_at < 24_000 else signal
+    want = windows(whole, window_s=window_s, hop_s=hop_s, sample_rate=AUDIO_RATE)
+    if n == 0:
+        assert got is None
+        return
+    assert got is not None and len(got) == len(want) >= 1
+    for g, w in zip(got, want, strict=True):
+        assert (g.start_s, g.end_s) == (w.start_s, w.end_s)
+        np.testing.assert_array_equal(g.samples, w.samples)
+
+
+def test_the_soundtrack_is_windowed_as_it_is_decoded(library: Path) -> None:
+    from xmr.preprocess.audio import windows
+    from xmr.preprocess.video import soundtrack, soundtrack_windows
+
+    video = library / "h264_aac.mp4"
+    whole = soundtrack(str(video))
+    assert whole is not None and abs(len(whole) / AUDIO_RATE - 20.0) < 0.1
+    got = soundtrack_windows(str(video), window_s=10.0, hop_s=10.0, picture_end_s=20.0)
+    want = windows(whole[: 20 * AUDIO_RATE] if len(whole) > 20 * AUDIO_RATE else whole, window_s=10.0, hop_s=10.0)
+    assert got is not None and [(w.start_s, w.end_s) for w in got] == [(0.0, 10.0), (10.0, 20.0)]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.samples, w.samples)
+    assert soundtrack_windows(str(library / "silent.mp4"), window_s=10.0, hop_s=10.0) is None
