@@ -284,9 +284,12 @@ def _laion_model_module() -> types.ModuleType:
         return module
 
 
-def build_clap_model(amodel: str = "HTSAT-tiny", enable_fusion: bool = False, fusion_type: str = "None") -> Any:
+def build_clap_model(
+    amodel: str = "HTSAT-tiny", enable_fusion: bool = False, fusion_type: str = "None", *, init: bool = True
+) -> Any:
     """laion-clap's ``CLAP`` with random weights, as ``factory.create_model``
-    builds it for ``tmodel='roberta'`` (no downloads)."""
+    builds it for ``tmodel='roberta'`` (no downloads). ``init=False``: the weights are
+    left uninitialised, for a strict ``load_weights`` to fill (drawing them costs 3-4 s)."""
     module = _laion_model_module()
     cfg_path = Path(module._xmr_root) / "clap_module" / "model_configs" / f"{amodel}.json"
     if not cfg_path.is_file():
@@ -295,8 +298,33 @@ def build_clap_model(amodel: str = "HTSAT-tiny", enable_fusion: bool = False, fu
     cfg["text_cfg"]["model_type"] = "roberta"
     cfg["enable_fusion"] = enable_fusion
     cfg["fusion_type"] = fusion_type
-    with _quiet():
+    weights = contextlib.nullcontext() if init else _no_random_init()
+    with _quiet(), weights:
         return module.CLAP(**cfg)
+
+
+_RANDOM_INIT = ("uniform_", "normal_", "erfinv_")  # what nn.init and laion-clap's own initialisers draw with
+
+
+@contextlib.contextmanager
+def _no_random_init() -> Iterator[None]:
+    """Random initialisation as a no-op while a model whose every tensor a strict load then
+    overwrites is built. Patches torch.Tensor for the duration, under the import lock."""
+    import torch
+
+    with _import_lock:
+        saved = {name: getattr(torch.Tensor, name) for name in _RANDOM_INIT}
+        try:
+            for name in _RANDOM_INIT:
+                setattr(torch.Tensor, name, _unchanged)
+            yield
+        finally:
+            for name, method in saved.items():
+                setattr(torch.Tensor, name, method)
+
+
+def _unchanged(self: Any, *args: Any, **kwargs: Any) -> Any:
+    return self
 
 
 @dataclass(frozen=True)
@@ -496,7 +524,7 @@ class ClapEncoder:
             want = f"{expect_amodel or arch.amodel} ({'fusion' if fusion else 'non-fusion'})"
             what = f"{ck.name} should be" if ck.name else "expected"
             raise ModelError(f"checkpoint is {arch.describe()} but {what} {want}", path=ck.path)
-        model = build_clap_model(arch.amodel, arch.enable_fusion, arch.fusion_type)
+        model = build_clap_model(arch.amodel, arch.enable_fusion, arch.fusion_type, init=False)
         load_weights(model, sd, path=ck.path)
         del sd
         model.eval()
