@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from xmr.media.base import AUDIO_SEGMENT, IMAGE_SEGMENT, DecodeContext, Decoded, MediaKind
+from xmr.media.meta import video_metadata
 
 VIDEO = "video"
 VIDEO_EXTENSIONS = frozenset(".mp4 .m4v .mov .qt .3gp .3g2 .mkv .webm .avi .ts .mts .m2ts .mpg .mpeg .vob .ogv".split())
@@ -138,4 +139,5 @@ VIDEO_KIND = MediaKind(
     previews=("thumb",),
     thumbnail=video_thumbnail,
     extra={"timed": True},
+    metadata=video_metadata,
 )
