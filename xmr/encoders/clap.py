@@ -311,20 +311,40 @@ def _no_random_init() -> Iterator[None]:
     """Random initialisation as a no-op while a model whose every tensor a strict load then
     overwrites is built. Patches torch.Tensor for the duration, under the import lock."""
     import torch
+    import torchlibrosa.stft as tl
 
     with _import_lock:
         saved = {name: getattr(torch.Tensor, name) for name in _RANDOM_INIT}
+        # torchlibrosa's STFT and mel weights (parameters: the load fills them too) are computed
+        # with librosa, whose first use loads numba and scipy.signal: 2 s of CPU for nothing
+        librosa, dft = tl.librosa, tl.DFTBase.dft_matrix
         try:
             for name in _RANDOM_INIT:
                 setattr(torch.Tensor, name, _unchanged)
+            tl.librosa, tl.DFTBase.dft_matrix = _NO_LIBROSA, _zero_dft
             yield
         finally:
             for name, method in saved.items():
                 setattr(torch.Tensor, name, method)
+            tl.librosa, tl.DFTBase.dft_matrix = librosa, dft
 
 
 def _unchanged(self: Any, *args: Any, **kwargs: Any) -> Any:
     return self
+
+
+def _zero_dft(self: Any, n: int) -> np.ndarray:
+    return np.zeros((n, n), np.complex64)
+
+
+# the librosa calls torchlibrosa's Spectrogram and LogmelFilterBank make, answered with zeros
+_NO_LIBROSA = types.SimpleNamespace(
+    filters=types.SimpleNamespace(
+        get_window=lambda window, n, fftbins=True: np.zeros(n),
+        mel=lambda sr, n_fft, n_mels, fmin, fmax, **kw: np.zeros((n_mels, n_fft // 2 + 1)),
+    ),
+    util=types.SimpleNamespace(pad_center=lambda x, size, **kw: np.zeros(size)),
+)
 
 
 @dataclass(frozen=True)
@@ -429,8 +449,13 @@ def load_weights(model: Any, state_dict: dict[str, Any], *, path: str | Path | N
                 more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
                 parts.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
         raise ModelError(f"checkpoint does not fit the CLAP architecture: {'; '.join(parts)}", path=path)
+    for k, v in sd.items():  # assign takes the tensors as they are: in the model's dtypes
+        if v.dtype != own[k].dtype:
+            sd[k] = v.to(own[k].dtype)
     try:
-        model.load_state_dict(sd, strict=True)
+        # assign: the model takes the checkpoint's (memory-mapped) tensors instead of copying them
+        # into its own, so the weights are never held twice (the peak RSS of loading: -1.1 GB)
+        model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelError(f"cannot load checkpoint: {_first_line(exc)}", path=path) from exc
 
