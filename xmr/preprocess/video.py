@@ -343,6 +343,28 @@ def _soundtrack_chunks(c: Any, path: str, deadline: _Deadline) -> Iterator[np.nd
     """The first audio track of open container ``c``: quantised float32 mono chunks at
     48 kHz on the video's clock (leading silence added when the sound starts late, encoder
     priming before the video's start removed). Nothing when there is no audio track."""
+    pending: list[np.ndarray] = []
+    n = 0
+    # checked and quantised a second at a time: per decoded frame (1,024 samples) NumPy's
+    # call overhead would cost more than the work
+    for x in _mono_chunks(c, path, deadline):
+        pending.append(x)
+        n += len(x)
+        if n >= AUDIO_RATE:
+            yield _quantised(pending, path)
+            pending, n = [], 0
+    if pending:
+        yield _quantised(pending, path)
+
+
+def _quantised(parts: list[np.ndarray], path: str) -> np.ndarray:
+    x = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if not np.all(np.isfinite(x)):
+        raise MediaError("cannot decode the audio track: samples are not finite", path=path)
+    return np.ascontiguousarray(quantize(x), dtype=np.float32)
+
+
+def _mono_chunks(c: Any, path: str, deadline: _Deadline) -> Iterator[np.ndarray]:
     import av
 
     if not c.streams.audio:
@@ -361,11 +383,8 @@ def _soundtrack_chunks(c: Any, path: str, deadline: _Deadline) -> Iterator[np.nd
             if skip:
                 cut = min(skip, len(x))
                 x, skip = x[cut:], skip - cut
-            if len(x) == 0:
-                continue
-            if not np.all(np.isfinite(x)):
-                raise MediaError("cannot decode the audio track: samples are not finite", path=path)
-            yield np.ascontiguousarray(quantize(x), dtype=np.float32)
+            if len(x):
+                yield x
 
     try:
         for packet in c.demux(a):
