@@ -377,3 +377,143 @@ def test_the_server_takes_a_video_upload_and_serves_the_matching_frame(home: Pat
         assert part.status == 206 and len(part.body) == 100 and part.headers["content-type"] == "video/webm"
         bad = server.request("GET", best["urls"]["thumb"] + "x", token=False)
         assert bad.status in (400, 403)
+
+
+@pytest.mark.parametrize(
+    ("n", "window_s", "hop_s", "end_at"),
+    [
+        (0, 10.0, 10.0, None),
+        (3_000, 10.0, 10.0, None),  # shorter than a window: repeat-padded
+        (48_000, 1.0, 1.0, None),  # exactly one window
+        (48_000 + 300, 1.0, 1.0, None),  # a rounding remainder within the tolerance
+        (250_000, 1.0, 1.0, None),  # an end-aligned tail
+        (250_000, 1.0, 0.25, None),  # overlapping windows
+        (250_000, 1.0, 1.0, 240_000),  # the padding past the picture's end is cut
+        (250_000, 1.0, 1.0, 200_000),  # too much past it to be padding: kept
+    ],
+)
+def test_streamed_windows_equal_the_windows_of_the_whole_track(
+    n: int, window_s: float, hop_s: float, end_at: int | None
+) -> None:
+    from xmr.preprocess.audio import windows
+    from xmr.preprocess.video import stream_windows
+
+    rng = np.random.default_rng(n)
+    signal = rng.standard_normal(n).astype(np.float32)
+    cuts = np.sort(rng.integers(0, max(n, 1), 60))
+    chunks = [c for c in np.split(signal, cuts) if len(c)]
+    got = stream_windows(iter(chunks), window_s=window_s, hop_s=hop_s, end_at=end_at, end_slack=24_000)
+    whole = signal[:end_at] if end_at is not None and 0 < n - end_at < 24_000 else signal
+    want = windows(whole, window_s=window_s, hop_s=hop_s, sample_rate=AUDIO_RATE)
+    if n == 0:
+        assert got is None
+        return
+    assert got is not None and len(got) == len(want) >= 1
+    for g, w in zip(got, want, strict=True):
+        assert (g.start_s, g.end_s) == (w.start_s, w.end_s)
+        np.testing.assert_array_equal(g.samples, w.samples)
+
+
+def test_the_soundtrack_is_windowed_as_it_is_decoded(library: Path) -> None:
+    from xmr.preprocess.audio import windows
+    from xmr.preprocess.video import soundtrack, soundtrack_windows
+
+    video = library / "h264_aac.mp4"
+    whole = soundtrack(str(video))
+    assert whole is not None and abs(len(whole) / AUDIO_RATE - 20.0) < 0.1
+    got = soundtrack_windows(str(video), window_s=10.0, hop_s=10.0, picture_end_s=20.0)
+    want = windows(whole[: 20 * AUDIO_RATE] if len(whole) > 20 * AUDIO_RATE else whole, window_s=10.0, hop_s=10.0)
+    assert got is not None and [(w.start_s, w.end_s) for w in got] == [(0.0, 10.0), (10.0, 20.0)]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.samples, w.samples)
+    assert soundtrack_windows(str(library / "silent.mp4"), window_s=10.0, hop_s=10.0) is None
+
+
+def _tagged_video(path: Path, fmt: str, tags: dict[str, str], shade: int, options: dict | None = None) -> Path:
+    """A 1 s 64x48 video whose container carries ``tags`` (PyAV writes them as FFmpeg does)."""
+    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
+        out.metadata.update(tags)
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), shade, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+    return path
+
+
+def _tagged_videos(root: Path) -> dict[str, Path]:
+    import os
+    from datetime import datetime
+
+    root.mkdir(parents=True, exist_ok=True)
+    vids = {
+        # MP4's creation time (UTC) and a location atom, as FFmpeg and Android write them
+        "may01.mp4": _tagged_video(
+            root / "may01.mp4",
+            "mp4",
+            {"creation_time": "2024-05-01T08:00:00.000000Z", "location": "+52.3702+004.8952/"},
+            40,
+        ),
+        # an iPhone's: the local time with its offset, the place with its altitude (mdta keys)
+        "may20.mov": _tagged_video(
+            root / "may20.mov",
+            "mov",
+            {
+                "com.apple.quicktime.creationdate": "2024-05-20T23:30:00-0500",
+                "com.apple.quicktime.location.ISO6709": "+40.7128-074.0060+010.000/",
+                "com.apple.quicktime.make": "Apple",
+                "com.apple.quicktime.model": "iPhone 15",
+            },
+            120,
+            {"movflags": "use_metadata_tags"},
+        ),
+        "untagged.mkv": _tagged_video(root / "untagged.mkv", "matroska", {}, 200),
+    }
+    stamp = datetime(2023, 1, 15, 12, 0).timestamp()  # the untagged video's date is its mtime
+    os.utime(vids["untagged.mkv"], (stamp, stamp))
+    return vids
+
+
+def test_video_metadata_reads_the_recording_time_and_place(tmp_path: Path) -> None:
+    from xmr.media.meta import iso6709, video_metadata
+
+    vids = _tagged_videos(tmp_path)
+    assert video_metadata(str(vids["may01.mp4"])) == {
+        "taken_at": "2024-05-01T08:00:00+00:00",
+        "lat": pytest.approx(52.3702),
+        "lon": pytest.approx(4.8952),
+    }
+    iphone = video_metadata(str(vids["may20.mov"]))
+    assert iphone["taken_at"] == "2024-05-21T04:30:00+00:00" and iphone["utc_offset"] == "-05:00"
+    assert (iphone["lat"], iphone["lon"]) == (pytest.approx(40.7128), pytest.approx(-74.006))
+    assert (iphone["camera_make"], iphone["camera_model"]) == ("Apple", "iPhone 15")
+    assert video_metadata(str(vids["untagged.mkv"])) == {}
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom garbage")
+    assert video_metadata(str(tmp_path / "broken.mp4")) == {}
+    # ISO 6709's other forms: degrees and minutes, degrees minutes and seconds; nonsense
+    assert iso6709("+5222.212+00453.712/") == (pytest.approx(52.3702), pytest.approx(4.8952))
+    assert iso6709("-334130.5+0183006.2/") == (
+        pytest.approx(-(33 + 41 / 60 + 30.5 / 3600)),
+        pytest.approx(18.50172, abs=1e-5),
+    )
+    assert iso6709("+95.0000+000.0000/") is None and iso6709("somewhere") is None
+
+
+def test_date_and_place_filters_find_videos(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    _tagged_videos(root)
+    assert invoke("index", str(root), "--workers", "0", "--quiet").exit_code == 0
+
+    def names(*args: str) -> list[str]:
+        res = invoke("search", "a video", "--type", "video", "--json", *args)
+        assert res.exit_code == 0, res.stderr
+        return [Path(r["path"]).name for r in json.loads(res.stdout)["results"]]
+
+    assert set(names("--after", "2024-05-01", "--before", "2024-06-01")) == {"may01.mp4", "may20.mov"}
+    assert set(names("--after", "2024-05-21", "--before", "2025-01-01")) == set()  # 20 May where it was filmed
+    assert set(names("--before", "2023-02-01")) == {"untagged.mkv"}
+    assert names("--near", "52.37,4.9,5") == ["may01.mp4"]
+    assert names("--near", "40.71,-74.0,5") == ["may20.mov"]
+    assert names("--sort", "date") == ["may20.mov", "may01.mp4", "untagged.mkv"]  # newest first

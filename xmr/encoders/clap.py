@@ -284,9 +284,12 @@ def _laion_model_module() -> types.ModuleType:
         return module
 
 
-def build_clap_model(amodel: str = "HTSAT-tiny", enable_fusion: bool = False, fusion_type: str = "None") -> Any:
+def build_clap_model(
+    amodel: str = "HTSAT-tiny", enable_fusion: bool = False, fusion_type: str = "None", *, init: bool = True
+) -> Any:
     """laion-clap's ``CLAP`` with random weights, as ``factory.create_model``
-    builds it for ``tmodel='roberta'`` (no downloads)."""
+    builds it for ``tmodel='roberta'`` (no downloads). ``init=False``: the weights are
+    left uninitialised, for a strict ``load_weights`` to fill (drawing them costs 3-4 s)."""
     module = _laion_model_module()
     cfg_path = Path(module._xmr_root) / "clap_module" / "model_configs" / f"{amodel}.json"
     if not cfg_path.is_file():
@@ -295,8 +298,53 @@ def build_clap_model(amodel: str = "HTSAT-tiny", enable_fusion: bool = False, fu
     cfg["text_cfg"]["model_type"] = "roberta"
     cfg["enable_fusion"] = enable_fusion
     cfg["fusion_type"] = fusion_type
-    with _quiet():
+    weights = contextlib.nullcontext() if init else _no_random_init()
+    with _quiet(), weights:
         return module.CLAP(**cfg)
+
+
+_RANDOM_INIT = ("uniform_", "normal_", "erfinv_")  # what nn.init and laion-clap's own initialisers draw with
+
+
+@contextlib.contextmanager
+def _no_random_init() -> Iterator[None]:
+    """Random initialisation as a no-op while a model whose every tensor a strict load then
+    overwrites is built. Patches torch.Tensor for the duration, under the import lock."""
+    import torch
+    import torchlibrosa.stft as tl
+
+    with _import_lock:
+        saved = {name: getattr(torch.Tensor, name) for name in _RANDOM_INIT}
+        # torchlibrosa's STFT and mel weights (parameters: the load fills them too) are computed
+        # with librosa, whose first use loads numba and scipy.signal: 2 s of CPU for nothing
+        librosa, dft = tl.librosa, tl.DFTBase.dft_matrix
+        try:
+            for name in _RANDOM_INIT:
+                setattr(torch.Tensor, name, _unchanged)
+            tl.librosa, tl.DFTBase.dft_matrix = _NO_LIBROSA, _zero_dft
+            yield
+        finally:
+            for name, method in saved.items():
+                setattr(torch.Tensor, name, method)
+            tl.librosa, tl.DFTBase.dft_matrix = librosa, dft
+
+
+def _unchanged(self: Any, *args: Any, **kwargs: Any) -> Any:
+    return self
+
+
+def _zero_dft(self: Any, n: int) -> np.ndarray:
+    return np.zeros((n, n), np.complex64)
+
+
+# the librosa calls torchlibrosa's Spectrogram and LogmelFilterBank make, answered with zeros
+_NO_LIBROSA = types.SimpleNamespace(
+    filters=types.SimpleNamespace(
+        get_window=lambda window, n, fftbins=True: np.zeros(n),
+        mel=lambda sr, n_fft, n_mels, fmin, fmax, **kw: np.zeros((n_mels, n_fft // 2 + 1)),
+    ),
+    util=types.SimpleNamespace(pad_center=lambda x, size, **kw: np.zeros(size)),
+)
 
 
 @dataclass(frozen=True)
@@ -401,8 +449,13 @@ def load_weights(model: Any, state_dict: dict[str, Any], *, path: str | Path | N
                 more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
                 parts.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
         raise ModelError(f"checkpoint does not fit the CLAP architecture: {'; '.join(parts)}", path=path)
+    for k, v in sd.items():  # assign takes the tensors as they are: in the model's dtypes
+        if v.dtype != own[k].dtype:
+            sd[k] = v.to(own[k].dtype)
     try:
-        model.load_state_dict(sd, strict=True)
+        # assign: the model takes the checkpoint's (memory-mapped) tensors instead of copying them
+        # into its own, so the weights are never held twice (the peak RSS of loading: -1.1 GB)
+        model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelError(f"cannot load checkpoint: {_first_line(exc)}", path=path) from exc
 
@@ -496,7 +549,7 @@ class ClapEncoder:
             want = f"{expect_amodel or arch.amodel} ({'fusion' if fusion else 'non-fusion'})"
             what = f"{ck.name} should be" if ck.name else "expected"
             raise ModelError(f"checkpoint is {arch.describe()} but {what} {want}", path=ck.path)
-        model = build_clap_model(arch.amodel, arch.enable_fusion, arch.fusion_type)
+        model = build_clap_model(arch.amodel, arch.enable_fusion, arch.fusion_type, init=False)
         load_weights(model, sd, path=ck.path)
         del sd
         model.eval()

@@ -21,6 +21,7 @@ from xmr.index.items import DecodeConfig, _Item, _Prepared
 from xmr.sniff import HEAD_BYTES
 
 WORKER_NICE = 10  # added to the decode workers' niceness (os.nice)
+VIDEO_WEIGHT = 8  # a video counts as this many files when choosing between inline and a pool
 
 
 def _init_worker(added_kinds: Sequence[media.MediaKind] = ()) -> None:
@@ -63,12 +64,17 @@ def _decoding_items(work: Sequence[_Item]) -> int:
     101 s inline against 115 s with a worker (2 cores). Such runs prepare inline.
     """
     light = PLAIN_EXTENSIONS | HTML_EXTENSIONS
-    return sum(
-        1
-        for item in work
+    video = media.find("video")
+    videos = video.extensions if video is not None else frozenset()
+    n = 0
+    for item in work:
+        ext = os.path.splitext(item.path)[1].lower()
         # by name even when the modality is known: a PDF is text, but its extraction is work
-        if item.known_modality in ("image", "audio", "video") or os.path.splitext(item.path)[1].lower() not in light
-    )
+        if item.known_modality in ("image", "audio", "video") or ext not in light:
+            # a video is seconds of decoding: worth a worker (which decodes while the models
+            # load) on its own
+            n += VIDEO_WEIGHT if item.known_modality == "video" or ext in videos else 1
+    return n
 
 
 def identify(item: _Item) -> _Prepared:

@@ -172,6 +172,91 @@ def pdf_metadata(path: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+# a video's container tags (lower-cased keys: Matroska writes them in capitals)
+_VIDEO_DATE_KEYS = ("com.apple.quicktime.creationdate", "creation_time", "date_recorded", "date")
+_VIDEO_PLACE_KEYS = ("com.apple.quicktime.location.iso6709", "location", "location-eng")
+_VIDEO_MAKE_KEYS = ("com.apple.quicktime.make", "com.android.manufacturer", "make")
+_VIDEO_MODEL_KEYS = ("com.apple.quicktime.model", "com.android.model", "model")
+_ISO6709_RE = re.compile(r"^([+-])(\d{2,6}(?:\.\d*)?)([+-])(\d{3,7}(?:\.\d*)?)")
+
+
+def iso6709(value: str | None) -> tuple[float, float] | None:
+    """An ISO 6709 point ("+52.3700-004.8950+010.000/"; degrees, or degrees and minutes
+    (+DDMM.M), or degrees, minutes and seconds (+DDMMSS.S)) -> (lat, lon) in degrees."""
+    m = _ISO6709_RE.match((value or "").strip())
+    if not m:
+        return None
+
+    def degrees(sign: str, digits: str, width: int) -> float | None:
+        whole, _, frac = digits.partition(".")
+        frac = "." + (frac or "0")
+        if len(whole) == width:
+            d = float(whole + frac)
+        elif len(whole) == width + 2:
+            d = float(whole[:width]) + float(whole[width:] + frac) / 60.0
+        elif len(whole) == width + 4:
+            minutes, seconds = float(whole[width : width + 2]), float(whole[width + 2 :] + frac)
+            d = float(whole[:width]) + minutes / 60.0 + seconds / 3600.0
+        else:
+            return None
+        return -d if sign == "-" else d
+
+    lat, lon = degrees(m.group(1), m.group(2), 2), degrees(m.group(3), m.group(4), 3)
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return round(lat, 7), round(lon, 7)
+
+
+def video_datetime(value: str | None) -> tuple[str, str | None] | None:
+    """A container date ("2024-05-01T08:00:00.000000Z", Apple's "2024-05-01T10:00:00+0200")
+    -> (UTC ISO, offset or None). A time without an offset is taken as UTC: MP4's creation
+    time is UTC by the standard."""
+    text = (value or "").strip()
+    m = re.match(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?\s*(Z|[+-]\d{2}:?\d{2})?$", text)
+    if not m:
+        return None
+    try:
+        local = datetime(*(int(g) for g in m.groups()[:6]))  # type: ignore[misc]
+    except ValueError:
+        return None
+    if local.year < 1971:  # an unset MP4 time (0: 1904) or a camera clock never set
+        return None
+    tz, off = UTC, None
+    zone = _OFFSET_RE.match(m.group(7) or "")
+    if zone:
+        delta = timedelta(hours=int(zone.group(2)), minutes=int(zone.group(3)))
+        tz = timezone(-delta if zone.group(1) == "-" else delta)
+        off = f"{zone.group(1)}{zone.group(2)}:{zone.group(3)}"
+    return local.replace(tzinfo=tz).astimezone(UTC).isoformat(timespec="seconds"), off
+
+
+def video_metadata(path: str) -> dict[str, Any]:
+    """A video's container tags through PyAV: when it was recorded (with its offset when the
+    phone wrote one), where (ISO 6709), the camera's make and model."""
+    import av
+
+    out: dict[str, Any] = {}
+    with contextlib.suppress(Exception), av.open(path, metadata_errors="ignore") as c:
+        tags = {str(k).lower(): str(v) for k, v in c.metadata.items()}
+        for s in c.streams.video:  # a track's creation time when the container has none
+            for k, v in s.metadata.items():
+                tags.setdefault(str(k).lower(), str(v))
+        for key in _VIDEO_DATE_KEYS:
+            parsed = video_datetime(tags.get(key))
+            if parsed:
+                out["taken_at"], out["utc_offset"] = parsed
+                break
+        for key in _VIDEO_PLACE_KEYS:
+            point = iso6709(tags.get(key))
+            if point:
+                out["lat"], out["lon"] = point
+                break
+        out["camera_make"] = next((_text(tags[k]) for k in _VIDEO_MAKE_KEYS if _text(tags.get(k))), None)
+        out["camera_model"] = next((_text(tags[k]) for k in _VIDEO_MODEL_KEYS if _text(tags.get(k))), None)
+        out["title"] = _text(tags.get("title"))
+    return {k: v for k, v in out.items() if v is not None}
+
+
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 
 

@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from xmr.media.base import AUDIO_SEGMENT, IMAGE_SEGMENT, DecodeContext, Decoded, MediaKind
+from xmr.media.meta import video_metadata
 
 VIDEO = "video"
 VIDEO_EXTENSIONS = frozenset(".mp4 .m4v .mov .qt .3gp .3g2 .mkv .webm .avi .ts .mts .m2ts .mpg .mpeg .vob .ogv".split())
@@ -69,8 +70,7 @@ def _mpeg_ts(h: bytes) -> bool:
 
 
 def decode_video(path: str, ctx: DecodeContext) -> Decoded:
-    from xmr.preprocess.audio import windows
-    from xmr.preprocess.video import AUDIO_RATE, SampleStats, Sampling, sample_frames, soundtrack
+    from xmr.preprocess.video import SampleStats, Sampling, sample_frames, soundtrack_windows
 
     convert = getattr(ctx.image_preprocessor, "from_pil", None)
     if convert is None and not ctx.query:
@@ -79,13 +79,15 @@ def decode_video(path: str, ctx: DecodeContext) -> Decoded:
     stats = SampleStats()
     # a query decoded for the clap space only needs the sound
     frames = sample_frames(path, sampling, convert, stats) if convert is not None else []
-    audio = soundtrack(path, sampling.deadline_s)
-    if audio is not None and frames:
-        # the encoder's padding past the picture's end (AAC: up to a frame) gets no window of its own
-        end = int(round(frames[-1][1] * AUDIO_RATE))
-        if 0 < len(audio) - end < AUDIO_RATE // 2:
-            audio = audio[:end]
-    wins = [] if audio is None else windows(audio, window_s=ctx.audio_window_s, hop_s=ctx.audio_hop_s)
+    wins = soundtrack_windows(
+        path,
+        window_s=ctx.audio_window_s,
+        hop_s=ctx.audio_hop_s,
+        deadline_s=sampling.deadline_s,
+        picture_end_s=frames[-1][1] if frames else None,
+    )
+    audio = wins is not None
+    wins = wins or []
     return Decoded(
         frames=frames,
         audio_windows=[(w.start_s, w.end_s, w.samples) for w in wins],
@@ -100,7 +102,7 @@ def decode_video(path: str, ctx: DecodeContext) -> Decoded:
             "frames_dropped_as_same": stats.dropped_same,
             "frames_dropped_over_cap": stats.dropped_cap,
             "scene_cuts": stats.scene_cuts,
-            "audio_track": audio is not None,
+            "audio_track": audio,
             "audio_windows": len(wins),
             "notes": stats.notes,
         },
@@ -137,4 +139,5 @@ VIDEO_KIND = MediaKind(
     previews=("thumb",),
     thumbnail=video_thumbnail,
     extra={"timed": True},
+    metadata=video_metadata,
 )

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from xmr.errors import MediaError
+from xmr.preprocess.audio import TAIL_TOLERANCE_S, AudioWindow, quantize, repeat_pad, windows
 
 THUMB_W, THUMB_H = 24, 14
 AUDIO_RATE = 48_000
@@ -304,50 +305,171 @@ def _run(
 
 def soundtrack(path: str, deadline_s: float | None = None) -> np.ndarray | None:
     """The first audio track as float32 mono at 48 kHz on the video's clock (sample 0 at the
-    video's start), int16-quantised like audio files; None when there is no audio track."""
-    import av
+    video's start), int16-quantised like audio files; None when there is no audio track.
+    Holds the whole track: ``soundtrack_windows`` is what indexing uses."""
+    with open_container(path) as c:
+        chunks = list(_soundtrack_chunks(c, path, _Deadline(deadline_s, path)))
+    return np.concatenate(chunks) if chunks else None
 
-    from xmr.preprocess.audio import quantize
 
+def soundtrack_windows(
+    path: str,
+    *,
+    window_s: float,
+    hop_s: float,
+    deadline_s: float | None = None,
+    picture_end_s: float | None = None,
+) -> list[AudioWindow] | None:
+    """The soundtrack cut into windows as audio files are (``xmr.preprocess.audio.windows``),
+    streamed: the track is decoded, resampled and windowed as it goes, so only the windows
+    are held, never the whole track beside them. The encoder's padding past
+    ``picture_end_s`` (less than half a second, e.g. AAC's last frame) gets no window of
+    its own. None when there is no audio track (or it holds no samples)."""
     deadline = _Deadline(deadline_s, path)
+    end_at = None if picture_end_s is None else int(round(picture_end_s * AUDIO_RATE))
     with open_container(path) as c:
         if not c.streams.audio:
             return None
-        a = c.streams.audio[0]
-        vs = [s for s in c.streams.video if not _is_cover_art(s)]
-        t0 = _origin(c, vs[0]) if vs else _origin(c, a)
-        resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE)
-        chunks: list[np.ndarray] = []
-        first: float | None = None
-        try:
-            for packet in c.demux(a):
-                deadline.check()
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue
-                for fr in frames:
-                    if first is None and fr.pts is not None:
-                        first = float(fr.pts * fr.time_base) - t0
-                    for o in resampler.resample(fr):
-                        chunks.append(_mono(o.to_ndarray()))
-            for o in resampler.resample(None):
-                chunks.append(_mono(o.to_ndarray()))
-        except MediaError:
-            raise
-        except Exception as exc:
-            raise MediaError(f"cannot decode the audio track: {_one_line(exc)}", path=path) from None
-    if not chunks:
-        return None
-    audio = np.concatenate(chunks)
-    shift = int(round((first or 0.0) * AUDIO_RATE))
-    if shift > 0:
-        audio = np.concatenate([np.zeros(shift, np.float32), audio])
-    elif shift < 0:
-        audio = audio[-shift:]  # encoder priming before the video starts
-    if not np.all(np.isfinite(audio)):
+        return stream_windows(
+            _soundtrack_chunks(c, path, deadline),
+            window_s=window_s,
+            hop_s=hop_s,
+            end_at=end_at,
+            end_slack=AUDIO_RATE // 2,
+        )
+
+
+def _soundtrack_chunks(c: Any, path: str, deadline: _Deadline) -> Iterator[np.ndarray]:
+    """The first audio track of open container ``c``: quantised float32 mono chunks at
+    48 kHz on the video's clock (leading silence added when the sound starts late, encoder
+    priming before the video's start removed). Nothing when there is no audio track."""
+    pending: list[np.ndarray] = []
+    n = 0
+    # checked and quantised a second at a time: per decoded frame (1,024 samples) NumPy's
+    # call overhead would cost more than the work
+    for x in _mono_chunks(c, path, deadline):
+        pending.append(x)
+        n += len(x)
+        if n >= AUDIO_RATE:
+            yield _quantised(pending, path)
+            pending, n = [], 0
+    if pending:
+        yield _quantised(pending, path)
+
+
+def _quantised(parts: list[np.ndarray], path: str) -> np.ndarray:
+    x = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if not np.all(np.isfinite(x)):
         raise MediaError("cannot decode the audio track: samples are not finite", path=path)
-    return np.ascontiguousarray(quantize(audio), dtype=np.float32)
+    return np.ascontiguousarray(quantize(x), dtype=np.float32)
+
+
+def _mono_chunks(c: Any, path: str, deadline: _Deadline) -> Iterator[np.ndarray]:
+    import av
+
+    if not c.streams.audio:
+        return
+    a = c.streams.audio[0]
+    vs = [s for s in c.streams.video if not _is_cover_art(s)]
+    t0 = _origin(c, vs[0]) if vs else _origin(c, a)
+    resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE)
+    first: float | None = None
+    skip = 0  # priming samples still to drop
+
+    def emit(frames: list[Any]) -> Iterator[np.ndarray]:
+        nonlocal skip
+        for o in frames:
+            x = _mono(o.to_ndarray())
+            if skip:
+                cut = min(skip, len(x))
+                x, skip = x[cut:], skip - cut
+            if len(x):
+                yield x
+
+    try:
+        for packet in c.demux(a):
+            deadline.check()
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                continue
+            for fr in frames:
+                if first is None and fr.pts is not None:
+                    first = float(fr.pts * fr.time_base) - t0
+                    shift = int(round(first * AUDIO_RATE))
+                    if shift > 0:
+                        yield np.zeros(shift, np.float32)  # the sound starts after the picture
+                    else:
+                        skip = -shift  # encoder priming before the video starts
+                yield from emit(resampler.resample(fr))
+        yield from emit(resampler.resample(None))
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"cannot decode the audio track: {_one_line(exc)}", path=path) from None
+
+
+def stream_windows(
+    chunks: Iterable[np.ndarray],
+    *,
+    window_s: float,
+    hop_s: float,
+    sample_rate: int = AUDIO_RATE,
+    end_at: int | None = None,
+    end_slack: int = 0,
+) -> list[AudioWindow] | None:
+    """``windows(np.concatenate(chunks)[:n])`` without holding the concatenation: only the
+    samples from one hop before the next window on are kept. ``n`` is ``end_at`` when the
+    signal is longer than it by less than ``end_slack`` samples, else the signal's length.
+    None when the chunks hold no samples."""
+    windows(np.zeros(0, np.float32), window_s=window_s, hop_s=hop_s)  # the same checks of window and hop
+    win = int(round(window_s * sample_rate))
+    hop = int(round(hop_s * sample_rate))
+    tol = int(round(TAIL_TOLERANCE_S * sample_rate))
+    sr = float(sample_rate)
+    margin = end_slack if end_at is not None else 0  # samples a cut at end_at may still remove
+    out: list[AudioWindow] = []
+    buf = np.zeros(0, np.float32)  # samples [base, base + len(buf))
+    base = start = 0
+    pending: list[np.ndarray] = []
+    pending_n = 0
+
+    def window(lo: int, hi: int) -> AudioWindow:
+        return AudioWindow(lo / sr, hi / sr, buf[lo - base : hi - base].copy())
+
+    for chunk in chunks:
+        pending.append(chunk)
+        pending_n += len(chunk)
+        seen = base + len(buf) + pending_n
+        if seen - margin <= start + win + tol:
+            continue
+        buf = np.concatenate([buf, *pending])
+        pending, pending_n = [], 0
+        # a full window at ``start`` is certain once the signal runs past it by the tolerance
+        while seen - margin > start + win + tol:
+            out.append(window(start, start + win))
+            start += hop
+        keep = max(base, start - hop)  # an end-aligned tail starts after the last window's start
+        buf, base = buf[keep - base :].copy(), keep
+    if pending:
+        buf = np.concatenate([buf, *pending])
+    seen = base + len(buf)
+    n = seen
+    if end_at is not None and 0 < seen - end_at < end_slack:
+        n = end_at
+    if n == 0:
+        return None
+    if not out and n <= win:
+        return [AudioWindow(0.0, n / sr, repeat_pad(buf[:n], win))]
+    while True:  # the rest as ``windows`` does it, end-aligned tail included
+        if start + win >= n - tol:
+            if start + win < n:
+                out.append(window(start, start + win))
+            else:
+                out.append(window(n - win, n))
+            return out
+        out.append(window(start, start + win))
+        start += hop
 
 
 def _mono(planes: np.ndarray) -> np.ndarray:
