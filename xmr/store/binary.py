@@ -40,7 +40,7 @@ from xmr.store.binary_file import (
     rotation_digest,
     vec_layout,
 )
-from xmr.store.codes import encode, hamming, learn_rotation, smallest, words_for
+from xmr.store.codes import encode, learn_rotation, nearest, words_for
 from xmr.store.hnsw import HnswStore
 from xmr.store.hnsw_file import index_file_name
 from xmr.store.hnsw_view import LoadedView
@@ -104,8 +104,8 @@ class CodedSearch:
         qcodes = encode(q, ix.centre, ix.rotation)  # type: ignore[arg-type]
         out_ids, out_sims = [], []
         for row in range(m):
-            rows = np.sort(self._ranked(qcodes[row], allowed, want))  # ascending: the gather reads forwards
-            vecs = np.asarray(ix.vecs[rows], np.float32)
+            rows = self._ranked(qcodes[row], allowed, want)  # ascending: the reads go forwards
+            vecs = ix.read_rows(rows)
             ids, sims = topk(q[row : row + 1] @ vecs.T, np.asarray(ix.ids[rows], np.int64), k)
             out_ids.append(ids)
             out_sims.append(sims)
@@ -113,7 +113,7 @@ class CodedSearch:
         return np.concatenate(out_ids), np.concatenate(out_sims)
 
     def _ranked(self, qcode: np.ndarray, allowed: np.ndarray | None, want: int) -> np.ndarray:
-        """Rows of the ``want`` allowed codes nearest to ``qcode``.
+        """Rows (ascending) of the ``want`` allowed codes nearest to ``qcode``.
 
         A large file is ranked in two passes: its first ``PREFILTER_WORDS`` words (with a
         random rotation, a random shorter code) keep the best ``prefilter_keep`` rows, then
@@ -121,21 +121,11 @@ class CodedSearch:
         codes = self.index.codes
         assert codes is not None
         words, n = codes.shape
-        far = np.iinfo(np.uint16).max
         keep = max(PREFILTER_KEEP * want, n // PREFILTER_SHARE)
         if words >= 2 * PREFILTER_WORDS and keep < n // 4:
-            dist = hamming(qcode[:PREFILTER_WORDS], codes[:PREFILTER_WORDS])
-            if allowed is not None:
-                dist[~allowed] = far
-            rows = np.sort(smallest(dist, keep))
-            full = hamming(qcode, np.ascontiguousarray(codes[:, rows]))
-            if allowed is not None:
-                full[~allowed[rows]] = far
-            return rows[smallest(full, want)]
-        dist = hamming(qcode, codes)
-        if allowed is not None:
-            dist[~allowed] = far
-        return smallest(dist, want)
+            rows = nearest(qcode[:PREFILTER_WORDS], codes[:PREFILTER_WORDS], keep, allowed=allowed)
+            return nearest(qcode, codes, want, rows=rows)  # rows holds allowed ones only
+        return nearest(qcode, codes, want, allowed=allowed)
 
     def _exact(self, q: np.ndarray, k: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scan of the rows ``pos`` (sorted), in blocks."""
