@@ -19,6 +19,7 @@ all vectors reads contiguous memory.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -163,27 +164,22 @@ def nearest(
         rows = np.ascontiguousarray(rows, np.int64)
         dist = np.empty(len(rows), np.uint16)
         hist = np.zeros((1, 64 * words + 1), np.int64)
-        lib.xmr_hamming_rows(
-            codes.ctypes.data, stride, words, q.ctypes.data, mask_p, rows.ctypes.data, len(rows),
-            dist.ctypes.data, hist.ctypes.data,
-        )
+        args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
+        lib.xmr_hamming_rows(*args, rows.ctypes.data, len(rows), dist.ctypes.data, hist.ctypes.data)
     else:
         dist = np.empty(n, np.uint16)
-        workers = max(1, min(threads or os.cpu_count() or 1, 4, n // (8 * ROW_CHUNK)))
+        workers = max(1, min(threads or os.cpu_count() or 1, _MAX_THREADS, n // (8 * ROW_CHUNK)))
         hist = np.zeros((workers, 64 * words + 1), np.int64)
         step = -(-n // workers)
+        args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
 
         def part(w: int) -> None:
-            lib.xmr_hamming(
-                codes.ctypes.data, stride, words, q.ctypes.data, mask_p, w * step, min(n, (w + 1) * step),
-                dist.ctypes.data, hist[w].ctypes.data,
-            )
+            lib.xmr_hamming(*args, w * step, min(n, (w + 1) * step), dist.ctypes.data, hist[w].ctypes.data)
 
         if workers == 1:
             part(0)
         else:
-            with ThreadPoolExecutor(max_workers=workers) as ex:
-                list(ex.map(part, range(workers)))
+            list(_pool().map(part, range(workers)))
     cum = np.cumsum(hist.sum(axis=0))
     if cum[-1] <= count:  # every admitted column
         cut, at_cut = len(cum), 0
@@ -217,6 +213,19 @@ def _nearest_numpy(
     if mask is not None:
         pos = pos[dist[pos] != far]
     return rows[pos] if rows is not None else pos
+
+
+_MAX_THREADS = 4
+_pools: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool for the process's Hamming passes (threads are not started afresh each query)."""
+    with _pool_lock:
+        if not _pools:
+            _pools.append(ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="xmr-hamming"))
+        return _pools[0]
 
 
 def smallest(dist: np.ndarray, count: int) -> np.ndarray:
