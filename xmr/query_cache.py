@@ -103,6 +103,10 @@ class EmbeddingCache:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 os.close(fd)
             conn = sqlite3.connect(self.path, timeout=0.5, isolation_level=None)
+            # a cache: commits need not reach the disk (WAL + NORMAL cannot corrupt it, and two
+            # fsyncs a write cost a search tens of milliseconds on a busy disk)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             self._conn = conn
         except (OSError, sqlite3.Error):
