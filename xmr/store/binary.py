@@ -149,17 +149,23 @@ class CodesView(LoadedView):
 
     def install(self, source: VectorSource, index: Any, state: dict) -> None:
         """``LoadedView.install`` without its sorts: the file's ids are sorted, and when nothing
-        was deleted since (the common case) the live ids begin with them, an O(n) check."""
+        was deleted since (the common case) the counts say so, or the live ids begin with them."""
         count = source.vector_count(self.space, self.model_id)
         mx = source.max_vector_id(self.space, self.model_id)
         labels = np.asarray(index.ids, np.int64)
         state_max = int(state["max_vector_id"])
-        live = source.live_vector_ids(self.space, self.model_id)
-        if len(live) >= len(labels) and np.array_equal(live[: len(labels)], labels):
+        self.tail_ids, self.tail_vecs = self._fetch(source, state_max)
+        if count == len(labels) + len(self.tail_ids):
+            # ids are never reused and the file held every live id <= state_max when written:
+            # as many live ids as file ids plus tail means none of the file's was deleted (and
+            # the live ids, 40 MB at 5M, need not be read)
             self.index_live = labels
         else:
-            self.index_live = labels[in_sorted(live, labels)] if len(live) else labels[:0]
-        self.tail_ids, self.tail_vecs = self._fetch(source, state_max)
+            live = source.live_vector_ids(self.space, self.model_id)
+            if len(live) >= len(labels) and np.array_equal(live[: len(labels)], labels):
+                self.index_live = labels
+            else:
+                self.index_live = labels[in_sorted(live, labels)] if len(live) else labels[:0]
         self.mode = "ann"
         self.index, self.state = index, state
         self.index_ids = labels
