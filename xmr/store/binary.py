@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from xmr.store import hamming_kernel
 from xmr.store.binary_file import (
     CODE_HEADER,
     CODE_MAGIC,
@@ -330,6 +331,7 @@ class BinaryStore(HnswStore):
                 p.unlink(missing_ok=True)
             raise
         self._record_rotation(state)
+        hamming_kernel.load()  # compiled now (once per machine), not by the first search
         self.last_rebuild_reason = force_rebuild
         if prev is None or prev.get("backend") != self.backend:  # switched from hnswlib: its file is stale
             (self.directory / index_file_name(self.space, self.model_id)).unlink(missing_ok=True)
