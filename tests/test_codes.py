@@ -219,6 +219,24 @@ def test_the_ranking_is_prefilter_then_all_words(kernel):
     np.testing.assert_array_equal(searcher._ranked(q, None, want), expected)
 
 
+def test_a_failed_kernel_build_falls_back_to_numpy_and_is_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("XMR_KERNELS_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setenv("XMR_CODES_KERNEL", "")
+    monkeypatch.setenv("CC", "false")  # a compiler that always fails
+    hamming_kernel.reset()
+    try:
+        assert hamming_kernel.load() is None
+        assert [p.suffix for p in (tmp_path / "kernels").iterdir()] == [".failed"]
+        codes = random_codes(np.random.default_rng(5), 2, 500)
+        dist = naive_distances(codes[:, 0], codes)
+        np.testing.assert_array_equal(nearest(codes[:, 0], codes, 20), naive_nearest(dist, 20, np.ones(500, bool)))
+        monkeypatch.delenv("CC")
+        hamming_kernel.reset()
+        assert hamming_kernel.load() is None  # the marker stops every later process from retrying
+    finally:
+        hamming_kernel.reset()
+
+
 def test_rescored_rows_are_read_as_stored(kernel, tmp_path):
     src, index, ids, data, rng = filled(tmp_path)
     index.checkpoint()

@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-import platformdirs
+from xmr import paths
 
 SOURCE = r"""
 #define _GNU_SOURCE
@@ -117,13 +117,6 @@ _lock = threading.Lock()
 _loaded: list = []  # [library or None] once tried in this process
 
 
-def kernels_dir() -> Path:
-    env = os.environ.get("XMR_KERNELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("xmr", appauthor=False)) / "kernels"
-
-
 def _flags() -> list[str]:
     flags = ["-O3", "-shared", "-fPIC", "-std=c99"]
     if platform.machine().lower() in ("x86_64", "amd64"):
@@ -138,7 +131,7 @@ def _library_path(flags: list[str]) -> Path:
     key = hashlib.blake2b(
         "\0".join([SOURCE, *flags, sys.platform, platform.machine()]).encode(), digest_size=8
     ).hexdigest()
-    return kernels_dir() / f"hamming-{key}.so"
+    return paths.kernels_dir() / f"hamming-{key}.so"
 
 
 def _compile(target: Path, flags: list[str]) -> None:
