@@ -201,21 +201,23 @@ def build_index(index_dir: Path, n: int, env: dict[str, str]) -> tuple[str, floa
     return info.model_id, rows_s, build_s
 
 
-def timed_search(text: str, env: dict[str, str]) -> tuple[float, float]:
-    """Wall and peak RSS (MB) of one `xmr search` process."""
+def timed_search(text: str, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall, CPU (user + system) seconds and peak RSS (MB) of one `xmr search` process.
+
+    On a shared machine the CPU seconds move less with the load than the wall time."""
     code = (
         "import resource, subprocess, sys, time; t = time.perf_counter();"
         "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE);"
-        "w = time.perf_counter() - t;"
+        "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN);"
         "sys.stderr.write(r.stderr.decode()[-3000:]) if r.returncode else None;"
-        "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode)"
+        "print(w, u.ru_utime + u.ru_stime, u.ru_maxrss / 1024, r.returncode)"
     )
     r = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "xmr", "search", text, "-k", "10"],
                        env=env, capture_output=True, text=True)
-    wall, rss, rc = r.stdout.split()
+    wall, cpu, rss, rc = r.stdout.split()
     if int(rc):
         raise SystemExit(f"xmr search failed ({rc}): {r.stderr}")
-    return float(wall), float(rss)
+    return float(wall), float(cpu), float(rss)
 
 
 def recall_at_size(index_dir: Path, args: argparse.Namespace) -> None:
@@ -281,23 +283,25 @@ def part_processes(args: argparse.Namespace, work: Path) -> None:
     codes = next((index_dir / "ann").glob("*.codes"))
     texts = [f"{c} #{i}" for i, c in enumerate(captions(args.runs * 2 + 2, seed=5))]
     timed_search("warm up the page cache for the interpreter and the query tower", e)  # not counted
-    print("| search | cold s (median) | runs | peak RSS MB | load |")
-    print("|---|---|---|---|---|")
+    print("| search | cold s (median) | min | CPU s (median) | runs | peak RSS MB | load |")
+    print("|---|---|---|---|---|---|---|")
     for label in ("codes", "exact float32 scan (codes moved away)"):
         if label != "codes":
             codes.rename(codes.with_suffix(".away"))
-        walls, rss = [], []
+        walls, cpus, rss = [], [], []
         try:
             for i in range(args.runs):
-                (index_dir / "cache" / "queries.db").unlink(missing_ok=True)
-                w, m = timed_search(texts[i + (0 if label == "codes" else args.runs)], e)
+                for p in (index_dir / "cache").glob("queries.db*"):
+                    p.unlink(missing_ok=True)
+                w, c, m = timed_search(texts[i + (0 if label == "codes" else args.runs)], e)
                 walls.append(w)
+                cpus.append(c)
                 rss.append(m)
         finally:
             if label != "codes":
                 codes.with_suffix(".away").rename(codes)
-        print(f"| {label} | {statistics.median(walls):.2f} | {args.runs} | {statistics.median(rss):.0f} | "
-              f"{load()} |", flush=True)
+        print(f"| {label} | {statistics.median(walls):.2f} | {min(walls):.2f} | {statistics.median(cpus):.2f} | "
+              f"{args.runs} | {statistics.median(rss):.0f} | {load()} |", flush=True)
     server = Served(index_dir, e)
     try:
         server.search({"q": "warm up", "k": 10})
@@ -313,6 +317,14 @@ def part_processes(args: argparse.Namespace, work: Path) -> None:
               f"{1000 * np.median(again):.0f} ms; server RSS {server.rss_mb():.0f} MB; load {load()}", flush=True)
     finally:
         server.stop()
+
+
+def kernel_name() -> str:
+    from xmr.store import hamming_kernel
+
+    if hamming_kernel.load() is not None:
+        return "compiled (xmr.store.hamming_kernel)"
+    return "numpy bitwise_count" if hasattr(np, "bitwise_count") else "numpy SWAR bit count"
 
 
 def main() -> None:
@@ -334,7 +346,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="xmr-codes-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"# benchmarks/codes.py {' '.join(sys.argv[1:])}; {os.cpu_count()} cores; numpy {np.__version__}"
-          f" ({'bitwise_count' if hasattr(np, 'bitwise_count') else 'SWAR popcount fallback'}); load {load()}")
+          f"; Hamming kernel: {kernel_name()}; load {load()}")
     if args.recall_n:
         part_recall(args, work)
     if args.process_n:

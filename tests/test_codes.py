@@ -17,10 +17,10 @@ from test_indexer import make_text
 from xmr import paths
 from xmr.catalogue import Catalogue
 from xmr.errors import UsageError
-from xmr.store import BACKEND_SETTING, open_index
-from xmr.store.binary import rotation_key
+from xmr.store import BACKEND_SETTING, hamming_kernel, open_index
+from xmr.store.binary import PREFILTER_KEEP, PREFILTER_SHARE, PREFILTER_WORDS, CodedSearch, rotation_key
 from xmr.store.binary_file import code_layout
-from xmr.store.codes import encode, hamming, learn_rotation, popcount, smallest
+from xmr.store.codes import encode, hamming, learn_rotation, nearest, popcount, smallest
 from xmr.store.memory import MemoryVectorSource
 from xmr.store.policy import AUTO_CODES_MIN, CODES_SETTING, check_codes, choose_backend
 
@@ -129,6 +129,124 @@ def test_smallest_picks_the_smallest_distances():
         assert np.array_equal(np.sort(dist[got]), np.sort(dist)[: len(got)])
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def kernel(request, monkeypatch):
+    """Each test runs with the compiled Hamming kernel and with numpy's fallback."""
+    monkeypatch.setenv("XMR_CODES_KERNEL", "numpy" if request.param == "numpy" else "")
+    hamming_kernel.reset()
+    lib = hamming_kernel.load()
+    if request.param == "compiled" and lib is None:
+        pytest.skip("no C compiler here: the compiled kernel cannot be built")
+    assert (lib is None) == (request.param == "numpy")
+    yield request.param
+    hamming_kernel.reset()
+
+
+def naive_distances(q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Hamming distance of q to each column, one bit at a time."""
+    words, n = codes.shape
+    return np.array([sum(bin(int(codes[w, i]) ^ int(q[w])).count("1") for w in range(words)) for i in range(n)])
+
+
+def naive_nearest(dist: np.ndarray, count: int, admitted: np.ndarray) -> np.ndarray:
+    """The count admitted columns of smallest distance, ties by column, ascending."""
+    cols = np.flatnonzero(admitted)
+    order = cols[np.lexsort((cols, dist[cols]))]
+    return np.sort(order[:count])
+
+
+def random_codes(rng: np.random.Generator, words: int, n: int) -> np.ndarray:
+    codes = rng.integers(0, 2**63, size=(words, n), dtype=np.uint64) * np.uint64(2)
+    codes |= rng.integers(0, 2, size=(words, n), dtype=np.uint64)
+    codes[:, 5] = np.uint64(0xFFFFFFFFFFFFFFFF)
+    return codes
+
+
+@pytest.mark.parametrize("words", [1, 2, 3, 8])
+def test_nearest_picks_the_smallest_naive_distances(kernel, words):
+    rng = np.random.default_rng(10 + words)
+    n = 3000
+    codes = random_codes(rng, words, n)
+    codes[:, 100:140] = codes[:, 7:8]  # many equal distances: ties are broken by column
+    q = codes[:, 11].copy()
+    dist = naive_distances(q, codes)
+    every = np.ones(n, bool)
+    allowed = rng.random(n) < 0.7
+    rows = np.sort(rng.choice(n, 900, replace=False))
+    in_rows = np.zeros(n, bool)
+    in_rows[rows] = True
+    for count in (1, 40, 777, n, n + 5):
+        np.testing.assert_array_equal(nearest(q, codes, count), naive_nearest(dist, count, every))
+        np.testing.assert_array_equal(
+            nearest(q, codes, count, allowed=allowed, threads=2), naive_nearest(dist, count, allowed)
+        )
+        np.testing.assert_array_equal(nearest(q, codes, count, rows=rows), naive_nearest(dist, count, in_rows))
+        got = nearest(q, codes, count, rows=rows, allowed=allowed)
+        np.testing.assert_array_equal(got, naive_nearest(dist, count, in_rows & allowed))
+    # the first words of a word-major array (a view with the full row stride), as the prefilter reads them
+    np.testing.assert_array_equal(
+        nearest(q[:1], codes[:1], 50), naive_nearest(naive_distances(q[:1], codes[:1]), 50, every)
+    )
+
+
+def test_the_compiled_kernel_counts_bits_over_many_threads_and_rows(kernel):
+    rng = np.random.default_rng(4)
+    n = 1 << 20  # several threads' share
+    codes = random_codes(rng, 2, n)
+    q = codes[:, 3].copy()
+    want = hamming(q, codes, threads=1)  # the numpy bit count (checked against a naive count above)
+    picked = nearest(q, codes, 5000, threads=4)
+    assert len(picked) == 5000 and (np.diff(picked) > 0).all()
+    cut = np.sort(want)[4999]
+    assert want[picked].max() == cut and (want < cut).sum() <= 5000 <= (want <= cut).sum()
+
+
+def test_the_ranking_is_prefilter_then_all_words(kernel):
+    """Two passes: the first PREFILTER_WORDS words keep the nearest max(16 x wanted, n / 64)
+    rows, then all words rank those (each step checked with naive bit counts)."""
+    rng = np.random.default_rng(12)
+    words, n, want = 8, 20_000, 30
+    codes = random_codes(rng, words, n)
+    q = codes[:, 77].copy() ^ np.uint64(0xF0F0)
+    searcher = CodedSearch(type("Mapped", (), {"codes": codes})(), oversample=1)
+    keep = max(PREFILTER_KEEP * want, n // PREFILTER_SHARE)
+    assert keep < n // 4  # the two-pass path
+    every = np.ones(n, bool)
+    first = naive_nearest(naive_distances(q[:PREFILTER_WORDS], codes[:PREFILTER_WORDS]), keep, every)
+    in_first = np.zeros(n, bool)
+    in_first[first] = True
+    expected = naive_nearest(naive_distances(q, codes), want, in_first)
+    np.testing.assert_array_equal(searcher._ranked(q, None, want), expected)
+
+
+def test_a_failed_kernel_build_falls_back_to_numpy_and_is_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("XMR_KERNELS_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setenv("XMR_CODES_KERNEL", "")
+    monkeypatch.setenv("CC", "false")  # a compiler that always fails
+    hamming_kernel.reset()
+    try:
+        assert hamming_kernel.load() is None
+        assert [p.suffix for p in (tmp_path / "kernels").iterdir()] == [".failed"]
+        codes = random_codes(np.random.default_rng(5), 2, 500)
+        dist = naive_distances(codes[:, 0], codes)
+        np.testing.assert_array_equal(nearest(codes[:, 0], codes, 20), naive_nearest(dist, 20, np.ones(500, bool)))
+        monkeypatch.delenv("CC")
+        hamming_kernel.reset()
+        assert hamming_kernel.load() is None  # the marker stops every later process from retrying
+    finally:
+        hamming_kernel.reset()
+
+
+def test_rescored_rows_are_read_as_stored(kernel, tmp_path):
+    src, index, ids, data, rng = filled(tmp_path)
+    index.checkpoint()
+    index.search(data[:1], 1)  # opens the mapped files
+    mapped = index._view.index
+    rows = np.sort(rng.choice(len(ids), 300, replace=False))
+    np.testing.assert_array_equal(mapped.read_rows(rows), data[rows])
+    assert mapped.read_rows(np.empty(0, np.int64)).shape == (0, DIM)
+
+
 # -- the two-stage search -----------------------------------------------------------------------
 
 
@@ -219,6 +337,22 @@ def test_codes_follow_additions_and_deletions(tmp_path):
     assert reader.stats()["tail_count"] == 0 and reader.stats()["codes"]["last_search"]["path"] == "codes"
     recorded = json.loads(src.get_setting(rotation_key(SPACE, MODEL)))
     assert recorded["digest"] == first["rotation_digest"] and recorded["method"] == first["rotation"]
+
+
+def test_a_fresh_reader_after_as_many_deletions_as_additions_skips_the_deleted(tmp_path):
+    src, index, ids, data, rng = filled(tmp_path, oversample=1000)
+    index.checkpoint()
+    gone = ids[[0, 10, 500, len(ids) - 1]]  # the file's count, less 4, plus 4 new: the same total
+    src.delete(SPACE, MODEL, gone)
+    new_ids = src.add(SPACE, MODEL, data[[0, 10, 500, len(ids) - 1]])  # the same vectors again, new ids
+    live_ids = np.concatenate([np.setdiff1d(ids, gone), new_ids])
+    live = np.concatenate([data[np.isin(ids, live_ids)], data[[0, 10, 500, len(ids) - 1]]])
+    reader = open_(tmp_path, src, readonly=True, oversample=1000)
+    q = data[[0, 10, 500]]
+    found, _ = reader.search(q, 5)
+    assert not np.isin(found, gone).any()
+    np.testing.assert_array_equal(found, brute_force(q, live_ids, live, 5))
+    assert reader.stats()["tail_count"] == 4
 
 
 def test_switching_from_hnswlib_removes_its_stale_file(tmp_path):

@@ -47,6 +47,14 @@ def models_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP, appauthor=False)) / "models"
 
 
+def kernels_dir() -> Path:
+    """Native kernels xmr compiles for this machine (``xmr.store.hamming_kernel``)."""
+    env = os.environ.get("XMR_KERNELS_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_cache_dir(APP, appauthor=False)) / "kernels"
+
+
 # -- private modes ------------------------------------------------------------------------------
 # The index holds every indexed path, the vectors, the server's thumbnails and decoded
 # audio, and passage text with --store-snippets, so it is the user's alone: directories

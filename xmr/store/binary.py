@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from xmr.store import hamming_kernel
 from xmr.store.binary_file import (
     CODE_HEADER,
     CODE_MAGIC,
@@ -40,7 +41,7 @@ from xmr.store.binary_file import (
     rotation_digest,
     vec_layout,
 )
-from xmr.store.codes import encode, hamming, learn_rotation, smallest, words_for
+from xmr.store.codes import encode, learn_rotation, nearest, words_for
 from xmr.store.hnsw import HnswStore
 from xmr.store.hnsw_file import index_file_name
 from xmr.store.hnsw_view import LoadedView
@@ -104,8 +105,8 @@ class CodedSearch:
         qcodes = encode(q, ix.centre, ix.rotation)  # type: ignore[arg-type]
         out_ids, out_sims = [], []
         for row in range(m):
-            rows = np.sort(self._ranked(qcodes[row], allowed, want))  # ascending: the gather reads forwards
-            vecs = np.asarray(ix.vecs[rows], np.float32)
+            rows = self._ranked(qcodes[row], allowed, want)  # ascending: the reads go forwards
+            vecs = ix.read_rows(rows)
             ids, sims = topk(q[row : row + 1] @ vecs.T, np.asarray(ix.ids[rows], np.int64), k)
             out_ids.append(ids)
             out_sims.append(sims)
@@ -113,7 +114,7 @@ class CodedSearch:
         return np.concatenate(out_ids), np.concatenate(out_sims)
 
     def _ranked(self, qcode: np.ndarray, allowed: np.ndarray | None, want: int) -> np.ndarray:
-        """Rows of the ``want`` allowed codes nearest to ``qcode``.
+        """Rows (ascending) of the ``want`` allowed codes nearest to ``qcode``.
 
         A large file is ranked in two passes: its first ``PREFILTER_WORDS`` words (with a
         random rotation, a random shorter code) keep the best ``prefilter_keep`` rows, then
@@ -121,21 +122,11 @@ class CodedSearch:
         codes = self.index.codes
         assert codes is not None
         words, n = codes.shape
-        far = np.iinfo(np.uint16).max
         keep = max(PREFILTER_KEEP * want, n // PREFILTER_SHARE)
         if words >= 2 * PREFILTER_WORDS and keep < n // 4:
-            dist = hamming(qcode[:PREFILTER_WORDS], codes[:PREFILTER_WORDS])
-            if allowed is not None:
-                dist[~allowed] = far
-            rows = np.sort(smallest(dist, keep))
-            full = hamming(qcode, np.ascontiguousarray(codes[:, rows]))
-            if allowed is not None:
-                full[~allowed[rows]] = far
-            return rows[smallest(full, want)]
-        dist = hamming(qcode, codes)
-        if allowed is not None:
-            dist[~allowed] = far
-        return smallest(dist, want)
+            rows = nearest(qcode[:PREFILTER_WORDS], codes[:PREFILTER_WORDS], keep, allowed=allowed)
+            return nearest(qcode, codes, want, rows=rows)  # rows holds allowed ones only
+        return nearest(qcode, codes, want, allowed=allowed)
 
     def _exact(self, q: np.ndarray, k: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scan of the rows ``pos`` (sorted), in blocks."""
@@ -159,17 +150,23 @@ class CodesView(LoadedView):
 
     def install(self, source: VectorSource, index: Any, state: dict) -> None:
         """``LoadedView.install`` without its sorts: the file's ids are sorted, and when nothing
-        was deleted since (the common case) the live ids begin with them, an O(n) check."""
+        was deleted since (the common case) the counts say so, or the live ids begin with them."""
         count = source.vector_count(self.space, self.model_id)
         mx = source.max_vector_id(self.space, self.model_id)
         labels = np.asarray(index.ids, np.int64)
         state_max = int(state["max_vector_id"])
-        live = source.live_vector_ids(self.space, self.model_id)
-        if len(live) >= len(labels) and np.array_equal(live[: len(labels)], labels):
+        self.tail_ids, self.tail_vecs = self._fetch(source, state_max)
+        if count == len(labels) + len(self.tail_ids):
+            # ids are never reused and the file held every live id <= state_max when written:
+            # as many live ids as file ids plus tail means none of the file's was deleted (and
+            # the live ids, 40 MB at 5M, need not be read)
             self.index_live = labels
         else:
-            self.index_live = labels[in_sorted(live, labels)] if len(live) else labels[:0]
-        self.tail_ids, self.tail_vecs = self._fetch(source, state_max)
+            live = source.live_vector_ids(self.space, self.model_id)
+            if len(live) >= len(labels) and np.array_equal(live[: len(labels)], labels):
+                self.index_live = labels
+            else:
+                self.index_live = labels[in_sorted(live, labels)] if len(live) else labels[:0]
         self.mode = "ann"
         self.index, self.state = index, state
         self.index_ids = labels
@@ -334,6 +331,7 @@ class BinaryStore(HnswStore):
                 p.unlink(missing_ok=True)
             raise
         self._record_rotation(state)
+        hamming_kernel.load()  # compiled now (once per machine), not by the first search
         self.last_rebuild_reason = force_rebuild
         if prev is None or prev.get("backend") != self.backend:  # switched from hnswlib: its file is stale
             (self.directory / index_file_name(self.space, self.model_id)).unlink(missing_ok=True)

@@ -22,11 +22,13 @@ swap under ``<f32 file>.swap.lock`` are ``HnswFile``'s (``hnsw_file.py``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,7 @@ class CodedVectors:
         import mmap
 
         self._map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        self._fd = os.dup(fd)  # rows are read with pread: mapping them would map whole folios
         magic, fdim, _, count = VEC_HEADER.unpack_from(self._map, 0)
         self.dim, self.count = int(fdim), int(count)
         ids_at, _ = vec_layout(self.dim, self.count)
@@ -138,10 +141,33 @@ class CodedVectors:
         if self.codes is None or self.count == 0:
             return ""
         rows = np.unique(np.linspace(0, self.count - 1, min(SPOT_CHECKS, self.count)).astype(np.int64))
-        want = encode(self.vecs[rows], self.centre, self.rotation)  # type: ignore[arg-type]
+        try:
+            vecs = self.read_rows(rows)
+        except OSError as e:
+            return f"float32 rows unreadable: {e}"
+        want = encode(vecs, self.centre, self.rotation)  # type: ignore[arg-type]
         if not np.array_equal(want.T, self.codes[:, rows]):
             return "codes do not match their vectors (damaged or stale code file)"
         return ""
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 vectors of ``rows`` (ascending), (len(rows), dim).
+
+        Read with pread after asking the kernel for all of them at once (their disk reads
+        overlap), not through the map: a fault maps a whole page-cache folio, up to megabytes
+        of the file for one 2 KB row, which a search's RSS then counts."""
+        from xmr.store import hamming_kernel
+
+        rows = np.ascontiguousarray(rows, np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        lib = hamming_kernel.load()
+        if lib is None or self._fd < 0 or sys.byteorder != "little":
+            out[:] = self.vecs[rows]
+            return out
+        why = lib.xmr_read_rows(self._fd, VEC_HEADER.size, 4 * self.dim, rows.ctypes.data, len(rows), out.ctypes.data)
+        if why:
+            raise OSError(int(why) if why > 0 else errno.EIO, "reading the float32 rows failed")
+        return out
 
     # -- the index surface LoadedView and HnswFile use ------------------------------------
     def get_ids_list(self) -> np.ndarray:
@@ -163,9 +189,19 @@ class CodedVectors:
     def mark_deleted(self, label: int) -> None:
         """Nothing to mark: searches are given the live members."""
 
+    def __del__(self) -> None:  # a view replaced by a reload is dropped, not closed: its fd goes here
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def close(self) -> None:
         self.drop_codes("closed")
         self.vecs = self.ids = None  # type: ignore[assignment]
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
         with contextlib.suppress(BufferError):  # a caller still holds a view: the GC unmaps it later
             self._map.close()
 

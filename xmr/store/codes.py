@@ -19,6 +19,7 @@ all vectors reads contiguous memory.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -132,6 +133,99 @@ def _hamming_range(q: np.ndarray, codes: np.ndarray, out: np.ndarray, start: int
                 part += _byte_counts(codes[w, s:e] ^ q[w])
             total += part * _H01 >> np.uint64(56)
         out[s:e] = total
+
+
+def nearest(
+    query_code: np.ndarray,
+    codes: np.ndarray,
+    count: int,
+    *,
+    allowed: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Columns (ascending) of the ``count`` codes nearest to ``query_code``, ties broken by column.
+
+    ``codes`` is word-major (words, n); only the columns ``rows`` (sorted; default all) that
+    ``allowed`` (bool per column; default all) admits are ranked, and fewer than ``count`` come
+    back when fewer are admitted. Uses the compiled kernel (distances and their histogram in one
+    pass, then a selection at the histogram's cut) where it loaded, else numpy."""
+    from xmr.store import hamming_kernel
+
+    q = np.ascontiguousarray(query_code, np.uint64)
+    lib = hamming_kernel.load()
+    if lib is None or codes.strides[1] != 8 or codes.strides[0] % 8:
+        return _nearest_numpy(q, codes, count, allowed, rows, threads)
+    words, n = codes.shape
+    stride = codes.strides[0] // 8
+    mask = None if allowed is None else np.ascontiguousarray(allowed, np.uint8)
+    mask_p = None if mask is None else mask.ctypes.data
+    if rows is not None:
+        rows = np.ascontiguousarray(rows, np.int64)
+        dist = np.empty(len(rows), np.uint16)
+        hist = np.zeros((1, 64 * words + 1), np.int64)
+        args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
+        lib.xmr_hamming_rows(*args, rows.ctypes.data, len(rows), dist.ctypes.data, hist.ctypes.data)
+    else:
+        dist = np.empty(n, np.uint16)
+        workers = max(1, min(threads or os.cpu_count() or 1, _MAX_THREADS, n // (8 * ROW_CHUNK)))
+        hist = np.zeros((workers, 64 * words + 1), np.int64)
+        step = -(-n // workers)
+        args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
+
+        def part(w: int) -> None:
+            lib.xmr_hamming(*args, w * step, min(n, (w + 1) * step), dist.ctypes.data, hist[w].ctypes.data)
+
+        if workers == 1:
+            part(0)
+        else:
+            list(_pool().map(part, range(workers)))
+    cum = np.cumsum(hist.sum(axis=0))
+    if cum[-1] <= count:  # every admitted column
+        cut, at_cut = len(cum), 0
+    else:
+        cut = int(np.searchsorted(cum, count))  # the first distance whose cumulative count reaches count
+        at_cut = count - (int(cum[cut - 1]) if cut else 0)
+    out = np.empty(min(count, len(dist)), np.int64)
+    got = lib.xmr_select(dist.ctypes.data, len(dist), cut, at_cut, out.ctypes.data)
+    out = out[:got]
+    return rows[out] if rows is not None else out
+
+
+def _nearest_numpy(
+    q: np.ndarray,
+    codes: np.ndarray,
+    count: int,
+    allowed: np.ndarray | None,
+    rows: np.ndarray | None,
+    threads: int | None,
+) -> np.ndarray:
+    far = np.iinfo(np.uint16).max
+    if rows is None:
+        dist = hamming(q, codes, threads=threads)
+        mask = allowed
+    else:
+        dist = hamming(q, np.ascontiguousarray(codes[:, rows]), threads=threads)
+        mask = None if allowed is None else allowed[rows]
+    if mask is not None:
+        dist[~mask] = far
+    pos = np.sort(smallest(dist, count))
+    if mask is not None:
+        pos = pos[dist[pos] != far]
+    return rows[pos] if rows is not None else pos
+
+
+_MAX_THREADS = 4
+_pools: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool for the process's Hamming passes (threads are not started afresh each query)."""
+    with _pool_lock:
+        if not _pools:
+            _pools.append(ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="xmr-hamming"))
+        return _pools[0]
 
 
 def smallest(dist: np.ndarray, count: int) -> np.ndarray:
