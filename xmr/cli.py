@@ -213,6 +213,11 @@ class _RichProgress:
         if task.speed:
             self.bar.update(self.task, rate=f"{task.speed:.1f} files/s")
 
+    def detail(self, text: str) -> None:
+        """Where a long file has got to (a scanned PDF's page), in the rate column."""
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, rate=text)
+
     def warn(self, message: str) -> None:
         if not self.quiet:
             from rich.text import Text
@@ -268,6 +273,16 @@ def index_cmd(
             metavar="binary|none|auto",
             help="Vector index: 1-bit codes rescored exactly (binary), the hnswlib graph (none), or codes from "
             "2M vectors a space (auto, the default). Kept for later runs; env XMR_CODES. See docs/codes.md.",
+            show_default=False,
+        ),
+    ] = None,
+    ocr: Annotated[
+        str | None,
+        typer.Option(
+            "--ocr",
+            metavar="auto|all|off",
+            help="Read text in images and scanned PDFs: images likely to hold text and PDFs without a text "
+            "layer (auto, the default), every image (all), or none (off). Kept for later runs; env XMR_OCR.",
             show_default=False,
         ),
     ] = None,
@@ -332,6 +347,7 @@ def index_cmd(
         text_extensions=text_exts,
         store_snippets=store_snippets,
         codes=_codes_choice(codes),
+        ocr=_ocr_choice(ocr),
         video_every_s=video_every,
         video_max_frames=video_max_frames,
         store=store,
@@ -396,6 +412,12 @@ def index_cmd(
         if report.skipped_by_reason:
             msg += "\nskipped: " + _reasons(report.skipped_by_reason)
         _stderr_console().print(msg)
+
+
+def _ocr_choice(ocr: str | None) -> str | None:
+    from xmr.ocr.policy import check_mode, mode_from_env
+
+    return check_mode(ocr) or mode_from_env()
 
 
 def _codes_choice(codes: str | None) -> str | None:
