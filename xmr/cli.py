@@ -855,6 +855,8 @@ def info_cmd(
         )
         sound = f"{decoding['audio_windows']} window(s)" if decoding["audio_track"] else "no audio track"
         out.print(f"sound: {sound}")
+    if data.get("ocr"):
+        _print_ocr(out, data["ocr"])
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
@@ -871,7 +873,25 @@ def info_cmd(
                 where = f" chars {seg['char_start']}-{seg['char_end']}"
                 if seg.get("page") is not None:
                     where += f" page {seg['page']}"
-            out.print(f"  #{seg['seq']} {seg['kind']}{where} vector {seg['vector_id']} dim {seg['dim']}")
+            kind = seg["kind"] + (f" ({seg['origin']})" if seg.get("origin") else "")
+            out.print(f"  #{seg['seq']} {kind}{where} vector {seg['vector_id']} dim {seg['dim']}")
+
+
+def _print_ocr(out: Any, ocr: dict[str, Any]) -> None:
+    """`xmr info`: how text was recognised in the file, and each line with its confidence."""
+    models = ", ".join(f"{role} {name}" for role, name in sorted(ocr["models"].items()))
+    settings = ocr["settings"]
+    what = f"ocr: {ocr['status']}" + (f" ({ocr['reason']})" if ocr.get("reason") else "")
+    out.print(f"{what}; {ocr['n_lines']} line(s) in {ocr['elapsed_s'] or 0:g} s", markup=False)
+    if models:
+        out.print(f"ocr models: {models}", markup=False)
+    out.print("ocr settings: " + ", ".join(f"{k} {v}" for k, v in sorted(settings.items())), markup=False)
+    if ocr.get("text_source"):
+        out.print(f"ocr text: {ocr['text_source']}", markup=False)
+    for ln in ocr["lines"]:
+        page = f"p. {ln['page']} " if ln.get("page") is not None else ""
+        text = ln["text"] if ln.get("text") is not None else "(text not stored)"
+        out.print(f"  {page}[{ln['score']:.3f}] {text}", markup=False)
 
 
 @app.command("dupes")
