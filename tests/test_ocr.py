@@ -92,12 +92,13 @@ def dense_texture(words: int = 900):
     return img
 
 
-def make_collection(root: Path) -> Path:
+def make_collection(root: Path, *, pdf: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     text_image([SIGN], size=(900, 200))[0].save(root / "sign.png")
     text_image(RECEIPT, size=(900, 420))[0].save(root / "receipt.jpg", quality=92)
     photo(root / "meadow.png")
-    scanned_pdf(root / "scan.pdf", PAGES)
+    if pdf:  # OCR of its pages costs most of the collection's time
+        scanned_pdf(root / "scan.pdf", PAGES)
     return root
 
 
@@ -186,6 +187,12 @@ def collection(tmp_path: Path, fake_encoders: None) -> Path:
     return make_collection(tmp_path / "media")
 
 
+@pytest.fixture
+def images(tmp_path: Path, fake_encoders: None) -> Path:
+    """The collection without its scanned PDF."""
+    return make_collection(tmp_path / "media", pdf=False)
+
+
 def _segments(index_dir: Path) -> dict[str, list[tuple[str, str, str | None, int | None]]]:
     """file name -> [(space, kind, origin, page)] of its segments."""
     out: dict[str, list[tuple[str, str, str | None, int | None]]] = {}
@@ -254,32 +261,33 @@ def test_ocr_off_indexes_no_ocr_passages_and_is_kept(collection: Path) -> None:
     (collection / "sign2.png").write_bytes((collection / "sign.png").read_bytes() + b"\0")  # new content
     assert invoke("index", str(collection), "--workers", "0").exit_code == 0  # no --ocr: the recorded off
     assert all(o is None for _, _, o, _ in _segments(paths.index_dir())["sign2.png"])
+    # OCR turned on: the PDF skipped for its missing text layer is read now
+    assert invoke("index", str(collection), "--workers", "0", "--ocr", "auto").exit_code == 0
+    assert {page for _, _, _, page in _segments(paths.index_dir())["scan.pdf"]} == {1, 2, 3}
 
 
-def test_a_failing_ocr_leaves_the_image_indexed_with_the_reason(
-    collection: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_ocr_leaves_the_image_indexed_with_the_reason(images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*a: object, **k: object) -> None:
         raise RuntimeError("the recogniser fell over")
 
     monkeypatch.setattr(engine, "read", broken)
-    report = _index(collection, ocr="all")
+    report = _index(images, ocr="all")
     assert report.failed == 0
     assert _segments(paths.index_dir())["sign.png"] == [("clip", "image", None, None)]
-    info = core.info(str(collection / "sign.png"))
+    info = core.info(str(images / "sign.png"))
     assert info["status"] == "indexed"
     assert info["ocr"]["status"] == "failed" and "the recogniser fell over" in info["ocr"]["reason"]
 
 
-def test_corrupt_image_and_pdf_give_one_line_errors_naming_them(collection: Path) -> None:
-    (collection / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 40)
-    (collection / "torn.pdf").write_bytes(b"%PDF-1.4\n" + b"not really a pdf\n" * 20)
-    res = invoke("index", str(collection), "--ocr", "all", "--workers", "0", "--json")
+def test_corrupt_image_and_pdf_give_one_line_errors_naming_them(images: Path) -> None:
+    (images / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 40)
+    (images / "torn.pdf").write_bytes(b"%PDF-1.4\n" + b"not really a pdf\n" * 20)
+    res = invoke("index", str(images), "--ocr", "all", "--workers", "0", "--json")
     report = json.loads(res.stdout)
     errors = {Path(e["path"]).name: e["error"] for e in report["errors"]}
     assert set(errors) == {"torn.png", "torn.pdf"}
     assert all("\n" not in why and why for why in errors.values())
-    assert report["embedded_files"] == 4  # the rest is indexed
+    assert report["embedded_files"] == 3  # the rest is indexed
 
 
 def test_a_dense_texture_file_completes_within_the_cap(
@@ -364,17 +372,17 @@ def test_pdf_pages_are_rendered_one_at_a_time(monkeypatch: pytest.MonkeyPatch, t
     assert max(live) == 1  # never two rendered pages in memory at once
 
 
-def test_a_changed_file_shows_a_note_not_stale_text(collection: Path) -> None:
-    _index(collection, ocr="all")
-    sign = collection / "sign.png"
+def test_a_changed_file_shows_a_note_not_stale_text(images: Path) -> None:
+    _index(images, ocr="all")
+    sign = images / "sign.png"
     sign.write_bytes(sign.read_bytes() + b"\0")
     hit = _search(SIGN).results[0]
     assert Path(hit.path).name == "sign.png" and hit.best.snippet is None
     assert hit.best.snippet_note == "changed since indexing"
 
 
-def test_ocr_setting_is_validated(collection: Path) -> None:
-    res = invoke("index", str(collection), "--ocr", "sometimes")
+def test_ocr_setting_is_validated(images: Path) -> None:
+    res = invoke("index", str(images), "--ocr", "sometimes")
     assert res.exit_code == 2 and "--ocr" in res.stderr and "auto, all, off" in res.stderr
 
 
@@ -429,3 +437,21 @@ def test_real_models_info_shows_ocr_provenance_and_lines(real_index: tuple[Path,
     assert [ln["text"] for ln in data["ocr"]["lines"]] == RECEIPT
     assert all(0.5 <= ln["score"] <= 1 and len(ln["box"]) == 4 for ln in data["ocr"]["lines"])
     assert data["ocr"]["settings"]["mode"] == "all"
+
+
+def test_images_indexed_without_ocr_are_read_once_ocr_is_on(images: Path) -> None:
+    """An index made before OCR (or with --ocr off): the next run with OCR reads its images once,
+    embedding the text found beside the picture; the run after that reads nothing."""
+    assert invoke("index", str(images), "--ocr", "off", "--workers", "0").exit_code == 0
+    assert all(o is None for segs in _segments(paths.index_dir()).values() for _, _, o, _ in segs)
+    res = invoke("index", str(images), "--ocr", "all", "--workers", "0", "--json")
+    report = json.loads(res.stdout)
+    assert report["new"] == 0 and report["unchanged"] == 3 and report["failed"] == 0
+    segs = _segments(paths.index_dir())
+    assert ("clip", "image", None, None) in segs["sign.png"]
+    assert ("clap", "text_passage", "ocr", None) in segs["sign.png"]
+    assert Path(_search(SIGN).results[0].path).name == "sign.png"
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        assert len(cat.ocr_statuses()) == 3  # the meadow too: read, nothing found
+    again = json.loads(invoke("index", str(images), "--workers", "0", "--json").stdout)
+    assert again["files_read"] == 0 and again["unchanged"] == 3

@@ -120,3 +120,9 @@ class OcrTables(CatalogueBase):
             marks = ",".join("?" * len(chunk))
             out.update(h for (h,) in self.conn.execute(f"SELECT hash FROM ocr WHERE hash IN ({marks})", chunk))
         return out
+
+    def ocr_statuses(self) -> dict[str, str]:
+        """content hash -> the status of its OCR, for every content OCR has looked at."""
+        if not self._has_ocr():
+            return {}
+        return dict(self.conn.execute("SELECT hash, status FROM ocr").fetchall())

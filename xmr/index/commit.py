@@ -94,7 +94,7 @@ class Committer:
                     self.report.segments += len(enc.segments)
                 if wrote and p.provenance:
                     self.cat.set_decoding(p.hash, p.provenance)
-                if wrote and p.ocr is not None:
+                if p.ocr is not None:  # also when it found nothing: not read again next run
                     self.cat.set_ocr(p.hash, p.ocr if self.store_snippets else p.ocr.without_text())
                 if wrote:
                     self.report.embedded_files += 1

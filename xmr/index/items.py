@@ -27,6 +27,7 @@ class _Item:
     old_hash: str | None
     known_hash: str | None  # set when the file is unchanged on disk but still pending
     known_modality: str | None
+    ocr_pending: bool = False  # indexed, but not yet read by OCR (indexed before it, or gated): decode again
 
 
 @dataclass

@@ -186,7 +186,8 @@ class _Run:
         if not spaces:
             return False
         p.spaces_done = self.cat.encoded_spaces(p.hash, self.models.models()) & set(spaces)
-        return not set(spaces) <= p.spaces_done
+        # an image OCR has not read: decoded again (text found re-embeds it with its passages)
+        return not set(spaces) <= p.spaces_done or p.item.ocr_pending
 
     def _consume(self, prepared_items: Iterable[_Prepared], total: int) -> None:
         """Group prepared files into batches and commit each."""
