@@ -50,7 +50,7 @@ class Ranking:
             if ref is None:  # deleted since the ANN file was written
                 continue
             hit.start_s, hit.end_s = ref.start_s, ref.end_s
-            hit.char_start, hit.char_end, hit.page = ref.char_start, ref.char_end, ref.page
+            hit.char_start, hit.char_end, hit.page, hit.origin = ref.char_start, ref.char_end, ref.page, ref.origin
             if ref.text is not None:  # stored with --store-snippets
                 hit.snippet = shorten(ref.text)
             for path, modality, raw in files.get(ref.hash, []):

@@ -51,6 +51,7 @@ class SegmentHit:
     snippet: str | None = None
     snippet_note: str | None = None  # why no snippet is shown ("changed since indexing")
     page: int | None = None  # PDF page of the passage
+    origin: str | None = None  # a passage not of the file's own text: "ocr" (recognised in its pixels)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -102,6 +103,7 @@ class Result:
                 "route": b.route,
                 "segment_kind": b.kind,
                 **_timed_segment(self.modality, b.kind),
+                **({"segment": b.origin} if b.origin else {}),
                 "vector_id": b.vector_id,
                 "contributions": self.contributions,
                 "semantic_score": round(self.semantic_score if self.semantic_score is not None else self.score, 4),
