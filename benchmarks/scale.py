@@ -62,7 +62,8 @@ def _open(backend: str, work: Path, source, *, readonly: bool, uri: str = ""):  
     if backend == "hnswlib":
         return open_index("hnswlib", work / "ann", source, SPACE, MODEL, DIM, readonly=readonly, mapped=readonly)
     uri = uri or f"milvus-lite:{work / 'milvus.db'}"
-    return open_index("milvus", work / "ann", source, SPACE, MODEL, DIM, readonly=readonly, uri=uri, namespace="bench", **HNSW)
+    opts = dict(HNSW, uri=uri, namespace="bench")
+    return open_index("milvus", work / "ann", source, SPACE, MODEL, DIM, readonly=readonly, **opts)
 
 
 def _source(data: np.ndarray, work: Path):  # noqa: ANN202
