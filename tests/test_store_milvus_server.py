@@ -101,8 +101,8 @@ def milvus_lite_db(server: tuple[subprocess.Popen, int]) -> str:
 
 
 @pytest.fixture
-def backend(milvus_lite: None, milvus_lite_db: str) -> str:
-    assert contract.BACKENDS["milvus"]["uri"] == milvus_lite_db.strip()  # the server, not milvus-lite in-process
+def backend(milvus_lite: None, milvus_lite_db: str) -> str:  # noqa: F811 - the fixture, by name
+    assert contract.BACKENDS["milvus"]["uri"] == milvus_lite_db  # the server, not milvus-lite in-process
     return "milvus"
 
 
