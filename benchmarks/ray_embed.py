@@ -95,6 +95,9 @@ def main() -> None:
             )
     local, remote = statistics.median(rates["local"]), statistics.median(rates["ray"])
     print(f"median: local {local:.1f} files/s, ray (2 nodes) {remote:.1f} files/s, ratio {remote / local:.2f}")
+    # each ray run against the local run just before it: the load drifts less within a pair
+    paired = [r / lo for r, lo in zip(rates["ray"], rates["local"], strict=True)]
+    print(f"paired ratios: {' '.join(f'{x:.2f}' for x in paired)}, median {statistics.median(paired):.2f}")
     # what one actor call costs besides its work: an empty call's round trip, and the
     # pickled size of a chunk of 8 files' descriptions (what the driver sends per file)
     trips = []
