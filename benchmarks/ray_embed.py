@@ -58,7 +58,9 @@ def main() -> None:
     os.environ["XMR_HOME"] = str(work / "home")
     make_images(work / "media", args.files)
     loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
-    cluster = Cluster(initialize_head=True, head_node_args={**loopback, "include_dashboard": False})
+    # no autoscaler monitor or log monitor: fewer processes starting beside the raylet's agents
+    head = {**loopback, "include_dashboard": False, "include_log_monitor": False, "no_monitor": True}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     cluster.add_node(**loopback)
     cluster.wait_for_nodes()
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(PATHS)}}
@@ -93,6 +95,26 @@ def main() -> None:
             )
     local, remote = statistics.median(rates["local"]), statistics.median(rates["ray"])
     print(f"median: local {local:.1f} files/s, ray (2 nodes) {remote:.1f} files/s, ratio {remote / local:.2f}")
+    # each ray run against the local run just before it: the load drifts less within a pair
+    paired = [r / lo for r, lo in zip(rates["ray"], rates["local"], strict=True)]
+    print(f"paired ratios: {' '.join(f'{x:.2f}' for x in paired)}, median {statistics.median(paired):.2f}")
+    # what one actor call costs besides its work: an empty call's round trip, and the
+    # pickled size of a chunk of 8 files' descriptions (what the driver sends per file)
+    trips = []
+    for _ in range(50):
+        t = time.perf_counter()
+        ray.get(actors[0].pid.remote())
+        trips.append(time.perf_counter() - t)
+    import pickle
+
+    from xmr.index.decode import identify
+    from xmr.index.items import _Item
+
+    files = sorted((work / "media").iterdir())[:8]
+    sample = [identify(_Item(str(f), str(f.parent), f.stat().st_size, 0, None, None, None, None)) for f in files]
+    size = len(pickle.dumps([(p, None) for p in sample]))
+    print(f"# an empty actor call: median {statistics.median(trips) * 1000:.2f} ms (50 calls), "
+          f"8 files' descriptions: {size} bytes pickled, load {load_avg()}")
     first.close()
     ray.shutdown()
     cluster.shutdown()

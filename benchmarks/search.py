@@ -50,8 +50,14 @@ def clustered(
     n_clusters: int = 256,
     latent: int = 64,
     chunk: int = 100_000,
+    anisotropic: bool = False,
 ) -> np.ndarray:
-    """n clustered unit vectors; ``seed`` fixes the model, ``draw`` the sample."""
+    """n clustered unit vectors; ``seed`` fixes the model, ``draw`` the sample.
+
+    ``anisotropic``: each cluster is stretched along its own latent axes (per-axis
+    scales from a decaying spectrum, shuffled per cluster, mean square 1), as real
+    embedding clusters are elongated rather than round; off keeps the original model.
+    """
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.standard_normal((dim, latent)))[0].T.astype(np.float32)
     common = rng.standard_normal(dim).astype(np.float32)
@@ -59,13 +65,18 @@ def clustered(
     centers = rng.standard_normal((n_clusters, latent)).astype(np.float32)
     spreads = rng.uniform(0.4, 0.9, n_clusters).astype(np.float32)
     weights = rng.dirichlet(np.full(n_clusters, 2.0))
+    axes = np.ones((n_clusters, latent), np.float32)
+    if anisotropic:  # drawn after the rest so the isotropic model is unchanged
+        spectrum = 1.0 / np.sqrt(1.0 + np.arange(latent, dtype=np.float32))
+        spectrum /= np.sqrt(np.mean(spectrum**2))
+        axes = np.stack([rng.permutation(spectrum) for _ in range(n_clusters)]).astype(np.float32)
     out = np.empty((n, dim), np.float32)
     iso = 0.5 * np.sqrt(latent / dim)
     for i, s in enumerate(range(0, n, chunk)):
         m = min(chunk, n - s)
         r = np.random.default_rng([seed, draw, i])
         c = r.choice(n_clusters, p=weights, size=m)
-        z = centers[c] + spreads[c, None] * r.standard_normal((m, latent), dtype=np.float32)
+        z = centers[c] + spreads[c, None] * axes[c] * r.standard_normal((m, latent), dtype=np.float32)
         x = z @ basis + iso * r.standard_normal((m, dim), dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         x += 0.8 * common

@@ -34,12 +34,18 @@ pytestmark = pytest.mark.usefixtures("fake_encoders")
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     loopback = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+    # Why a start can fail: a raylet registers with the GCS only once its two Python agents
+    # (dashboard agent, runtime-env agent) have imported and reported their ports, and Ray
+    # allows 30 s for that (ray/_private/node.py: raylet_start_wait_time_s = 30, not
+    # configurable). On this 2-core machine at load ~10-13 those imports took 9 s and a
+    # whole head start 21-30 s (13:34 UTC), so a start can miss the deadline. Fewer
+    # processes start beside them on the head (no autoscaler monitor, no log monitor: the
+    # driver does not want worker logs), and a start that timed out is tried once more.
+    head = {"include_dashboard": False, "include_log_monitor": False, "no_monitor": True}
     for attempt in range(2):
-        # Ray gives a raylet 30 s (hard-coded) to register; on a busy 2-core machine the first
-        # start can miss that, which says nothing about xmr: start the cluster once more
         c = Cluster(initialize_head=False)
         try:
-            c.add_node(**loopback, include_dashboard=False)
+            c.add_node(**loopback, **head)
             c.add_node(**loopback)
             c.wait_for_nodes()
             break
@@ -157,3 +163,23 @@ def test_an_unknown_executor_is_a_usage_error(media: Path) -> None:
 
     res = invoke("index", str(media), "--executor", "spark://x")
     assert res.exit_code != 0 and "--executor" in res.stderr and "ray" in res.stderr
+
+
+def test_calls_grow_to_the_target_duration_and_shrink_near_the_end() -> None:
+    from xmr.index.ray_embedder import CHUNK_FILES, MAX_CHUNK_FILES, TARGET_CALL_S, _ChunkSizer
+
+    sizer = _ChunkSizer(total=100_000, actors=2)
+    assert sizer.size() == CHUNK_FILES  # nothing measured: small first calls, results stream early
+    sizer.observe(seconds=0.08, files=8)  # 10 ms a file
+    assert sizer.size() == round(TARGET_CALL_S / 0.010)  # a call of ~TARGET_CALL_S
+    for _ in range(50):
+        sizer.observe(seconds=0.008, files=8)  # files got cheaper: calls grow, up to the cap
+    assert sizer.size() == MAX_CHUNK_FILES
+    for _ in range(50):
+        sizer.observe(seconds=80.0, files=8)  # 10 s a file (long videos): the smallest calls
+    assert sizer.size() == CHUNK_FILES
+    sizer = _ChunkSizer(total=1_000, actors=2)
+    sizer.observe(seconds=0.008, files=8)
+    big = sizer.size()
+    sizer.sent(1_000 - 60)  # 60 files left for 2 actors: no call takes more than its share
+    assert CHUNK_FILES <= sizer.size() < big and sizer.size() * 2 * 3 <= 60

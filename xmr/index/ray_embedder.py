@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -38,12 +39,40 @@ from xmr.index.options import IndexOptions
 from xmr.settings import Settings
 
 BYTES_LIMIT = 64 * 1024 * 1024  # transfer="bytes": larger files are read by path
-CHUNK_FILES = 8  # files per actor call: enough to batch the encoders, small enough to stream
+CHUNK_FILES = 8  # files per actor call at first, and the smallest chunk
+MAX_CHUNK_FILES = 256
+# A call costs Ray ~1-5 ms (task submission, pickling the files' descriptions and results,
+# the reply) whatever its size. Chunks grow until a call holds about this much actor work,
+# so that fixed cost stays ~1 % of it; near the end of the work they shrink again, so the
+# last calls finish together instead of one actor running long after the other is idle.
+TARGET_CALL_S = 0.4
 IN_FLIGHT_PER_ACTOR = 3  # calls queued per actor: one running, the next ones ready
 MAX_RETRIES = 4  # restarts of a dead actor, and retries of the calls it held
 
 # (prepared without its decoded arrays, encodings by space, failure reason by space)
 _Result = tuple[_Prepared, dict[str, Encoding], dict[str, str]]
+
+
+class _ChunkSizer:
+    """Files per call: the actors' measured seconds per file, scaled to ``TARGET_CALL_S``,
+    and no more than a fair share of what is left (so every actor gets some until the end)."""
+
+    def __init__(self, total: int, actors: int) -> None:
+        self.left, self.actors = total, max(1, actors)
+        self.per_file: float | None = None  # seconds of actor work per file (moving average)
+
+    def observe(self, seconds: float, files: int) -> None:
+        if files:
+            rate = seconds / files
+            self.per_file = rate if self.per_file is None else 0.7 * self.per_file + 0.3 * rate
+
+    def size(self) -> int:
+        by_time = CHUNK_FILES if not self.per_file else int(TARGET_CALL_S / self.per_file)
+        fair = self.left // (self.actors * IN_FLIGHT_PER_ACTOR)
+        return max(CHUNK_FILES, min(by_time, fair, MAX_CHUNK_FILES))
+
+    def sent(self, files: int) -> None:
+        self.left -= files
 
 
 class _EmbedActor:
@@ -62,12 +91,14 @@ class _EmbedActor:
         config: DecodeConfig,
         spaces: list[str],
         spaces_for: Mapping[str, Sequence[str]],
-    ) -> list[_Result]:
+    ) -> tuple[float, list[_Result]]:
+        """(seconds this call worked, not counting a first model load; the results)."""
         from xmr.encoders.engine import index_encoder
 
         for space in spaces:
             if space not in self.encoders:
                 self.encoders[space] = index_encoder(space, self.settings)
+        start = time.perf_counter()
         batch = [self._decode(p, data, config) for p, data in chunk]
         failed_by_space: dict[str, dict[int, str]] = {}
         encodings: dict[tuple[str, str], Encoding] = {}
@@ -88,7 +119,7 @@ class _EmbedActor:
             mine = {s: e for (h, s), e in encodings.items() if h == p.hash}
             fails = {s: f[i] for s, f in failed_by_space.items() if i in f}
             out.append((replace(p, pixels=None, audio_windows=None, text=None, head=None), mine, fails))
-        return out
+        return time.perf_counter() - start, out
 
     @staticmethod
     def _decode(p: _Prepared, data: bytes | None, config: DecodeConfig) -> _Prepared:
@@ -194,6 +225,7 @@ class RayEmbedder(LocalEmbedder):
         pending: dict[Any, tuple[int, list[_Prepared]]] = {}
         load = [0] * len(self.actors)
         chunk: list[_Prepared] = []
+        sizer = _ChunkSizer(len(work), len(self.actors))
 
         def submit() -> None:
             a = min(range(len(self.actors)), key=load.__getitem__)
@@ -202,34 +234,43 @@ class RayEmbedder(LocalEmbedder):
             chunk.clear()
 
         def collect(block: bool) -> Iterator[_Prepared]:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)  # all that finished
+            if block and not ready:
+                ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 a, sent = pending.pop(ref)
                 load[a] -= 1
-                yield from self._receive(ref, sent)
+                yield from self._receive(ref, sent, sizer)
 
         for item in work:
+            sizer.sent(1)
             p = identify(item)
             if p.error or p.skip or not triage(p):
                 p.head = None
                 yield p
                 continue
             chunk.append(p)
-            if len(chunk) >= CHUNK_FILES:
-                submit()
+            if len(chunk) < sizer.size():
+                continue
+            submit()
+            # results are looked for once per call sent, not per file walked (ray.wait costs
+            # a round trip to the core worker); when every actor is busy enough, wait
             while len(pending) >= IN_FLIGHT_PER_ACTOR * len(self.actors):
                 yield from collect(block=True)
-            yield from collect(block=False) if pending else ()
+            yield from collect(block=False)
         if chunk:
             submit()
         while pending:
             yield from collect(block=True)
 
-    def _receive(self, ref: Any, sent: list[_Prepared]) -> Iterator[_Prepared]:
+    def _receive(self, ref: Any, sent: list[_Prepared], sizer: _ChunkSizer) -> Iterator[_Prepared]:
         import ray
 
         try:
-            results = ray.get(ref)
+            seconds, results = ray.get(ref)
+            sizer.observe(seconds, len(results))
         except Exception as err:  # noqa: BLE001 - retries exhausted: the files fail, the run goes on
             reason = f"Ray worker failed: {str(err).strip().splitlines()[-1][:200]}"
             for p in sent:
@@ -251,7 +292,7 @@ class RayEmbedder(LocalEmbedder):
             return
         for p in (batch[i] for i in positions):
             p.undecoded = False
-        results = ray.get(self._submit(self.actors[0], [batch[i] for i in positions]))
+        _, results = ray.get(self._submit(self.actors[0], [batch[i] for i in positions]))
         for i, result in zip(positions, results, strict=True):
             self._done.pop(id(batch[i]), None)
             self._done[id(result[0])] = result
