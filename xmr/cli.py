@@ -213,6 +213,11 @@ class _RichProgress:
         if task.speed:
             self.bar.update(self.task, rate=f"{task.speed:.1f} files/s")
 
+    def detail(self, text: str) -> None:
+        """Where a long file has got to (a scanned PDF's page), in the rate column."""
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, rate=text)
+
     def warn(self, message: str) -> None:
         if not self.quiet:
             from rich.text import Text
@@ -268,6 +273,16 @@ def index_cmd(
             metavar="binary|none|auto",
             help="Vector index: 1-bit codes rescored exactly (binary), the hnswlib graph (none), or codes from "
             "2M vectors a space (auto, the default). Kept for later runs; env XMR_CODES. See docs/codes.md.",
+            show_default=False,
+        ),
+    ] = None,
+    ocr: Annotated[
+        str | None,
+        typer.Option(
+            "--ocr",
+            metavar="auto|all|off",
+            help="Read text in images and scanned PDFs: images likely to hold text and PDFs without a text "
+            "layer (auto, the default), every image (all), or none (off). Kept for later runs; env XMR_OCR.",
             show_default=False,
         ),
     ] = None,
@@ -332,6 +347,7 @@ def index_cmd(
         text_extensions=text_exts,
         store_snippets=store_snippets,
         codes=_codes_choice(codes),
+        ocr=_ocr_choice(ocr),
         video_every_s=video_every,
         video_max_frames=video_max_frames,
         store=store,
@@ -396,6 +412,12 @@ def index_cmd(
         if report.skipped_by_reason:
             msg += "\nskipped: " + _reasons(report.skipped_by_reason)
         _stderr_console().print(msg)
+
+
+def _ocr_choice(ocr: str | None) -> str | None:
+    from xmr.ocr.policy import check_mode, mode_from_env
+
+    return check_mode(ocr) or mode_from_env()
 
 
 def _codes_choice(codes: str | None) -> str | None:
@@ -833,6 +855,8 @@ def info_cmd(
         )
         sound = f"{decoding['audio_windows']} window(s)" if decoding["audio_track"] else "no audio track"
         out.print(f"sound: {sound}")
+    if data.get("ocr"):
+        _print_ocr(out, data["ocr"])
     for enc in data["encodings"]:
         model = enc["model"] or {}
         dropped = f", {enc['dropped_as_junk']} passage(s) dropped as junk" if enc.get("dropped_as_junk") else ""
@@ -849,7 +873,25 @@ def info_cmd(
                 where = f" chars {seg['char_start']}-{seg['char_end']}"
                 if seg.get("page") is not None:
                     where += f" page {seg['page']}"
-            out.print(f"  #{seg['seq']} {seg['kind']}{where} vector {seg['vector_id']} dim {seg['dim']}")
+            kind = seg["kind"] + (f" ({seg['origin']})" if seg.get("origin") else "")
+            out.print(f"  #{seg['seq']} {kind}{where} vector {seg['vector_id']} dim {seg['dim']}")
+
+
+def _print_ocr(out: Any, ocr: dict[str, Any]) -> None:
+    """`xmr info`: how text was recognised in the file, and each line with its confidence."""
+    models = ", ".join(f"{role} {name}" for role, name in sorted(ocr["models"].items()))
+    settings = ocr["settings"]
+    what = f"ocr: {ocr['status']}" + (f" ({ocr['reason']})" if ocr.get("reason") else "")
+    out.print(f"{what}; {ocr['n_lines']} line(s) in {ocr['elapsed_s'] or 0:g} s", markup=False)
+    if models:
+        out.print(f"ocr models: {models}", markup=False)
+    out.print("ocr settings: " + ", ".join(f"{k} {v}" for k, v in sorted(settings.items())), markup=False)
+    if ocr.get("text_source"):
+        out.print(f"ocr text: {ocr['text_source']}", markup=False)
+    for ln in ocr["lines"]:
+        page = f"p. {ln['page']} " if ln.get("page") is not None else ""
+        text = ln["text"] if ln.get("text") is not None else "(text not stored)"
+        out.print(f"  {page}[{ln['score']:.3f}] {text}", markup=False)
 
 
 @app.command("dupes")

@@ -114,12 +114,49 @@ def info(path: str | os.PathLike[str], index_dir: Path | None = None) -> dict[st
         found = cat.file_info(abspath)
         if found is not None:
             found["metadata"] = cat.file_meta(found["id"])
+            found["ocr"] = cat.ocr_info(found["hash"])
     if found is None:
         raise NoIndex("not in the index", path=path_key(abspath)[0], hint="run 'xmr index' on its folder")
+    if found["ocr"] is not None:
+        _ocr_lines_text(abspath, found)
     from datetime import UTC, datetime
 
     found["modified"] = datetime.fromtimestamp(found["mtime_ns"] / 1e9, UTC).isoformat(timespec="seconds")
     return found
+
+
+# lines of recognised text `xmr info` reads again when their text is not stored
+INFO_OCR_LINES = 200
+
+
+def _ocr_lines_text(path: str, found: dict[str, Any]) -> None:
+    """The recognised lines' text for `xmr info`: stored (--store-snippets), else read again from
+    the file's stored boxes (the recogniser only) while the file is as indexed."""
+    ocr = found["ocr"]
+    lines = ocr["lines"]
+    if not lines or all(ln["text"] is not None for ln in lines):
+        ocr["text_source"] = "stored" if lines else None
+        return
+    try:
+        st = os.stat(path)
+        unchanged = (st.st_size, st.st_mtime_ns) == (found["size"], found["mtime_ns"])
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        ocr["text_source"] = "not stored; the file changed since indexing"
+        return
+    from xmr.ocr.snippets import read_again
+
+    shown = lines[:INFO_OCR_LINES]
+    try:
+        texts = read_again(path, shown, ocr["settings"])
+    except Exception as exc:  # shown without text, and why
+        ocr["text_source"] = f"not stored; reading again failed: {' '.join(str(exc).split())}"
+        return
+    for ln, text in zip(shown, texts, strict=True):
+        ln["text"] = text
+    more = f" (the first {INFO_OCR_LINES} lines)" if len(lines) > INFO_OCR_LINES else ""
+    ocr["text_source"] = f"not stored; read again from the file's line boxes{more}"
 
 
 def remove(targets: list[str], index_dir: Path | None = None) -> dict[str, Any]:

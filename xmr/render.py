@@ -135,6 +135,8 @@ def model_short_name(model_id: str) -> str:
 def explain_cell(result: Any) -> str:
     b = result.best
     cell = f"{b.route} {model_short_name(b.model_id)} {b.raw:.3f}"
+    if getattr(b, "origin", None):  # a passage recognised in the file's pixels
+        cell += f" {b.origin}"
     kw = getattr(result, "keyword", None)
     if kw:  # the keyword part of a fused score (xmr.search), beside the semantic one
         cell += f"; keyword: bm25={kw['bm25']:.2f} rank {kw['rank']} +{kw['score']:.2f}"

@@ -84,6 +84,7 @@ class SegmentHit:
     snippet: str | None = None
     snippet_note: str | None = None  # why no snippet is shown ("changed since indexing")
     page: int | None = None  # PDF page of the passage
+    origin: str | None = None  # a passage not of the file's own text: "ocr" (recognised in its pixels)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -135,6 +136,7 @@ class Result:
                 "route": b.route,
                 "segment_kind": b.kind,
                 **_timed_segment(self.modality, b.kind),
+                **({"segment": b.origin} if b.origin else {}),
                 "vector_id": b.vector_id,
                 "contributions": self.contributions,
                 "semantic_score": round(self.semantic_score if self.semantic_score is not None else self.score, 4),
@@ -643,7 +645,7 @@ class _Search:
             if ref is None:  # deleted since the ANN file was written
                 continue
             hit.start_s, hit.end_s = ref.start_s, ref.end_s
-            hit.char_start, hit.char_end, hit.page = ref.char_start, ref.char_end, ref.page
+            hit.char_start, hit.char_end, hit.page, hit.origin = ref.char_start, ref.char_end, ref.page, ref.origin
             if ref.text is not None:  # stored with --store-snippets
                 hit.snippet = shorten(ref.text)
             for path, modality, raw in files.get(ref.hash, []):

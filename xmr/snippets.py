@@ -6,7 +6,8 @@ result's snippet is cut from the document's text, extracted again exactly as
 the indexer did (:func:`xmr.documents.extract`). A file whose size or
 modification time differ from the catalogue's shows ``changed since indexing``
 instead of a snippet that might be wrong. ``xmr index --store-snippets`` keeps
-the passages' text in the catalogue, which is then used as is.
+the passages' text in the catalogue, which is then used as is. A passage of text
+recognised in pixels (OCR) is read again from its stored line boxes (xmr.ocr.snippets).
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def fill_snippets(cat: Catalogue, results: Iterable[Any], *, all_segments: bool 
         if not todo:
             continue
         row = cat.file_by_path(r.path)
+        recognised = [h for h in todo if getattr(h, "origin", None) == "ocr"]
+        if recognised:  # text read in the file's pixels: read again from its stored boxes
+            _fill_recognised(cat, row, recognised)
+            todo = [h for h in todo if h not in recognised]
+            if not todo:
+                continue
         doc: Document | str = GONE if row is None else read_for_snippets(row.fs_path, row.size, row.mtime_ns)
         for hit in todo:
             if isinstance(doc, str):
@@ -60,3 +67,34 @@ def fill_snippets(cat: Catalogue, results: Iterable[Any], *, all_segments: bool 
                 hit.snippet_note = CHANGED
             else:
                 hit.snippet = shorten(doc.text[hit.char_start : hit.char_end])
+
+
+def _unchanged(row: Any) -> str | None:
+    """None when the file is as indexed, else why no snippet can be shown."""
+    if row is None:
+        return GONE
+    try:
+        st = os.stat(row.fs_path)
+    except OSError:
+        return GONE
+    return None if (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns) else CHANGED
+
+
+def _fill_recognised(cat: Catalogue, row: Any, hits: list[Any]) -> None:
+    """Snippets of OCR passages (xmr.ocr.snippets): the lines they cover, read again."""
+    from xmr.ocr.snippets import passage_text
+
+    note = _unchanged(row)
+    for hit in hits:
+        if note is not None:
+            hit.snippet_note = note
+            continue
+        try:
+            text = passage_text(cat, row.hash, row.fs_path, hit.page, (hit.char_start, hit.char_end))
+        except Exception as exc:  # an unreadable file, or OCR that cannot load: say why
+            hit.snippet_note = " ".join(str(exc).split()) or type(exc).__name__
+            continue
+        if text:
+            hit.snippet = shorten(text)
+        else:
+            hit.snippet_note = CHANGED

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from xmr.catalogue.connection import CatalogueBase
+from xmr.catalogue.ocr import OcrTables
 from xmr.catalogue.rows import SegmentData, now_iso
 
 DECODING_KEY = "decoding."  # settings key prefix: + content hash -> JSON provenance of its decoding
 
 
-class ContentTables(CatalogueBase):
+class ContentTables(OcrTables):
     """The ``encodings``, ``segments`` and ``vectors`` of each content."""
 
     def gc_contents(self, hashes: Iterable[str]) -> int:
@@ -40,6 +40,7 @@ class ContentTables(CatalogueBase):
         self.conn.execute(f"DELETE FROM encodings WHERE {where}", params)
         if space is None and keep_model is None:
             self.conn.execute("DELETE FROM settings WHERE key = ?", (DECODING_KEY + h,))
+            self.drop_ocr(h)
 
     def set_decoding(self, h: str, provenance: dict[str, Any]) -> None:
         """How content ``h`` was decoded (a video's frame sampling), for `xmr info`."""
@@ -83,7 +84,7 @@ class ContentTables(CatalogueBase):
         for seq, (seg, vec) in enumerate(zip(segments, vecs, strict=True)):
             cur = self.conn.execute(
                 "INSERT INTO segments (hash, space, model_id, kind, seq, start_s, end_s, char_start, char_end,"
-                " text, page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " text, page, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     h,
                     space,
@@ -96,6 +97,7 @@ class ContentTables(CatalogueBase):
                     seg.char_end,
                     seg.text,
                     seg.page,
+                    seg.origin,
                 ),
             )
             self.conn.execute(

@@ -47,11 +47,14 @@ class SearchLookups(CatalogueBase):
 
     def segments_for_vectors(self, ids: Sequence[int]) -> dict[int, SegmentRef]:
         out: dict[int, SegmentRef] = {}
+        # a catalogue before schema 7 (read, never migrated, by a search) has no origin column
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        origin = "s.origin" if version >= 7 else "NULL"
         for chunk in _chunks([int(i) for i in ids], 500):
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
                 "SELECT v.id, s.id, s.hash, s.space, s.model_id, s.kind, s.seq, s.start_s, s.end_s, s.char_start,"
-                f" s.char_end, s.text, s.page FROM vectors v JOIN segments s ON s.id = v.segment_id"
+                f" s.char_end, s.text, s.page, {origin} FROM vectors v JOIN segments s ON s.id = v.segment_id"
                 f" WHERE v.id IN ({marks})",
                 chunk,
             ):

@@ -61,6 +61,7 @@ class SegmentData:
     char_end: int | None = None
     text: str | None = None  # stored only with --store-snippets; otherwise read from the file when shown
     page: int | None = None  # PDF page, from 1
+    origin: str | None = None  # a text passage's source when not the file's own text: "ocr"
 
 
 @dataclass
@@ -80,6 +81,7 @@ class SegmentRef:
     char_end: int | None
     text: str | None
     page: int | None = None
+    origin: str | None = None  # "ocr": text recognised in the file's pixels
 
 
 def _under_clause(column: str, root: str) -> tuple[str, list[str]]:

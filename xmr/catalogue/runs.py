@@ -114,6 +114,8 @@ class RunsAndReports(ModelsTable):
             else []
         )
         encodings = []
+        # schema 7 on: a passage's origin ("ocr"); an older catalogue (read, not migrated) has none
+        origin_column = "s.origin" if self.conn.execute("PRAGMA user_version").fetchone()[0] >= 7 else "NULL"
         for space, model_id, n, created, dropped in self.conn.execute(
             "SELECT space, model_id, n_segments, created, n_dropped FROM encodings WHERE hash = ? ORDER BY space",
             (info["hash"],),
@@ -128,12 +130,13 @@ class RunsAndReports(ModelsTable):
                     "char_start": c0,
                     "char_end": c1,
                     "page": page,
+                    "origin": origin,
                     "vector_id": vid,
                     "dim": dim,
                 }
-                for sid, kind, seq, s0, s1, c0, c1, page, vid, dim in self.conn.execute(
-                    "SELECT s.id, s.kind, s.seq, s.start_s, s.end_s, s.char_start, s.char_end, s.page, v.id, v.dim"
-                    " FROM segments s LEFT JOIN vectors v ON v.segment_id = s.id"
+                for sid, kind, seq, s0, s1, c0, c1, page, origin, vid, dim in self.conn.execute(
+                    "SELECT s.id, s.kind, s.seq, s.start_s, s.end_s, s.char_start, s.char_end, s.page,"
+                    f" {origin_column}, v.id, v.dim FROM segments s LEFT JOIN vectors v ON v.segment_id = s.id"
                     " WHERE s.hash = ? AND s.space = ? AND s.model_id = ? ORDER BY s.seq",
                     (info["hash"], space, model_id),
                 )

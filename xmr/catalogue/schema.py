@@ -179,10 +179,41 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        7,
+        """
+        -- text recognised in pixels (xmr.ocr): a text passage's origin ('ocr'; NULL: the file's own text)
+        ALTER TABLE segments ADD COLUMN origin TEXT;
+        -- per content: how OCR read it, or why it did not (status text|no text|gated|failed)
+        CREATE TABLE IF NOT EXISTS ocr (
+            hash TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            reason TEXT,                    -- the gate's reason, a failure, a truncation
+            models TEXT,                    -- JSON: role (det, rec, cls, engine) -> model
+            settings TEXT,                  -- JSON: mode, limits, the image size the boxes refer to
+            n_lines INTEGER NOT NULL,
+            elapsed_s REAL,
+            created TEXT NOT NULL
+        );
+        -- each recognised line: its box and its span in the recognised text the passages index;
+        -- the text itself only with --store-snippets
+        CREATE TABLE IF NOT EXISTS ocr_lines (
+            hash TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            page INTEGER,                   -- PDF page, from 1; NULL for an image
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL,
+            score REAL NOT NULL,            -- the recogniser's confidence
+            box TEXT NOT NULL,              -- JSON: 4 corner points in pixels of the image (page) as read
+            text TEXT,
+            PRIMARY KEY (hash, seq)
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # a reader (search, which never migrates) accepts catalogues from this version on: the
-# migrations after it add indexes only, which make reading faster but are not needed
+# migrations after it add indexes, and OCR (7), which a reader of an older one does without
 READABLE_FROM = 4
 
 
@@ -206,7 +237,12 @@ def migrate(cat: CatalogueBase) -> None:
             if current >= number:
                 continue
             for statement in _statements(sql):
-                cat.conn.execute(statement)
+                try:
+                    cat.conn.execute(statement)
+                except sqlite3.OperationalError as exc:
+                    # a column already there (a catalogue whose version was set back): as wanted
+                    if "duplicate column name" not in str(exc):
+                        raise
             cat.conn.execute(f"PRAGMA user_version = {int(number)}")
     from xmr.catalogue.keywords import ensure_fts
 

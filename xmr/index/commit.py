@@ -11,7 +11,7 @@ from typing import Any
 
 from xmr.catalogue import Catalogue, FileRow, path_key
 from xmr.index.embed import Embedded
-from xmr.index.items import _Prepared
+from xmr.index.items import _Prepared, wanted_spaces
 from xmr.index.options import IndexReport, Progress
 from xmr.index.plan import Plan
 
@@ -28,8 +28,11 @@ class Committer:
         modalities: Sequence[str],
         report: IndexReport,
         progress: Progress,
+        *,
+        store_snippets: bool = False,
     ):
         self.cat = cat
+        self.store_snippets = store_snippets  # keep recognised (OCR) lines' text too
         self.run_id = run_id
         self.seen_at = seen_at
         self.spaces_for = spaces_for
@@ -68,7 +71,7 @@ class Committer:
                     self.report.skipped += 1
                     self.report.skipped_by_reason[p.skip] = self.report.skipped_by_reason.get(p.skip, 0) + 1
                     continue
-                spaces = self.spaces_for.get(p.modality, ())
+                spaces = wanted_spaces(p, self.spaces_for)
                 if p.modality == "other" or (not spaces and p.modality not in self.modalities):
                     status = "skipped" if p.modality == "other" else "pending"
                     self._upsert(p, status)
@@ -91,6 +94,8 @@ class Committer:
                     self.report.segments += len(enc.segments)
                 if wrote and p.provenance:
                     self.cat.set_decoding(p.hash, p.provenance)
+                if p.ocr is not None:  # also when it found nothing: not read again next run
+                    self.cat.set_ocr(p.hash, p.ocr if self.store_snippets else p.ocr.without_text())
                 if wrote:
                     self.report.embedded_files += 1
                 elif p.item.known_hash is None and p.item.old_hash != p.hash:
@@ -108,7 +113,7 @@ class Committer:
         meta = p.meta or {}
         self.cat.set_file_meta(file_id, p.hash, meta)
         body = None
-        for space in self.spaces_for.get(p.modality, ()):
+        for space in wanted_spaces(p, self.spaces_for):
             enc = encoded.get((p.hash, space))
             texts = [s.text for s in enc.segments if s.text] if enc is not None else []
             if texts:

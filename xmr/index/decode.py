@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from xmr import media
 from xmr.documents import HTML_EXTENSIONS, PLAIN_EXTENSIONS
@@ -23,10 +24,14 @@ from xmr.sniff import HEAD_BYTES
 WORKER_NICE = 10  # added to the decode workers' niceness (os.nice)
 
 
-def _init_worker(added_kinds: Sequence[media.MediaKind] = ()) -> None:
+def _init_worker(added_kinds: Sequence[media.MediaKind] = (), pages: Any = None) -> None:
     """``added_kinds``: the media kinds registered beyond the built-in ones in the parent
-    (a spawned worker starts with a fresh registry)."""
+    (a spawned worker starts with a fresh registry). ``pages``: a queue for the progress of
+    long decodes (a scanned PDF's pages), or None."""
     from xmr.procs import die_with_parent
+
+    if pages is not None:
+        set_page_reporter(lambda path, done, total: pages.put((path, done, total)))
 
     for kind in added_kinds:
         if media.find(kind.name) is None:
@@ -111,6 +116,32 @@ def read_metadata(path: str, modality: str) -> dict[str, object]:
         return {}
 
 
+def _has_input(d: media.Decoded, segment: str) -> bool:
+    """Whether a decoded file holds input for that segment kind."""
+    if segment == media.TEXT_SEGMENT:
+        return d.text is not None
+    if segment == media.AUDIO_SEGMENT:
+        return bool(d.audio_windows)
+    return d.pixels is not None or bool(d.frames)
+
+
+# where a worker reports the pages of a long decode (a scanned PDF): set by _init_worker in a
+# worker, by the scheduler inline; None: not reported
+_PAGE_REPORTER: Callable[[str, int, int], None] | None = None
+
+
+def set_page_reporter(reporter: Callable[[str, int, int], None] | None) -> None:
+    global _PAGE_REPORTER
+    _PAGE_REPORTER = reporter
+
+
+def _page_progress(path: str) -> Callable[[int, int], None] | None:
+    reporter = _PAGE_REPORTER
+    if reporter is None:
+        return None
+    return lambda done, total: reporter(path, done, total)
+
+
 def decode(out: _Prepared, config: DecodeConfig) -> _Prepared:
     """Decode an identified file whose content still lacks vectors (``out.spaces_done`` set
     by the driver): pixels, audio windows or document text."""
@@ -130,11 +161,17 @@ def decode(out: _Prepared, config: DecodeConfig) -> _Prepared:
             policy=config.policy,
             head=head,
             video=config.video,
+            ocr=config.ocr,
+            on_page=_page_progress(item.path),
         )
         d = kind.decode(item.path, ctx)
         out.pixels, out.audio_windows, out.text, out.pages = d.pixels, d.audio_windows, d.text, d.pages
         out.junk_guard, out.skip, out.error = d.junk_guard, d.skip, d.error
         out.frames, out.dropped, out.provenance = d.frames, d.dropped, d.provenance
+        out.text_origin, out.ocr = d.text_origin, d.ocr
+        # optional input found (an image's recognised text): the spaces it goes to, embedded anew
+        out.extra_spaces = tuple(s for s, seg in kind.optional_segments.items() if _has_input(d, seg))
+        out.spaces_done -= set(out.extra_spaces)
     except XmrError as exc:
         out.error = exc.reason
     except Exception as exc:  # a decoder bug must not end the run; it is recorded per file

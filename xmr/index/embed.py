@@ -13,7 +13,7 @@ stays as it is.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,9 +27,10 @@ from xmr.encoders import model_status
 from xmr.encoders.base import ModelInfo
 from xmr.encoders.engine import index_encoder
 from xmr.errors import ModelMissing
-from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared
+from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared, wanted_spaces
 from xmr.index.options import IndexOptions
 from xmr.index.schedule import DecodeScheduler
+from xmr.ocr.record import config_for
 from xmr.settings import Settings
 
 
@@ -140,8 +141,18 @@ class LocalEmbedder:
                 max_text_bytes=self.options.max_text_bytes,
                 policy=Policy.with_extensions(self.options.text_extensions),
                 video=_sampling(self.options),
+                ocr=config_for(self.options.ocr),
             )
         return self.config
+
+    @property
+    def on_page(self) -> Callable[[str, int, int], None] | None:
+        """Progress inside one long decode (path, pages done, pages): a scanned PDF's OCR."""
+        return self.scheduler.on_page
+
+    @on_page.setter
+    def on_page(self, report: Callable[[str, int, int], None] | None) -> None:
+        self.scheduler.on_page = report
 
     def decoded(self, work: Sequence[_Item], triage: Triage) -> AbstractContextManager[Iterator[_Prepared]]:
         return self.scheduler.decoded(work, triage)
@@ -186,12 +197,20 @@ def encode_space(
     texts: list[str] = []
     planned: set[str | None] = set()
     for i, p in enumerate(batch):
-        if p.error or p.skip or space not in spaces_for.get(p.modality, ()) or space in p.spaces_done:
+        if p.error or p.skip or space not in wanted_spaces(p, spaces_for) or space in p.spaces_done:
             continue
         if p.hash in planned:
             continue  # identical content twice in one batch: embedded once
         # the input this space takes from the file's kind (xmr.media), whatever the kind
-        segment = media.get(p.modality).segments.get(space)
+        kind = media.get(p.modality)
+        segment = kind.segments.get(space) if space in spaces_for.get(p.modality, ()) else None
+        # text recognised in the file (OCR): passages beside its own segment, or alone in a space
+        # the kind has no segment of its own in (an image's text in clap)
+        optional = p.text is not None and kind.optional_segments.get(space) == media.TEXT_SEGMENT
+        if segment is None and optional:
+            jobs.append((i, "text", _text_segments(p, enc, dropped, i, texts, store_snippets) or []))
+            planned.add(p.hash)
+            continue
         if segment == media.IMAGE_SEGMENT and p.frames is not None:
             # timed images (video frames): one segment each, with its time span
             jobs.append((i, "image", [SegmentData(kind="image", start_s=s, end_s=e) for s, e, _ in p.frames]))
@@ -208,33 +227,23 @@ def encode_space(
             jobs.append((i, "audio", segs))
             windows.extend(w for _, _, w in p.audio_windows)
         elif segment == media.TEXT_SEGMENT and p.text is not None:
-            passages = split_document(Document(p.text, p.pages), enc.split_text)
-            kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
-            if not passages:
+            segs = _text_segments(p, enc, dropped, i, texts, store_snippets)
+            if segs is None:
                 failed[i] = "no text to embed"
                 continue
-            # a content whose passages are all junk gets no segment (but its encoding is recorded)
-            dropped[i] = len(passages) - len(kept)
-            segs = [
-                SegmentData(
-                    kind="text_passage",
-                    char_start=ps.start,
-                    char_end=ps.end,
-                    text=ps.text if store_snippets else None,
-                    page=page,
-                )
-                for ps, page in kept
-            ]
             jobs.append((i, "text", segs))
-            texts.extend(ps.text for ps, _ in kept)
         else:
             failed[i] = f"nothing decoded for the {space} space"
             continue
+        if optional and segment != media.TEXT_SEGMENT:
+            segs = _text_segments(p, enc, dropped, i, texts, store_snippets)
+            if segs:
+                jobs.append((i, "text", segs))
         planned.add(p.hash)
     # a copy of content that failed above fails the same way
     for i, p in enumerate(batch):
         if i not in failed and p.hash not in planned and not p.error and not p.skip:
-            if space in spaces_for.get(p.modality, ()) and space not in p.spaces_done:
+            if space in wanted_spaces(p, spaces_for) and space not in p.spaces_done:
                 failed[i] = next(
                     (failed[j] for j, q in enumerate(batch) if q.hash == p.hash and j in failed),
                     f"nothing decoded for the {space} space",
@@ -254,5 +263,34 @@ def encode_space(
         start = cursors.get(kind, 0)
         cursors[kind] = start + len(segs)
         vecs = arrays[kind][start : start + len(segs)] if segs else np.zeros((0, enc.dim), np.float32)
-        out[(batch[i].hash, space)] = Encoding(enc.info.model_id, segs, vecs, dropped.get(i, 0))
+        key = (batch[i].hash, space)
+        if key in out:  # a second kind of input of the same file (an image and its text): one encoding
+            prev = out[key]
+            out[key] = Encoding(prev.model_id, prev.segments + segs, np.concatenate([prev.vectors, vecs]), prev.dropped)
+        else:
+            out[key] = Encoding(enc.info.model_id, segs, vecs, dropped.get(i, 0))
     return out
+
+
+def _text_segments(
+    p: _Prepared, enc: Any, dropped: dict[int, int], i: int, texts: list[str], store_snippets: bool
+) -> list[SegmentData] | None:
+    """The passages of a decoded text (None: nothing to cut); their texts go to ``texts``."""
+    passages = split_document(Document(p.text or "", p.pages), enc.split_text)
+    if not passages:
+        return None
+    kept = [(ps, page) for ps, page in passages if not (p.junk_guard and is_junk(ps.text))]
+    # a content whose passages are all junk gets no segment (but its encoding is recorded)
+    dropped[i] = dropped.get(i, 0) + len(passages) - len(kept)
+    texts.extend(ps.text for ps, _ in kept)
+    return [
+        SegmentData(
+            kind="text_passage",
+            char_start=ps.start,
+            char_end=ps.end,
+            text=ps.text if store_snippets else None,
+            page=page,
+            origin=p.text_origin,
+        )
+        for ps, page in kept
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ class _Item:
     old_hash: str | None
     known_hash: str | None  # set when the file is unchanged on disk but still pending
     known_modality: str | None
+    ocr_pending: bool = False  # indexed, but not yet read by OCR (indexed before it, or gated): decode again
 
 
 @dataclass
@@ -52,6 +53,10 @@ class _Prepared:
     undecoded: bool = False  # an image met before CLIP's preprocessor was loaded: prepared again (_complete)
     head: bytes | None = None  # the file's first bytes, read while hashing (decode reuses them)
     meta: dict[str, Any] | None = None  # descriptive metadata (xmr.media.meta), read while identifying
+    text_origin: str | None = None  # "ocr": ``text`` was recognised in the file's pixels
+    ocr: Any = None  # xmr.ocr.record.OcrRecord: written with the file (provenance, line boxes)
+    # spaces the file yields input for beyond its kind's own (an image's recognised text: clap)
+    extra_spaces: tuple[str, ...] = ()
 
 
 @dataclass
@@ -65,6 +70,16 @@ class DecodeConfig:
     max_text_bytes: int
     policy: Policy = field(default_factory=Policy)
     video: Any = None  # xmr.preprocess.video.Sampling; None: the defaults
+    ocr: Any = None  # xmr.ocr.record.OcrConfig; None: no OCR
+
+
+def wanted_spaces(p: _Prepared, spaces_for: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The spaces a decoded file is embedded in: its kind's (for the run's modalities), and those
+    its decoder found optional input for (an image's recognised text)."""
+    base = tuple(spaces_for.get(p.modality, ()))
+    if not base:
+        return ()
+    return base + tuple(s for s in p.extra_spaces if s not in base)
 
 
 def _segment_estimate(p: _Prepared) -> float:
@@ -77,9 +92,8 @@ def _segment_estimate(p: _Prepared) -> float:
         return len(p.frames) + len(p.audio_windows or ())
     if p.audio_windows is not None:
         return len(p.audio_windows)
-    if p.text is not None:
-        return max(MIN_TEXT_SHARE, len(p.text) / PASSAGE_CHARS)
-    return 1 if p.pixels is not None else 0
+    text = max(MIN_TEXT_SHARE, len(p.text) / PASSAGE_CHARS) if p.text is not None else 0
+    return text + (1 if p.pixels is not None else 0)  # an image with recognised text: both
 
 
 # The driver's verdict on an identified file: sets ``spaces_done`` (spaces its content is

@@ -77,6 +77,10 @@ class RunModels:
         self.progress.phase("checking file types", None)
         needs = needed.spaces_needed(work, self.spaces_for, self.spaces, done=self.done)
         spaces = set(needs.spaces)
+        # files decoded again for OCR alone (xmr.index.plan) need their kind's decoder: CLIP's preprocessor
+        for item in work:
+            if item.ocr_pending:
+                spaces.update(self.spaces_for.get(item.known_modality or "", ()))
         if not needs.complete:
             # workers need CLIP's image preprocessor, and an image prepared without it is read
             # twice (_complete): assume images in what was not looked at. CLAP can wait.

@@ -58,6 +58,9 @@ class IndexOptions:
     within: Sequence[str] = ()  # watch mode: walk only these paths under the roots (only files there can vanish)
     store: str | None = None  # --store: vector backend to record (name, milvus://HOST:PORT, milvus-lite:PATH)
     rebuild_store: bool = False  # refill the vector store from the catalogue (backends with ``rebuild``)
+    # text in pixels (xmr.ocr): auto (images the gate picks, PDFs without a text layer), all, off;
+    # None: as recorded in the index, else auto (xmr.ocr.policy)
+    ocr: str | None = None
 
 
 @dataclass

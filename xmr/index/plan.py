@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
+from xmr import media
 from xmr.catalogue import Catalogue, FileRow, path_key
 from xmr.crawl import FoundFile, WalkError, walk, walk_within
-from xmr.documents import Policy
+from xmr.documents import NO_TEXT_LAYER, Policy
 from xmr.index.items import _Item
 from xmr.index.models import RunModels
 from xmr.index.options import IndexOptions, IndexReport, Progress
+from xmr.ocr.record import GATED
 
 
 @dataclass
@@ -59,6 +61,8 @@ class Planner:
         # indexed before metadata was read (an older index), or read from other content:
         # scheduled for a metadata-only pass, which embeds nothing
         self._lacking_meta = self.cat.files_lacking_meta()
+        # OCR on: contents OCR has looked at (xmr.ocr), so that images indexed before are read once
+        self._ocr_seen = self.cat.ocr_statuses() if self.options.ocr not in (None, "off") else None
         out = Plan()
         error_dirs: list[str] = []
         # watch mode walks only the places that changed (``within``): only files there can vanish
@@ -86,6 +90,9 @@ class Planner:
                     out.work.append(self._item(entry, row, known=False))
                 elif row.status == "indexed" and self._needs_spaces(row):
                     out.work.append(self._item(entry, row, known=True))
+                elif row.status == "indexed" and self._needs_ocr(row):
+                    out.work.append(self._item(entry, row, known=True, ocr=True))
+                    self.report.unchanged += 1
                 elif row.status == "indexed" and row.id in self._lacking_meta:
                     out.work.append(self._item(entry, row, known=True))
                     self.report.unchanged += 1
@@ -113,7 +120,7 @@ class Planner:
         ]
         return out
 
-    def _item(self, entry: FoundFile, row: FileRow | None, *, known: bool) -> _Item:
+    def _item(self, entry: FoundFile, row: FileRow | None, *, known: bool, ocr: bool = False) -> _Item:
         return _Item(
             path=str(entry.path),
             root=str(entry.root),
@@ -123,7 +130,19 @@ class Planner:
             old_hash=row.hash if row else None,
             known_hash=row.hash if (known and row) else None,
             known_modality=row.modality if (known and row) else None,
+            ocr_pending=ocr,
         )
+
+    def _needs_ocr(self, row: FileRow) -> bool:
+        """An indexed image OCR has not read yet: indexed before OCR or with ``--ocr off``, or
+        passed over by the gate and now ``--ocr all``."""
+        if self._ocr_seen is None or row.hash is None or not media.find(row.modality or ""):
+            return False
+        kind = media.get(row.modality or "")
+        if media.TEXT_SEGMENT not in kind.optional_segments.values() or not self.spaces_for.get(kind.name):
+            return False
+        status = self._ocr_seen.get(row.hash)
+        return status is None or (status == GATED and self.options.ocr == "all")
 
     def _reconsider_skipped(self, row: FileRow) -> bool:
         """A file skipped for a reason that may have gone: --retry-errors (Ghostscript or rawpy
@@ -132,6 +151,8 @@ class Planner:
             return False
         if self.options.retry_errors:
             return True
+        if row.modality == "text" and self._ocr_seen is not None and (row.error or "") == NO_TEXT_LAYER:
+            return True  # a scanned PDF skipped while OCR was off: read its pages now
         return row.modality == "text" and os.path.splitext(row.path)[1].lower() in self._extra_extensions
 
     def _needs_spaces(self, row: FileRow) -> bool:

@@ -33,7 +33,7 @@ from xmr.errors import Interrupted, PathNotFound, UsageError
 from xmr.index.commit import Committer
 from xmr.index.embed import Embedder, LocalEmbedder
 from xmr.index.finish import Finish
-from xmr.index.items import _Item, _Prepared, _segment_estimate
+from xmr.index.items import _Item, _Prepared, _segment_estimate, wanted_spaces
 from xmr.index.models import RunModels
 from xmr.index.options import IndexOptions, IndexReport, Progress, _NoProgress
 from xmr.index.plan import Planner
@@ -87,6 +87,13 @@ def index(
                 from xmr.store.factory import record_store
 
                 record_store(cat, options.store)
+            from dataclasses import replace
+
+            from xmr.ocr.policy import choose_mode
+
+            options = replace(options, ocr=choose_mode(cat, options.ocr))
+            if embedder is not None and hasattr(embedder, "options"):
+                embedder.options = replace(embedder.options, ocr=options.ocr)
             embedder = embedder or LocalEmbedder(settings, options)
             return _Run(cat, embedder, root_paths, settings, options, progress).execute()
 
@@ -108,7 +115,9 @@ class _Run:
         self.options = options
         self.progress = progress
         self.spaces_for = media.spaces_for(options.modalities)
-        self.spaces = sorted({s for m in options.modalities for s in self.spaces_for[m]})
+        # spaces only some files reach (an image's recognised text in clap) may be loaded too
+        optional = media.optional_spaces_for(options.modalities) if options.ocr != "off" else {}
+        self.spaces = sorted({s for m in options.modalities for s in (*self.spaces_for[m], *optional.get(m, ()))})
         args = {
             "roots": roots,
             **_run_arguments(options),
@@ -120,7 +129,14 @@ class _Run:
         self.models = RunModels(cat, embedder, settings, self.spaces, self.spaces_for, progress)
         self.planner = Planner(cat, roots, options, self.spaces_for, self.models, self.report, progress)
         self.committer = Committer(
-            cat, self.run_id, now_iso(), self.spaces_for, options.modalities, self.report, progress
+            cat,
+            self.run_id,
+            now_iso(),
+            self.spaces_for,
+            options.modalities,
+            self.report,
+            progress,
+            store_snippets=options.store_snippets,
         )
         self.finish = Finish(cat, embedder, self.models, self.spaces, progress)
         self._indexing = (0, 0)  # (total, committed) of the indexing phase, to resume it after a load
@@ -149,10 +165,17 @@ class _Run:
 
     # -- decode and embed, batch by batch ---------------------------------------------------
     def _process(self, work: list[_Item]) -> None:
+        if hasattr(self.embedder, "on_page"):  # long decodes (a scanned PDF's OCR) report their pages
+            self.embedder.on_page = self._page
         with self.embedder.decoded(work, self._triage) as decoded:
             # the pool (if any) starts first: its workers start up while the models load
             self.models.load_needed(work)
             self._consume(decoded, len(work))
+
+    def _page(self, path: str, done: int, total: int) -> None:
+        detail = getattr(self.progress, "detail", None)
+        if detail is not None:
+            detail(f"{os.path.basename(path)}: page {done} of {total}")
 
     def _triage(self, p: _Prepared) -> bool:
         """Whether an identified file must be decoded: some space wanted for its modality
@@ -163,7 +186,8 @@ class _Run:
         if not spaces:
             return False
         p.spaces_done = self.cat.encoded_spaces(p.hash, self.models.models()) & set(spaces)
-        return not set(spaces) <= p.spaces_done
+        # an image OCR has not read: decoded again (text found re-embeds it with its passages)
+        return not set(spaces) <= p.spaces_done or p.item.ocr_pending
 
     def _consume(self, prepared_items: Iterable[_Prepared], total: int) -> None:
         """Group prepared files into batches and commit each."""
@@ -199,7 +223,7 @@ class _Run:
             missing: set[str] = set()
             for p in batch:
                 if not (p.error or p.skip):
-                    missing.update(set(self.spaces_for.get(p.modality, ())) - p.spaces_done)
+                    missing.update(set(wanted_spaces(p, self.spaces_for)) - p.spaces_done)
             missing = (missing & set(self.spaces)) - self.models.loaded()
             if not missing:
                 return

@@ -11,9 +11,10 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from typing import Any
 
 from xmr import media
-from xmr.index.decode import _decoding_items, _init_worker, decode, identify
+from xmr.index.decode import _decoding_items, _init_worker, decode, identify, set_page_reporter
 from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared
 from xmr.index.options import IndexOptions
 
@@ -26,6 +27,8 @@ class DecodeScheduler:
     def __init__(self, options: IndexOptions, config: Callable[[], DecodeConfig]):
         self.options = options
         self._config = config  # read per file: a model loaded meanwhile changes it
+        # (path, pages done, pages): progress inside one long decode (a scanned PDF's OCR)
+        self.on_page: Callable[[str, int, int], None] | None = None
 
     def _prepare(self, item: _Item, triage: Triage) -> _Prepared:
         """Identify, triage and decode one file in this process."""
@@ -39,27 +42,39 @@ class DecodeScheduler:
             workers = max(1, min(4, (os.cpu_count() or 2) - 1))
         if workers == 0 or _decoding_items(work) < 8:
             # the config is read per file: a load meanwhile (the driver's safety net) updates it
-            yield (self._prepare(item, triage) for item in work)
+            set_page_reporter(self.on_page)
+            try:
+                yield (self._prepare(item, triage) for item in work)
+            finally:
+                set_page_reporter(None)
             return
         import multiprocessing
 
         # spawn: forking a process that holds torch threads is unsafe. The pool starts
         # before the models load, so the workers' start-up overlaps it.
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(media.snapshot(),))
+        pages = ctx.SimpleQueue() if self.on_page is not None else None  # workers' page reports
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(media.snapshot(), pages)
+        )
         with pool:
             for _ in range(workers):
                 pool.submit(int)  # starts a worker process now
             try:
-                yield self._pooled(pool, workers, work, triage)
+                yield self._pooled(pool, workers, work, triage, pages)
             except BaseException:
                 # let the running tasks (one file each) finish: tearing the pool down
                 # under its feeder thread prints errors at exit
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
+    def _pages(self, pages: Any) -> None:
+        """Pass on the page reports the workers queued."""
+        while pages is not None and self.on_page is not None and not pages.empty():
+            self.on_page(*pages.get())
+
     def _pooled(
-        self, pool: ProcessPoolExecutor, workers: int, work: Sequence[_Item], triage: Triage
+        self, pool: ProcessPoolExecutor, workers: int, work: Sequence[_Item], triage: Triage, pages: Any = None
     ) -> Iterator[_Prepared]:
         """Identify in the workers, triage here, decode in the workers what needs it."""
         # deep enough that workers prepare the next batch while the model encodes this one
@@ -81,7 +96,9 @@ class DecodeScheduler:
                 nxt = next(items, None)
             if not pending:
                 return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            # with page reports, wake up now and then to show them while a long file decodes
+            done, _ = wait(pending, timeout=0.5 if pages is not None else None, return_when=FIRST_COMPLETED)
+            self._pages(pages)
             for fut in done:
                 size = pending.pop(fut)
                 p = fut.result()

@@ -30,6 +30,8 @@ class DecodeContext:
     head: bytes | None = None  # the file's first bytes when the caller already read them
     query: bool = False  # a query file: the user named it, so read it without the indexing policy
     video: Any = None  # xmr.preprocess.video.Sampling; None: the defaults
+    ocr: Any = None  # xmr.ocr.record.OcrConfig: read text in pixels (images, scanned PDFs); None: off
+    on_page: Callable[[int, int], None] | None = None  # (done, total) pages of a long decode (scanned PDF)
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Decoded:
     junk_guard: bool = True  # drop passages that are mostly non-words
     dropped: int = 0  # inputs left out while decoding (video frames nearly equal to the previous one)
     provenance: dict[str, Any] | None = None  # how it was decoded (video sampling), shown by `xmr info`
+    text_origin: str | None = None  # where ``text`` came from when not the file's own text ("ocr")
+    ocr: Any = None  # xmr.ocr.record.OcrRecord: how text was recognised in its pixels, per line
     skip: str | None = None  # readable but not indexed (not a document, a missing tool)
     error: str | None = None  # one-line reason: the file is recorded as failed
 
@@ -82,6 +86,10 @@ class MediaKind:
     # path -> descriptive metadata (keys among xmr.media.meta.FIELDS: date taken, camera, GPS,
     # title, artist...), read in the decode workers; never raises. None: the kind has none
     metadata: Callable[[str], dict[str, Any]] | None = None
+    # space -> a segment kind its files yield there only when the decoder finds it: text
+    # recognised in an image (``Decoded.text``) becomes passages in both text spaces. Searched
+    # with that group; the space's encoder loads only once a file has such input.
+    optional_segments: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -20,7 +20,17 @@ def decode_image(path: str, ctx: DecodeContext) -> Decoded:
 
     if ctx.image_preprocessor is None:
         return Decoded(error="no image preprocessor (the clip model is not loaded)")
-    return Decoded(pixels=np.asarray(ctx.image_preprocessor(path), dtype=np.float32))
+    out = Decoded(pixels=np.asarray(ctx.image_preprocessor(path), dtype=np.float32))
+    if ctx.ocr is not None and not ctx.query:
+        from xmr.ocr.read import read_image
+
+        # text in the pixels: passages of the image in both text spaces (never fails the image)
+        out.ocr = read_image(path, ctx.ocr)
+        if out.ocr.text:
+            from xmr.ocr.record import ORIGIN
+
+            out.text, out.text_origin = out.ocr.text, ORIGIN
+    return out
 
 
 def decode_audio(path: str, ctx: DecodeContext) -> Decoded:
@@ -32,7 +42,7 @@ def decode_audio(path: str, ctx: DecodeContext) -> Decoded:
 
 
 def decode_text(path: str, ctx: DecodeContext) -> Decoded:
-    from xmr.documents import MAX_DOCUMENT_BYTES, read_any, read_document
+    from xmr.documents import MAX_DOCUMENT_BYTES, NO_TEXT_LAYER, read_any, read_document
     from xmr.sniff import HEAD_BYTES
 
     max_bytes = MAX_DOCUMENT_BYTES if ctx.max_text_bytes is None else ctx.max_text_bytes
@@ -47,12 +57,27 @@ def decode_text(path: str, ctx: DecodeContext) -> Decoded:
         except OSError as exc:
             return Decoded(error=f"cannot read: {exc.strerror or exc}")
     doc, skip = read_document(path, head, policy=ctx.policy, max_bytes=max_bytes)
+    if doc is None and skip == NO_TEXT_LAYER and ctx.ocr is not None:
+        return _scanned_pdf(path, ctx, max_bytes)
     if doc is None:
         return Decoded(skip=skip)
     if not doc.text:
         return Decoded(error="no text to index (only whitespace)")
     junk_guard = ctx.policy.junk_guard(path) if ctx.policy is not None else True
     return Decoded(text=doc.text, pages=doc.pages, junk_guard=junk_guard)
+
+
+def _scanned_pdf(path: str, ctx: DecodeContext, max_bytes: int) -> Decoded:
+    """A PDF without a text layer, read by OCR page by page: a document like a PDF with text."""
+    from xmr.documents import NO_TEXT_LAYER
+    from xmr.ocr.read import read_pdf
+    from xmr.ocr.record import FAILED, ORIGIN
+
+    rec = read_pdf(path, ctx.ocr, max_chars=max_bytes, on_page=ctx.on_page)
+    if not rec.text:
+        found = "OCR failed: " + (rec.reason or "") if rec.status == FAILED else "no text recognised"
+        return Decoded(skip=f"{NO_TEXT_LAYER} ({found})", ocr=rec)
+    return Decoded(text=rec.text, pages=rec.pages, text_origin=ORIGIN, ocr=rec)
 
 
 def _guessed(name: str, prefix: str) -> str:
@@ -96,6 +121,8 @@ def builtin_kinds() -> tuple[MediaKind, ...]:
             previews=("thumb",),
             thumbnail=image_thumbnail,
             metadata=image_metadata,
+            # text read in the image (OCR, --ocr): passages in both text spaces, like a document's
+            optional_segments={"clip": TEXT_SEGMENT, "clap": TEXT_SEGMENT},
         ),
         MediaKind(
             name=AUDIO,

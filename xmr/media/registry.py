@@ -76,9 +76,22 @@ def groups() -> dict[tuple[str, str], tuple[str, ...]]:
     """(space, segment kind) -> the modalities whose files yield such segments."""
     out: dict[tuple[str, str], tuple[str, ...]] = {}
     for k in kinds():
-        for space, segment in k.segments.items():
-            out[(space, segment)] = (*out.get((space, segment), ()), k.name)
+        for space, segment in (*k.segments.items(), *k.optional_segments.items()):
+            if k.name not in out.get((space, segment), ()):
+                out[(space, segment)] = (*out.get((space, segment), ()), k.name)
     return out
+
+
+def optional_spaces_for(selected: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """modality -> the spaces its files are embedded in only when decoding finds such input
+    (a kind's ``optional_segments``; () for kinds not selected)."""
+    chosen = None if selected is None else set(selected)
+    return {
+        k.name: tuple(s for s in k.optional_segments if s not in k.segments)
+        if chosen is None or k.name in chosen
+        else ()
+        for k in kinds()
+    }
 
 
 def for_query_kind(query_kind: str) -> MediaKind | None:
