@@ -40,7 +40,7 @@ class GateConfig:
     min_edge_share: float | None = 0.004  # fewer sharp-edge pixels: no text (the detector is skipped)
     det_side: int | None = 320  # the detector's input, long side (None: statistics decide alone)
     region_score: float = 0.6  # mean text probability of a region that counts
-    probe: int = 2  # widest regions read by the recogniser; 0: any region means likely
+    probe: int = 1  # widest regions read by the recogniser; 0: any region means likely
     probe_score: float = 0.8  # a probe read counts with this mean character confidence ...
     probe_chars: int = 3  # ... and at least this many letters or digits
 
