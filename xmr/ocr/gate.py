@@ -1,20 +1,25 @@
 """Whether an image likely holds text: the cheap gate of ``--ocr auto``, run in the decode workers.
 
-Chosen from the candidates measured by ``benchmarks/ocr.py --gate`` (figures in
-benchmarks/results/ocr_gate.txt): a cascade, cheapest first.
+Chosen from the candidates ``benchmarks/ocr.py --parts gate`` measures (benchmarks/results/ocr_gate.txt):
+a cascade, cheapest stage first, each deciding what it can.
 
-1. **EXIF hint.** A screenshot tool's name in the Software / UserComment tags: likely, at once.
-   EXIF never rules text out (photos of receipts and signs carry a camera's tags).
-2. **Thumbnail statistics** (grey, 256 px on the long side, a few ms). Text is strokes:
-   sharp, high-contrast edges. Too few strong-edge pixels: no text, the detector is skipped.
-   This rejects smooth photos (sky, bokeh, blur) cheaply and keeps every text image measured.
-3. **The PP-OCRv6 detector at a tiny size** (the image scaled to ``DET_SIDE`` px on its
-   long side, one thread): likely when it finds at least ``MIN_REGIONS`` confident text
-   regions. The recogniser, ten times dearer, runs only on what passes.
+1. **EXIF.** A screenshot tool's name in the Software / UserComment tags: likely. EXIF never
+   rules text out (photos of receipts and signs carry a camera's tags).
+2. **Sharp edges** (a 256 px grey thumbnail, ~3 ms): text is strokes, sharp and contrasted.
+   Fewer than 0.4 % of pixels on such an edge: no text (smooth photos: sky, bokeh, blur).
+3. **Screenshot colours**: one exact colour over 30 % of a pixel grid is a flat UI background
+   (a photo's sensor noise and JPEG leave no colour that common): likely, even where its text
+   is too small for stage 4's reduced size.
+4. **The PP-OCRv6 detector at 320 px** (long side, one thread), then a **probe read**: the
+   recogniser reads the start of the widest region found; likely when it reads at least 3
+   letters or digits at a mean confidence of 0.8. The probe is what rejects windows, bricks,
+   fences and foliage, where the bare detector (and statistics alone) fire on 20-50 % of photos,
+   each such false positive costing a full OCR (about a second) later.
 
-The detector alone at this size on every photo would cost about its whole budget;
-statistics alone pass textured photos (foliage, bricks, windows) that a full OCR then pays
-for, about a second each.
+Measured on generated sets: recall 1.00 on clean and 0.93 on degraded text images, no false
+positive on 90 photo-like images, about 30 ms CPU per photo on the busy 2-core machine.
+The models are RapidOCR's wheel's files, run with ONNX Runtime directly (one thread each: the
+decode workers run in parallel); the recogniser loads at the first probe only.
 """
 
 from __future__ import annotations
@@ -246,7 +251,7 @@ def screen_share(image: Any) -> float:
     background is one colour; a photo's sensor noise and JPEG leave no colour that common."""
     import numpy as np
 
-    rgb = _rgb_within(image, 1024)[::4, ::4].reshape(-1, 3).astype(np.int32)
+    rgb = _rgb_within(image, 1024)[::8, ::8].reshape(-1, 3).astype(np.int32)  # ~12k pixels
     if not len(rgb):
         return 0.0
     keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
@@ -267,16 +272,17 @@ def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CO
         tool = exif_hint(exif)
         if tool:
             return GateDecision(True, f"exif: screenshot software ({tool})")
-    if config.screen_share is not None:
-        share = screen_share(image)
-        if share >= config.screen_share:
-            return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}")
     if config.min_edge_share is not None:
         edges = edge_share(_grey_thumb(image, THUMB_SIDE))
         if edges < config.min_edge_share:
             return GateDecision(False, f"statistics: {edges:.2%} sharp-edge pixels (< {config.min_edge_share:.1%})")
-        if config.det_side is None:
-            return GateDecision(True, f"statistics: {edges:.2%} sharp-edge pixels")
+    # a screenshot's text may be too small for the detector at its reduced size; its flat colours tell
+    if config.screen_share is not None:
+        share = screen_share(image)
+        if share >= config.screen_share:
+            return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}")
+    if config.min_edge_share is not None and config.det_side is None:
+        return GateDecision(True, f"statistics: {edges:.2%} sharp-edge pixels")
     if config.det_side is None:
         return GateDecision(False, "no stage decided")
     bgr, regions = detect(image, config.det_side)
