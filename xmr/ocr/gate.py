@@ -5,11 +5,11 @@ a cascade, cheapest stage first, each deciding what it can.
 
 1. **EXIF.** A screenshot tool's name in the Software / UserComment tags: likely. EXIF never
    rules text out (photos of receipts and signs carry a camera's tags).
-2. **Sharp edges** (a 256 px grey thumbnail, ~3 ms): text is strokes, sharp and contrasted.
+2. **Screenshot colours** (~2 ms): one exact colour over 30 % of a pixel grid is a flat UI
+   background (a photo's sensor noise and JPEG leave no colour that common): likely, even
+   where its text is too small for the later stages' reduced sizes.
+3. **Sharp edges** (a 256 px grey thumbnail, ~3 ms): text is strokes, sharp and contrasted.
    Fewer than 0.4 % of pixels on such an edge: no text (smooth photos: sky, bokeh, blur).
-3. **Screenshot colours**: one exact colour over 30 % of a pixel grid is a flat UI background
-   (a photo's sensor noise and JPEG leave no colour that common): likely, even where its text
-   is too small for stage 4's reduced size.
 4. **The PP-OCRv6 detector at 320 px** (long side, one thread), then a **probe read**: the
    recogniser reads the start of the widest region found; likely when it reads at least 3
    letters or digits at a mean confidence of 0.8. The probe is what rejects windows, bricks,
@@ -272,15 +272,16 @@ def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CO
         tool = exif_hint(exif)
         if tool:
             return GateDecision(True, f"exif: screenshot software ({tool})")
-    if config.min_edge_share is not None:
-        edges = edge_share(_grey_thumb(image, THUMB_SIDE))
-        if edges < config.min_edge_share:
-            return GateDecision(False, f"statistics: {edges:.2%} sharp-edge pixels (< {config.min_edge_share:.1%})")
-    # a screenshot's text may be too small for the detector at its reduced size; its flat colours tell
+    # first: a screenshot's small text may have no sharp edge at the thumbnail's size, nor be
+    # found by the detector at its reduced size; its flat colours tell
     if config.screen_share is not None:
         share = screen_share(image)
         if share >= config.screen_share:
             return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}")
+    if config.min_edge_share is not None:
+        edges = edge_share(_grey_thumb(image, THUMB_SIDE))
+        if edges < config.min_edge_share:
+            return GateDecision(False, f"statistics: {edges:.2%} sharp-edge pixels (< {config.min_edge_share:.1%})")
     if config.min_edge_share is not None and config.det_side is None:
         return GateDecision(True, f"statistics: {edges:.2%} sharp-edge pixels")
     if config.det_side is None:
