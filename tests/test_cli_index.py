@@ -345,3 +345,28 @@ def test_index_watch_at_the_real_inotify_limit_polls(tmp_path: Path) -> None:
     assert code == 0, w.stderr()
     notices = [line for line in w.stderr().splitlines() if "cannot watch with OS notifications" in line]
     assert len(notices) == 1 and "watch limit" in notices[0], w.stderr()
+
+
+def test_index_ocr_reads_text_in_images_and_keeps_the_choice(tmp_path: Path) -> None:
+    """`--ocr all`: a screenshot's words become passages in both spaces, found by a phrase, said to
+    be OCR; the choice is kept, and `--ocr off` on new files reads nothing."""
+    from test_ocr import SIGN, text_image
+
+    root = tmp_path / "shots"
+    root.mkdir()
+    text_image([SIGN], size=(900, 200))[0].save(root / "shot.png")
+    make_image(root / "cat.png", 1)
+    assert "--ocr" in invoke("index", "--help").stdout
+    res = invoke("index", str(root), "--ocr", "all", "--workers", "0")
+    assert res.exit_code == 0 and "2 indexed" in res.stderr, res.stderr
+    spaces = {s["space"]: s for s in json.loads(invoke("status", "--json").stdout)["spaces"]}
+    assert spaces["clap"]["segments_by_kind"] == {"text_passage": 1}
+    assert spaces["clip"]["segments_by_kind"] == {"image": 2, "text_passage": 1}
+    found = json.loads(invoke("search", SIGN, "--json", "--explain", "-k", "1").stdout)["results"][0]
+    assert found["path"] == str(root / "shot.png") and found["explain"]["segment"] == "ocr"
+    assert found["snippet"] == SIGN
+    info = json.loads(invoke("info", str(root / "shot.png"), "--json").stdout)
+    assert info["ocr"]["status"] == "text" and info["ocr"]["settings"]["mode"] == "all"
+    text_image(["second screenshot words"], size=(900, 200))[0].save(root / "later.png")
+    assert invoke("index", str(root), "--ocr", "off", "--workers", "0").exit_code == 0
+    assert json.loads(invoke("info", str(root / "later.png"), "--json").stdout)["ocr"] is None

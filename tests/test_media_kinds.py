@@ -137,12 +137,14 @@ def test_builtin_kinds_are_registered_and_describe_what_the_code_did_before() ->
         "text_file": ("clip", "clap"),
         "video": ("clip", "clap"),
     }
+    # an image's recognised text (OCR) is searched with the text passages of both spaces
     assert media.groups() == {
         ("clip", "image"): ("image", "video"),
         ("clap", "audio_window"): ("audio", "video"),
-        ("clip", "text_passage"): ("text",),
-        ("clap", "text_passage"): ("text",),
+        ("clip", "text_passage"): ("image", "text"),
+        ("clap", "text_passage"): ("image", "text"),
     }
+    assert media.optional_spaces_for() == {"image": ("clap",), "audio": (), "text": (), "video": ()}
     # the published JSON contract lists the built-in kinds
     assert SCHEMA["$defs"]["result"]["properties"]["modality"]["enum"] == list(media.names())
     with pytest.raises(UsageError, match="already registered"):

@@ -126,3 +126,8 @@ class OcrTables(CatalogueBase):
         if not self._has_ocr():
             return {}
         return dict(self.conn.execute("SELECT hash, status FROM ocr").fetchall())
+
+    def skipped_ids(self, reason: str) -> set[int]:
+        """Ids of the files skipped for exactly this reason (a PDF's "no text layer", read once OCR is on)."""
+        rows = self.conn.execute("SELECT id FROM files WHERE status = 'skipped' AND error = ?", (reason,))
+        return {i for (i,) in rows}

@@ -18,7 +18,7 @@ from xmr.documents import NO_TEXT_LAYER, Policy
 from xmr.index.items import _Item
 from xmr.index.models import RunModels
 from xmr.index.options import IndexOptions, IndexReport, Progress
-from xmr.ocr.record import GATED
+from xmr.ocr.record import GATED, TEXT
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Planner:
         self._lacking_meta = self.cat.files_lacking_meta()
         # OCR on: contents OCR has looked at (xmr.ocr), so that images indexed before are read once
         self._ocr_seen = self.cat.ocr_statuses() if self.options.ocr not in (None, "off") else None
+        self._no_text_layer = self.cat.skipped_ids(NO_TEXT_LAYER) if self._ocr_seen is not None else set()
         out = Plan()
         error_dirs: list[str] = []
         # watch mode walks only the places that changed (``within``): only files there can vanish
@@ -135,13 +136,17 @@ class Planner:
 
     def _needs_ocr(self, row: FileRow) -> bool:
         """An indexed image OCR has not read yet: indexed before OCR or with ``--ocr off``, or
-        passed over by the gate and now ``--ocr all``."""
+        passed over by the gate and now ``--ocr all``; or whose text lacks its clap vectors by
+        the active model (after a model switch)."""
         if self._ocr_seen is None or row.hash is None or not media.find(row.modality or ""):
             return False
         kind = media.get(row.modality or "")
         if media.TEXT_SEGMENT not in kind.optional_segments.values() or not self.spaces_for.get(kind.name):
             return False
         status = self._ocr_seen.get(row.hash)
+        if status == TEXT:  # its text's vectors in a space the kind has no own segment in (clap)
+            extra = [s for s in kind.optional_segments if s not in kind.segments]
+            return any(s in self.models.stale_spaces or row.hash not in self.models.encoded_by_active(s) for s in extra)
         return status is None or (status == GATED and self.options.ocr == "all")
 
     def _reconsider_skipped(self, row: FileRow) -> bool:
@@ -151,7 +156,7 @@ class Planner:
             return False
         if self.options.retry_errors:
             return True
-        if row.modality == "text" and self._ocr_seen is not None and (row.error or "") == NO_TEXT_LAYER:
+        if row.modality == "text" and row.id in self._no_text_layer:
             return True  # a scanned PDF skipped while OCR was off: read its pages now
         return row.modality == "text" and os.path.splitext(row.path)[1].lower() in self._extra_extensions
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from xmr.index.decode import decode, identify
 from xmr.index.embed import Embedded, Encoding, LocalEmbedder, encode_space
-from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared
+from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared, wanted_spaces
 from xmr.index.options import IndexOptions
 from xmr.settings import Settings
 
@@ -268,7 +268,7 @@ class RayEmbedder(LocalEmbedder):
             and any(
                 s not in self._done[id(p)][1] and s not in self._done[id(p)][2] and s not in p.spaces_done
                 for s in self.encoders
-                if s in spaces_for.get(p.modality, ())
+                if s in wanted_spaces(p, spaces_for)  # with an image's recognised text: clap too
             )
         ]
         if stale:

@@ -52,6 +52,10 @@ class OcrOptions:
     min_score: float = 0.5  # lines read with less confidence are dropped
     use_cls: bool = False  # the 180-degree classifier: upside-down text is rare in photos
     rec_batch: int = 8
+    # other models than the wheel's PP-OCRv6 small ones: paths to RapidOCR ONNX files (another
+    # script's recogniser, say PP-OCRv5 Korean or Cyrillic), XMR_OCR_REC_MODEL / XMR_OCR_DET_MODEL
+    det_model: str | None = None
+    rec_model: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -61,12 +65,14 @@ class OcrOptions:
             "time_limit_s": self.time_limit_s,
             "min_score": self.min_score,
             "use_cls": self.use_cls,
+            **({"det_model": self.det_model} if self.det_model else {}),
+            **({"rec_model": self.rec_model} if self.rec_model else {}),
         }
 
 
 DEFAULT_OPTIONS = OcrOptions()
 _LOCK = threading.Lock()
-_ENGINES: dict[int, _Engine] = {}
+_ENGINES: dict[tuple[int, str | None, str | None], _Engine] = {}
 
 
 def _silence() -> None:
@@ -80,19 +86,23 @@ def _silence() -> None:
 class _Engine:
     """The RapidOCR pipeline parts of one detector size, built once per process."""
 
-    def __init__(self, det_side: int):
+    def __init__(self, det_side: int, det_model: str | None = None, rec_model: str | None = None):
         _silence()
         from rapidocr import RapidOCR
 
         _silence()
-        self.ocr = RapidOCR(
-            params={
-                "Global.log_level": "critical",
-                "Det.limit_side_len": det_side,
-                # the detector keeps at most this many contours: a dense texture stops here
-                "Det.max_candidates": 1000,
-            }
-        )
+        params: dict[str, Any] = {
+            "Global.log_level": "critical",
+            "Det.limit_side_len": det_side,
+            # the detector keeps at most this many contours: a dense texture stops here
+            "Det.max_candidates": 1000,
+        }
+        if det_model:
+            params["Det.model_path"] = det_model
+        if rec_model:
+            params["Rec.model_path"] = rec_model
+        self.paths = {"det": det_model, "rec": rec_model}
+        self.ocr = RapidOCR(params=params)
         _silence()
         self.det = self.ocr._load_det_model()
         self.rec = self.ocr._load_rec_model()
@@ -110,7 +120,9 @@ class _Engine:
         cfg = self.ocr.cfg
         out = {"engine": f"rapidocr {__version__}"}
         for role, part in (("det", cfg.Det), ("rec", cfg.Rec), ("cls", cfg.Cls)):
-            if role != "cls" or use_cls:
+            if self.paths.get(role):
+                out[role] = str(self.paths[role])
+            elif role != "cls" or use_cls:
                 out[role] = f"{_name(part.ocr_version)}_{role}_{_name(part.model_type)} ({_name(part.lang_type)})"
         return out
 
@@ -119,12 +131,13 @@ def _name(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def engine(det_side: int = DEFAULT_OPTIONS.det_side) -> _Engine:
-    """This process's engine (built at the first call; models load in about a second)."""
+def engine(options: OcrOptions = DEFAULT_OPTIONS) -> _Engine:
+    """This process's engine for these options (built at the first call; about a second)."""
+    key = (options.det_side, options.det_model, options.rec_model)
     with _LOCK:
-        eng = _ENGINES.get(det_side)
+        eng = _ENGINES.get(key)
         if eng is None:
-            eng = _ENGINES[det_side] = _Engine(det_side)
+            eng = _ENGINES[key] = _Engine(*key)
         return eng
 
 
@@ -209,7 +222,7 @@ def read(image: Any, *, options: OcrOptions | None = None) -> OcrResult:
     opts = options or DEFAULT_OPTIONS
     t0 = time.monotonic()
     deadline = t0 + opts.time_limit_s
-    eng = engine(opts.det_side)
+    eng = engine(opts)
     bgr, scale = _as_bgr(image, opts.max_side)
     det = eng.det(bgr)
     boxes = [] if det.boxes is None else list(det.boxes)
@@ -238,7 +251,7 @@ def recognise(image: Any, boxes: Sequence[Box], *, options: OcrOptions | None = 
     import numpy as np
 
     opts = options or DEFAULT_OPTIONS
-    eng = engine(opts.det_side)
+    eng = engine(opts)
     bgr, scale = _as_bgr(image, opts.max_side)
     scaled = [np.asarray(b, dtype=np.float32) * scale for b in boxes]
     read_, _ = _recognise(eng, _crops(bgr, scaled), opts, float("inf"))

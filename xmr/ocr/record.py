@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xmr.ocr.engine import Box, Line, OcrOptions
@@ -34,9 +34,13 @@ def config_for(mode: str | None) -> OcrConfig | None:
     mode = (mode or "auto").strip().lower()
     if mode == "off":
         return None
+    options = OcrOptions(
+        det_model=os.environ.get("XMR_OCR_DET_MODEL") or None,
+        rec_model=os.environ.get("XMR_OCR_REC_MODEL") or None,
+    )
     max_lines = os.environ.get("XMR_OCR_MAX_LINES")
-    # a tuning knob (and what tests bound a dense texture with): lines recognised per image
-    options = OcrOptions(max_lines=int(max_lines)) if max_lines and max_lines.isdigit() else OcrOptions()
+    if max_lines and max_lines.isdigit():  # a tuning knob (and what tests bound a dense texture with)
+        options = replace(options, max_lines=int(max_lines))
     return OcrConfig(mode, options)
 
 
@@ -67,8 +71,6 @@ class OcrRecord:
 
     def without_text(self) -> OcrRecord:
         """The record as the catalogue keeps it by default: boxes and offsets, no text."""
-        from dataclasses import replace
-
         return replace(self, lines=[replace(ln, text=None) for ln in self.lines], text=None)
 
 

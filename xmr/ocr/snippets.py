@@ -36,7 +36,11 @@ def read_again(
     from xmr.ocr import engine
     from xmr.ocr.engine import OcrOptions
 
-    options = OcrOptions(max_side=int(settings.get("max_side", OcrOptions.max_side)))
+    options = OcrOptions(
+        max_side=int(settings.get("max_side", OcrOptions.max_side)),
+        det_model=settings.get("det_model"),
+        rec_model=settings.get("rec_model"),
+    )
     for page in sorted({lines[i].get("page") or 0 for i in todo}):
         these = [i for i in todo if (lines[i].get("page") or 0) == page]
         if page:

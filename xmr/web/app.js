@@ -128,7 +128,7 @@ function explainPanel(r) {
       el("dt", {}, "space"), el("dd", {}, r.space),
       el("dt", {}, "model"), el("dd", {}, e.model_id),
       el("dt", {}, "raw cosine"), el("dd", {}, r.raw.toFixed(4)),
-      el("dt", {}, "segment"), el("dd", {}, e.segment_kind),
+      el("dt", {}, "segment"), el("dd", {}, e.segment_kind + (e.segment ? ` (${e.segment})` : "")),
       el("dt", {}, "semantic score"), el("dd", {}, (e.semantic_score ?? r.score).toFixed(2)),
       el("dt", {}, "keyword"), el("dd", {}, e.keyword ? `bm25 ${e.keyword.bm25.toFixed(2)}, rank ${e.keyword.rank}, +${e.keyword.score.toFixed(2)}` : "no match")),
     list);
@@ -159,7 +159,14 @@ function card(r, i, words) {
     audio.addEventListener("loadedmetadata", () => { if (audio.currentTime < start) audio.currentTime = start; }, { once: true });
     media.append(audio, el("p", { class: "where" }, `match ${start.toFixed(1)}–${(r.end_s || 0).toFixed(1)} s`));
   }
-  if (r.snippet) media.append(highlighted(r.snippet, words));
+  if (r.snippet) {
+    const snippet = highlighted(r.snippet, words);
+    if (r.explain && r.explain.segment === "ocr") {  // text read in the picture (or the scanned page)
+      snippet.classList.add("ocr");
+      snippet.title = r.modality === "image" ? "text recognised in the image" : "text recognised in the scanned page";
+    }
+    media.append(snippet);
+  }
   const more = el("button", { type: "button", class: "more", title: "Search with this file",
     onclick: () => runSearch({ like: [r.file_id], label: basename(r.path) }) }, "more like this");
   if (!r.file_id) more.disabled = true;
