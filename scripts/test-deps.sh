@@ -2,6 +2,8 @@
 # The system programs the test suite needs besides Python packages:
 #   chromium + chromedriver  tests/test_browser.py drives the system's headless Chromium
 #   gs (Ghostscript)         Pillow renders EPS through it (the EPS tests)
+#   DejaVu fonts             fixtures/ocr.py renders the OCR tests' text with them (and with the
+#                            URW base35 fonts Ghostscript brings)
 # On Debian/Ubuntu the missing ones are installed with apt-get (sudo when not root);
 # elsewhere this prints what to install and exits 1. Nothing to do: exits 0 at once.
 set -euo pipefail
@@ -11,6 +13,8 @@ missing=()
 for prog in chromium chromedriver gs; do
     command -v "$prog" >/dev/null 2>&1 || missing+=("${package[$prog]}")
 done
+dejavu=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+[ -e "$dejavu" ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; then
@@ -20,6 +24,7 @@ if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; th
             chromium) echo "  chromium      (Chromium, run headless by tests/test_browser.py)" >&2 ;;
             chromium-driver) echo "  chromedriver  (the ChromeDriver matching that Chromium)" >&2 ;;
             ghostscript) echo "  gs            (Ghostscript, for the EPS tests)" >&2 ;;
+            fonts-dejavu-core) echo "  DejaVu fonts  ($dejavu, for the OCR tests' text images)" >&2 ;;
         esac
     done
     echo "install them with your system's package manager (Debian/Ubuntu: apt-get install ${missing[*]})" >&2
@@ -49,3 +54,7 @@ for prog in chromium chromedriver gs; do
         exit 1
     fi
 done
+if [ ! -e "$dejavu" ]; then
+    echo "scripts/test-deps.sh: $dejavu is still missing after apt-get install" >&2
+    exit 1
+fi
