@@ -757,7 +757,9 @@ class ClapEncoder:
         dtype = torch.float16 if self.half else torch.float32
         out: list[np.ndarray] = []
         with torch.inference_mode():
-            for a, b in self._batches(x.shape[0], 8, 64):
+            # CPU: 4 windows a batch holds ~0.1 GB less activation memory than 8, no slower, and gives
+            # the same vectors; int8 keeps 8 (its activation scales are per batch: vectors depend on it)
+            for a, b in self._batches(x.shape[0], 8 if self.precision == "int8" else 4, 64):
                 wav = torch.from_numpy(np.ascontiguousarray(x[a:b])).to(self.device)  # fp32: front end stays fp32
                 inp: dict[str, Any] = {
                     "waveform": wav,
