@@ -26,3 +26,24 @@ def test_other_systems_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert heap._TRIM is False
     heap.release_free_heap()  # resolved once, still nothing to call
     assert heap._TRIM is False
+
+
+def _kernel() -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _kernel() < (5, 4), reason="MADV_PAGEOUT: Linux 5.4+")
+def test_mapped_file_pages_are_released_and_read_back(tmp_path) -> None:
+    import mmap
+
+    data = bytes(range(256)) * 4096 * 4  # 4 MiB
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) as m:
+        assert m[:] == data  # every page read: resident
+        assert heap.release_mapped_file(str(path.resolve())) == len(data)
+        assert m[:] == data  # read back from the file, unchanged
+    assert heap.release_mapped_file(str(tmp_path / "not-mapped.bin")) == 0
