@@ -52,6 +52,7 @@ from xmr.encoders.hf_cache import hub_cache_dir as _hf_cache_dir
 from xmr.encoders.passages import CLAP_CONTEXT_LENGTH, clap_passages
 from xmr.encoders.textbatch import embed_sorted, length_batches, pad_batch
 from xmr.errors import ModelError, ModelMissing
+from xmr.heap import release_mapped_file
 from xmr.preprocess.audio import RESAMPLE_QUALITY, SAMPLE_RATE, WINDOW_S, WINDOW_SAMPLES
 from xmr.settings import Settings, offline_mode
 
@@ -559,6 +560,9 @@ class ClapEncoder:
             self._convert_half()
         self.precision = precision.on_device(settings.precision, self.device.type)
         self.model = precision.apply(self.model, self.precision)
+        # building (and int8's quantising: every Linear weight) read pages of the checkpoint's map
+        # that stayed resident though a forward pass needs few of them (xmr.heap): -0.43 GB at int8
+        release_mapped_file(str(ck.path.resolve()))
         if self.precision == "int8":
             from xmr.encoders.clap_frontend import use_fft
 
@@ -753,7 +757,9 @@ class ClapEncoder:
         dtype = torch.float16 if self.half else torch.float32
         out: list[np.ndarray] = []
         with torch.inference_mode():
-            for a, b in self._batches(x.shape[0], 8, 64):
+            # CPU: 4 windows a batch holds ~0.1 GB less activation memory than 8, no slower, and gives
+            # the same vectors; int8 keeps 8 (its activation scales are per batch: vectors depend on it)
+            for a, b in self._batches(x.shape[0], 8 if self.precision == "int8" else 4, 64):
                 wav = torch.from_numpy(np.ascontiguousarray(x[a:b])).to(self.device)  # fp32: front end stays fp32
                 inp: dict[str, Any] = {
                     "waveform": wav,

@@ -27,6 +27,7 @@ from xmr.encoders import model_status
 from xmr.encoders.base import ModelInfo
 from xmr.encoders.engine import index_encoder
 from xmr.errors import ModelMissing
+from xmr.heap import release_free_heap
 from xmr.index.items import DecodeConfig, Triage, _Item, _Prepared, wanted_spaces
 from xmr.index.options import IndexOptions
 from xmr.index.schedule import DecodeScheduler
@@ -122,6 +123,7 @@ class LocalEmbedder:
         if space not in self.encoders:
             self.encoders[space] = index_encoder(space, self.settings)
             self.config = None
+            release_free_heap()  # what building the model freed (xmr.heap)
         return self.encoders[space].info
 
     def loaded(self) -> Mapping[str, ModelInfo]:
@@ -167,6 +169,7 @@ class LocalEmbedder:
             out.encodings.update(
                 encode_space(space, enc, batch, spaces_for, out.failed, store_snippets=self.options.store_snippets)
             )
+            release_free_heap()  # this space's activations, before the next space's run (xmr.heap)
         return out
 
 
