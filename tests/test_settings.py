@@ -37,7 +37,8 @@ _PROBE = """
 import os
 def test_probe():
     leaked = sorted(n for n in os.environ if n.startswith("XMR_"))
-    assert leaked == ["XMR_HOME", "XMR_MODELS_DIR", "XMR_OFFLINE"], leaked
+    # what the fixture sets itself: a private index and models dir, offline, and OCR off (tests ask for it)
+    assert leaked == ["XMR_HOME", "XMR_MODELS_DIR", "XMR_OCR", "XMR_OFFLINE"], leaked
 """
 
 
