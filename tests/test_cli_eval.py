@@ -134,7 +134,8 @@ def check_eval_on_indexed_fixtures(env: dict[str, str], tmp_path: Path) -> None:
     assert {s["task"] for s in data["skipped"]} == {"image->text", "text->image", "image->audio", "audio->image"}
     assert all(t["queries"] == min(2, t["candidate_queries"]) for t in data["tasks"])
     for t in data["tasks"]:
-        assert t["latency_ms"]["embed"]["p50"] > 0 and t["latency_ms"]["search"]["p50"] > 0
+        lat = t["latency_ms"]
+        assert lat["embed"]["p50"] > 0 and lat["search"]["p50"] > 0, (t["task"], lat)
     # as a table: every section prints
     res = invoke("eval", media, *models, *index, "--max-queries", "1")
     assert res.exit_code == 0, res.stderr

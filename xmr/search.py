@@ -103,11 +103,12 @@ def search(
 
     with Catalogue.open(index_dir, readonly=True) as cat:
         source = CachedSource(cat, StateCache(index_dir, cat.generation()))
-        embeddings = EmbeddingCache(index_dir)
+        embeddings = EmbeddingCache(index_dir) if options.query_cache else None
         try:
             return _Search(source, parts, settings, options, notify, embeddings).run(t0)  # type: ignore[arg-type]
         finally:
-            embeddings.close()
+            if embeddings is not None:
+                embeddings.close()
 
 
 def prepare_state(cat: Catalogue, index_dir: Path) -> None:

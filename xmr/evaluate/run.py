@@ -358,7 +358,9 @@ def _run_task(
         k = options.depth + (1 if q.exclude else 0)
         # the task metrics are the encoders' retrieval, as xmr-eval/1 has always measured it
         # (no keyword fusion); --fusion adds the other rankings beside them
-        opts = SearchOptions(k=k, types=task.types, under=[root], match=match)
+        # query_cache=False: tasks share queries (label->image and label->all ask the same labels), and a
+        # cached embedding or answer would be timed as free
+        opts = SearchOptions(k=k, types=task.types, under=[root], match=match, query_cache=False)
         return search(q.parts, index_dir=idx, settings=settings, options=opts, notify=progress.warn)
 
     progress.phase(f"evaluating {task.name}", len(task.queries))
@@ -379,7 +381,6 @@ def _run_task(
             progress.advance()
             continue
         # the first query of a task loads its encoder and calibration samples: not a query's latency.
-        # (Not run twice: the second run would be answered by search's query-embedding cache.)
         if i or len(task.queries) == 1:
             timings.append((resp.embed_s * 1000.0, (resp.elapsed_s - resp.embed_s) * 1000.0))
         ranked = [r for r in resp.results if r.path != q.exclude][: options.depth]

@@ -33,6 +33,7 @@ class SearchOptions:
     sort: str = "score"  # score | date: the top k by score, newest first (date taken, else modified)
     match: str = "both"  # both | semantic | keyword: which rankings are fused (xmr.fusion)
     keyword_text: str | None = None  # the keyword side's query (quoted phrases kept); None: the text parts
+    query_cache: bool = True  # False: embed and search afresh (xmr eval measures latency; no cached answers)
 
 
 @dataclass
