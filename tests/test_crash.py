@@ -191,7 +191,10 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path, fake_enco
     expected = make_big_tree(root, 1500)
     index_dir = paths.index_dir()
     db = paths.catalogue_path(index_dir)
-    env = dict(os.environ, FAKE_ENCODER_DELAY="0.004")
+    # 20 ms a file: 30 s of work in all, so a poller starved for seconds on a loaded machine still
+    # signals mid-run (at 4 ms the run could finish before a late poll, and exit 0); the resuming
+    # run below has no delay
+    env = dict(os.environ, FAKE_ENCODER_DELAY="0.02")
     cmd = xmr_cmd + ["index", str(root), "--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
