@@ -66,6 +66,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XMR_OFFLINE", "1")
     # OCR (seconds per image) only where a test asks for it (tests/test_ocr.py sets XMR_OCR)
     monkeypatch.setenv("XMR_OCR", "off")
+    # and where they do, read for what is read, not against the clock of a loaded machine
+    monkeypatch.setenv("XMR_OCR_TIME_LIMIT", "900")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,14 @@ def _search(text: str, index_dir: Path | None = None, **opts: Any):
 # --- the engine ----------------------------------------------------------------------------------------
 
 
+# a generous time limit: on a loaded machine one image can take over the default 30 s, and
+# these tests are about what is read, not about the limit
+SLOW_OK = OcrOptions(time_limit_s=900.0)
+
+
 def test_engine_reads_lines_with_their_boxes_in_the_given_pixels() -> None:
     img, drawn = text_image(RECEIPT, size=(900, 420))
-    result = engine.read(img)
+    result = engine.read(img, options=SLOW_OK)
     assert [ln.text for ln in result.lines] == RECEIPT
     assert all(ln.score > 0.9 for ln in result.lines)
     assert result.models["det"].startswith("PP-OCRv6_det") and result.models["rec"].startswith("PP-OCRv6_rec")
@@ -139,7 +145,7 @@ def test_engine_reads_lines_with_their_boxes_in_the_given_pixels() -> None:
 
 def test_a_huge_image_is_downscaled_but_boxes_stay_in_its_pixels() -> None:
     img, drawn = text_image([SIGN], size=(6000, 900), px=150, at=(300, 300))
-    result = engine.read(img, options=OcrOptions(max_side=2048))
+    result = engine.read(img, options=replace(SLOW_OK, max_side=2048))
     assert [ln.text for ln in result.lines] == [SIGN]
     (x0, y0, x1, y1), box = drawn[0], result.lines[0].box
     # read at a third of the size: a box left in those pixels would be ~2,000 px off; the detector's
@@ -151,13 +157,13 @@ def test_a_huge_image_is_downscaled_but_boxes_stay_in_its_pixels() -> None:
 
 def test_recognise_reads_stored_boxes_without_the_detector() -> None:
     img, _ = text_image(RECEIPT, size=(900, 420))
-    boxes = [ln.box for ln in engine.read(img).lines]
+    boxes = [ln.box for ln in engine.read(img, options=SLOW_OK).lines]
     again = engine.recognise(img, boxes[1:])
     assert [ln.text for ln in again] == RECEIPT[1:]
 
 
 def test_a_dense_texture_is_bounded_by_the_line_cap() -> None:
-    result = engine.read(dense_texture(), options=OcrOptions(max_lines=25))
+    result = engine.read(dense_texture(), options=replace(SLOW_OK, max_lines=25))
     assert result.boxes_found > 25  # the detector found more than the cap
     assert len(result.lines) <= 25 and result.truncated
     assert "text boxes found" in (result.note or "")
@@ -172,7 +178,7 @@ def test_rapidocr_says_nothing_on_the_terminal(tmp_path: Path) -> None:
     img.save(tmp_path / "sign.png")
     code = (
         "import sys; from PIL import Image; from xmr.ocr import engine; "
-        "r = engine.read(Image.open(sys.argv[1])); assert r.lines, r"
+        "r = engine.read(Image.open(sys.argv[1]), options=engine.OcrOptions(time_limit_s=900)); assert r.lines, r"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "sign.png")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -367,7 +373,7 @@ def test_pdf_pages_are_rendered_one_at_a_time(monkeypatch: pytest.MonkeyPatch, t
     real_read = engine.read
     monkeypatch.setattr(read, "render_page", lambda pdf, i: Tracked(render(pdf, i)))
     monkeypatch.setattr(engine, "read", fake_read)
-    rec = read.read_pdf(tmp_path / "scan.pdf", OcrConfig("auto"))
+    rec = read.read_pdf(tmp_path / "scan.pdf", OcrConfig("auto", SLOW_OK))
     assert rec.status == "text" and [p for p, _, _ in rec.pages or ()] == [1, 2, 3]
     assert max(live) == 1  # never two rendered pages in memory at once
 
@@ -455,3 +461,14 @@ def test_images_indexed_without_ocr_are_read_once_ocr_is_on(images: Path) -> Non
         assert len(cat.ocr_statuses()) == 3  # the meadow too: read, nothing found
     again = json.loads(invoke("index", str(images), "--workers", "0", "--json").stdout)
     assert again["files_read"] == 0 and again["unchanged"] == 3
+
+
+def test_the_time_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xmr.ocr.record import config_for
+
+    monkeypatch.setenv("XMR_OCR_TIME_LIMIT", "75.5")
+    assert config_for("auto").options.time_limit_s == 75.5
+    for bad in ("0", "-3", "soon", ""):
+        monkeypatch.setenv("XMR_OCR_TIME_LIMIT", bad)
+        assert config_for("all").options.time_limit_s == OcrOptions().time_limit_s == 30.0
+    assert config_for("off") is None

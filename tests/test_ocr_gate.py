@@ -43,6 +43,29 @@ def test_a_screenshot_is_likely_by_its_colours() -> None:
         assert decision.likely and decision.reason.startswith("screenshot-like"), (seed, decision)
 
 
+def test_a_flat_image_without_marks_is_not_a_screenshot() -> None:
+    from PIL import ImageDraw
+
+    from xmr.ocr.gate import screen_stats
+
+    blank = Image.new("RGB", (800, 600), (250, 250, 250))  # a blank scan: one colour
+    logo = blank.copy()
+    draw = ImageDraw.Draw(logo)  # a drawing of three shapes on the flat colour
+    draw.ellipse((100, 100, 300, 260), fill=(200, 40, 40))
+    draw.rectangle((420, 120, 700, 420), fill=(40, 90, 200))
+    draw.polygon([(150, 500), (350, 330), (400, 560)], fill=(20, 160, 60))
+    for img in (blank, logo):
+        share, marks = screen_stats(img)
+        assert share >= DEFAULT_CONFIG.screen_share and marks < DEFAULT_CONFIG.screen_marks, (share, marks)
+        decision = text_likely(img)
+        assert not decision.likely and not decision.reason.startswith("screenshot-like"), decision
+    # the same flat colour with a line of text on it is a screenshot again
+    draw.text((40, 40), "Settings  General  Privacy  Network", fill=(0, 0, 0))
+    share, marks = screen_stats(logo)
+    assert marks >= DEFAULT_CONFIG.screen_marks
+    assert text_likely(logo).reason.startswith("screenshot-like")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", [x for x in LAYOUTS if x != "screenshot"])
 def test_text_images_pass(layout: str) -> None:

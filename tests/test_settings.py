@@ -37,8 +37,9 @@ _PROBE = """
 import os
 def test_probe():
     leaked = sorted(n for n in os.environ if n.startswith("XMR_"))
-    # what the fixture sets itself: a private index and models dir, offline, and OCR off (tests ask for it)
-    assert leaked == ["XMR_HOME", "XMR_MODELS_DIR", "XMR_OCR", "XMR_OFFLINE"], leaked
+    # what the fixture sets itself: a private index and models dir, offline, and OCR off (tests ask
+    # for it) with a time limit no loaded machine reaches
+    assert leaked == ["XMR_HOME", "XMR_MODELS_DIR", "XMR_OCR", "XMR_OCR_TIME_LIMIT", "XMR_OFFLINE"], leaked
 """
 
 

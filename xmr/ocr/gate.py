@@ -7,7 +7,9 @@ a cascade, cheapest stage first, each deciding what it can.
    rules text out (photos of receipts and signs carry a camera's tags).
 2. **Screenshot colours** (~2 ms): one exact colour over 30 % of a pixel grid is a flat UI
    background (a photo's sensor noise and JPEG leave no colour that common): likely, even
-   where its text is too small for the later stages' reduced sizes.
+   where its text is too small for the later stages' reduced sizes, when at least 8 small
+   marks (letters) stand off it. A flat image with fewer (a blank scan, a logo, a drawing)
+   goes on to the next stages.
 3. **Sharp edges** (a 256 px grey thumbnail, ~3 ms): text is strokes, sharp and contrasted.
    Fewer than 0.4 % of pixels on such an edge: no text (smooth photos: sky, bokeh, blur).
 4. **The PP-OCRv6 detector at 320 px** (long side, one thread), then a **probe read**: the
@@ -41,7 +43,8 @@ class GateConfig:
     """The cascade's stages and thresholds (None or 0: the stage is off)."""
 
     exif: bool = True  # a screenshot tool's EXIF tag: likely
-    screen_share: float | None = 0.3  # one exact colour covers this share: a screenshot, likely
+    screen_share: float | None = 0.3  # one exact colour covers this share: a screenshot, likely ...
+    screen_marks: int = 8  # ... when at least this many small marks (letters) stand off that colour
     min_edge_share: float | None = 0.004  # fewer sharp-edge pixels: no text (the detector is skipped)
     det_side: int | None = 320  # the detector's input, long side (None: statistics decide alone)
     region_score: float = 0.6  # mean text probability of a region that counts
@@ -249,13 +252,36 @@ def probe_read(bgr: Any, boxes: list[Any]) -> list[tuple[str, float]]:
 def screen_share(image: Any) -> float:
     """Share of the most common exact colour over a grid of pixels: a screenshot's flat UI
     background is one colour; a photo's sensor noise and JPEG leave no colour that common."""
+    return screen_stats(image, marks=False)[0]
+
+
+def screen_stats(image: Any, *, marks: bool = True) -> tuple[float, int]:
+    """``screen_share`` and, when ``marks``, how many small marks stand off that colour.
+
+    Text on a flat background is many small blobs (letters); a flat image without text (a
+    blank page, a logo, a drawing of a few shapes) has few or none, and goes on to the
+    later stages instead of a full OCR. Measured: generated screenshots 67-1393 marks, the
+    flat fixture images 0."""
     import numpy as np
 
-    rgb = _rgb_within(image, 1024)[::8, ::8].reshape(-1, 3).astype(np.int32)  # ~12k pixels
+    full = _rgb_within(image, 1024)
+    rgb = full[::8, ::8].reshape(-1, 3).astype(np.int32)  # ~12k pixels
     if not len(rgb):
-        return 0.0
+        return 0.0, 0
     keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    return float(np.bincount(np.unique(keys, return_inverse=True)[1]).max()) / len(keys)
+    values, counts = np.unique(keys, return_counts=True)
+    share = float(counts.max()) / len(keys)
+    if not marks:
+        return share, 0
+    import cv2
+
+    background = values[counts.argmax()]
+    f = full.astype(np.int32)
+    ink = (((f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]) != background).astype(np.uint8)
+    n, _labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    area, height = stats[1:, cv2.CC_STAT_AREA], stats[1:, cv2.CC_STAT_HEIGHT]
+    # a letter: a few pixels at least (not JPEG specks), at most a tenth of the image high
+    return share, int(np.count_nonzero((area >= 4) & (height <= max(1, full.shape[0] // 10))))
 
 
 def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CONFIG) -> GateDecision:
@@ -275,9 +301,9 @@ def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CO
     # first: a screenshot's small text may have no sharp edge at the thumbnail's size, nor be
     # found by the detector at its reduced size; its flat colours tell
     if config.screen_share is not None:
-        share = screen_share(image)
-        if share >= config.screen_share:
-            return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}")
+        share, n_marks = screen_stats(image, marks=True)
+        if share >= config.screen_share and n_marks >= config.screen_marks:
+            return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}, {n_marks} marks on it")
     if config.min_edge_share is not None:
         edges = edge_share(_grey_thumb(image, THUMB_SIDE))
         if edges < config.min_edge_share:

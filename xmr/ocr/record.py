@@ -29,6 +29,14 @@ class OcrConfig:
         return {"mode": self.mode, **self.options.describe()}
 
 
+def _positive(value: str | None) -> float | None:
+    try:
+        v = float(value) if value else None
+    except ValueError:
+        return None
+    return v if v is not None and v > 0 else None
+
+
 def config_for(mode: str | None) -> OcrConfig | None:
     """The decode config of a mode (None: the default, auto); None for ``off``."""
     mode = (mode or "auto").strip().lower()
@@ -41,6 +49,9 @@ def config_for(mode: str | None) -> OcrConfig | None:
     max_lines = os.environ.get("XMR_OCR_MAX_LINES")
     if max_lines and max_lines.isdigit():  # a tuning knob (and what tests bound a dense texture with)
         options = replace(options, max_lines=int(max_lines))
+    limit = _positive(os.environ.get("XMR_OCR_TIME_LIMIT"))
+    if limit is not None:  # seconds per image or page: a slow or busy machine needs more
+        options = replace(options, time_limit_s=limit)
     return OcrConfig(mode, options)
 
 
