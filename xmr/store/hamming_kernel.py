@@ -73,6 +73,10 @@ void xmr_hamming_rows(const uint64_t *codes, int64_t stride, int32_t words, cons
                       const uint8_t *allowed, const int64_t *rows, int64_t m, uint16_t *d, int64_t *hist) {
     for (int64_t j = 0; j < m; j++) {
         int64_t i = rows[j];
+        if (j + 8 < m) {  /* scattered columns: ask for row j + 8's words while row j is counted */
+            int64_t p = rows[j + 8];
+            for (int32_t w = 0; w < words; w++) __builtin_prefetch(codes + w * stride + p);
+        }
         if (allowed && !allowed[i]) { d[j] = 0xFFFF; continue; }
         uint32_t c = 0;
         for (int32_t w = 0; w < words; w++) c += (uint32_t)__builtin_popcountll(codes[w * stride + i] ^ q[w]);
