@@ -36,11 +36,25 @@ SOURCE = r"""
    counted; hist[d] += 1 for the others. */
 void xmr_hamming(const uint64_t *codes, int64_t stride, int32_t words, const uint64_t *q,
                  const uint8_t *allowed, int64_t start, int64_t stop, uint16_t *d, int64_t *hist) {
-    if (words == 2 && !allowed) {  /* the prefilter: two streams, no branch */
+    if (words == 2 && !allowed) {  /* the prefilter: two streams, no branch, counted as they go */
         const uint64_t *a = codes, *b = codes + stride;
         uint64_t q0 = q[0], q1 = q[1];
-        for (int64_t i = start; i < stop; i++)
+        int64_t g[4][129] = {{0}};
+        int64_t i = start;
+        for (; i + 4 <= stop; i += 4) {
+            uint16_t d0 = (uint16_t)(__builtin_popcountll(a[i] ^ q0) + __builtin_popcountll(b[i] ^ q1));
+            uint16_t d1 = (uint16_t)(__builtin_popcountll(a[i + 1] ^ q0) + __builtin_popcountll(b[i + 1] ^ q1));
+            uint16_t d2 = (uint16_t)(__builtin_popcountll(a[i + 2] ^ q0) + __builtin_popcountll(b[i + 2] ^ q1));
+            uint16_t d3 = (uint16_t)(__builtin_popcountll(a[i + 3] ^ q0) + __builtin_popcountll(b[i + 3] ^ q1));
+            d[i] = d0; d[i + 1] = d1; d[i + 2] = d2; d[i + 3] = d3;
+            g[0][d0] += 1; g[1][d1] += 1; g[2][d2] += 1; g[3][d3] += 1;
+        }
+        for (; i < stop; i++) {
             d[i] = (uint16_t)(__builtin_popcountll(a[i] ^ q0) + __builtin_popcountll(b[i] ^ q1));
+            g[0][d[i]] += 1;
+        }
+        for (int32_t v = 0; v < 129; v++) hist[v] += g[0][v] + g[1][v] + g[2][v] + g[3][v];
+        return;
     } else {
         for (int64_t i = start; i < stop; i++) {
             if (allowed && !allowed[i]) { d[i] = 0xFFFF; continue; }
