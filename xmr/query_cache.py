@@ -223,7 +223,9 @@ class StateCache:
         if self.generation is None:
             return None
         try:
-            arr = np.load(self._file(name), allow_pickle=False)
+            # mapped, read only: a search reads what it uses of them (the group ids, 8 bytes a
+            # vector, mostly give their length); files are replaced whole, never written in place
+            arr = np.load(self._file(name), mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError):  # EOFError: an empty file
             return None
         self._mem[name] = arr
