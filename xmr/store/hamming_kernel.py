@@ -30,6 +30,8 @@ SOURCE = r"""
 #include <fcntl.h>
 #include <unistd.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/uio.h>
 
 /* d[i] = Hamming distance from q (words 64-bit words) to column i of word-major codes (row
    stride `stride` words), for i in [start, stop); columns not allowed get 0xFFFF and are not
@@ -113,21 +115,43 @@ int64_t xmr_select(const uint16_t *d, int64_t n, uint32_t cut, int64_t at_cut, i
 /* Copy rows[0..m) (each rowbytes long, at base + row * rowbytes) of fd into out: all are asked
    of the kernel first (their reads overlap on disk), then read. 0, or errno of a failed read,
    or -1 for a short one. */
-int64_t xmr_read_rows(int fd, int64_t base, int64_t rowbytes, const int64_t *rows, int64_t m, char *out) {
-#ifdef POSIX_FADV_WILLNEED
-    if (m > 1)
-        for (int64_t j = 0; j < m; j++) posix_fadvise(fd, base + rows[j] * rowbytes, rowbytes, POSIX_FADV_WILLNEED);
-#endif
-    for (int64_t j = 0; j < m; j++) {
-        int64_t got = 0;
-        while (got < rowbytes) {
-            ssize_t r = pread(fd, out + j * rowbytes + got, rowbytes - got, base + rows[j] * rowbytes + got);
-            if (r < 0) { if (errno == EINTR) continue; return errno; }
-            if (r == 0) return -1;
-            got += r;
-        }
+static int64_t read_row(int fd, int64_t at, int64_t rowbytes, char *dst) {
+    int64_t got = 0;
+    while (got < rowbytes) {
+        ssize_t r = pread(fd, dst + got, rowbytes - got, at + got);
+        if (r < 0) { if (errno == EINTR) continue; return errno; }
+        if (r == 0) return -1;
+        got += r;
     }
     return 0;
+}
+
+int64_t xmr_read_rows(int fd, int64_t base, int64_t rowbytes, const int64_t *rows, int64_t m, char *out) {
+    int64_t *todo = NULL, left = m;
+#if defined(RWF_NOWAIT) && defined(__linux__)
+    /* A warm server finds most rows in the page cache: copy those at once (RWF_NOWAIT fails
+       instead of waiting on the disk), so only the others cost a hint and a blocking read. */
+    todo = m > 1 ? (int64_t *)malloc(sizeof(int64_t) * m) : NULL;
+    if (todo) {
+        left = 0;
+        for (int64_t j = 0; j < m; j++) {
+            struct iovec v = {out + j * rowbytes, (size_t)rowbytes};
+            if (preadv2(fd, &v, 1, base + rows[j] * rowbytes, RWF_NOWAIT) != rowbytes) todo[left++] = j;
+        }
+    }
+#endif
+#define ROW(t) (todo ? todo[t] : (t))
+#ifdef POSIX_FADV_WILLNEED
+    if (left > 1)
+        for (int64_t t = 0; t < left; t++)
+            posix_fadvise(fd, base + rows[ROW(t)] * rowbytes, rowbytes, POSIX_FADV_WILLNEED);
+#endif
+    int64_t why = 0;
+    for (int64_t t = 0; t < left && !why; t++)
+        why = read_row(fd, base + rows[ROW(t)] * rowbytes, rowbytes, out + ROW(t) * rowbytes);
+#undef ROW
+    free(todo);
+    return why;
 }
 """
 
