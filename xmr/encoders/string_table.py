@@ -21,22 +21,26 @@ FORMAT = "string-table-1"
 
 def pack(keys: Sequence[str]) -> tuple[Any, ...]:
     """The marshal-able form of ``keys`` (unique): (FORMAT, byte order, blob, offsets, slots)."""
+    import numpy as np
+
     encoded = [k.encode("utf-8") for k in keys]
-    offsets = memoryview(bytearray(4 * (len(encoded) + 1))).cast("i")
-    at = 0
-    for i, kb in enumerate(encoded):
-        offsets[i] = at
-        at += len(kb)
-    offsets[len(encoded)] = at
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(kb) for kb in encoded], out=offsets[1:])
     size = 1 << max(4, (2 * len(encoded)).bit_length())  # load factor <= 1/2: short probes
-    slots = memoryview(bytearray(b"\xff" * (4 * size))).cast("i")  # -1: empty
-    mask = size - 1
-    for i, kb in enumerate(encoded):
-        slot = zlib.crc32(kb) & mask
-        while slots[slot] >= 0:
-            slot = (slot + 1) & mask
-        slots[slot] = i
-    return (FORMAT, sys.byteorder, b"".join(encoded), offsets.tobytes(), slots.tobytes())
+    slot = np.array([zlib.crc32(kb) for kb in encoded], np.int64) & (size - 1)
+    slots = np.full(size, -1, np.int32)
+    # linear probing, all keys a round: each key takes its slot when that is free and no earlier
+    # key wants it, else tries the next one; a key never passes an empty slot, as find() expects
+    pending = np.arange(len(encoded))
+    while len(pending):
+        free = pending[slots[slot[pending]] < 0]
+        taken, first = np.unique(slot[free], return_index=True)
+        slots[taken] = free[first]
+        placed = np.zeros(len(encoded), bool)
+        placed[free[first]] = True
+        pending = pending[~placed[pending]]
+        slot[pending] = (slot[pending] + 1) & (size - 1)
+    return (FORMAT, sys.byteorder, b"".join(encoded), offsets.astype("=i4").tobytes(), slots.astype("=i4").tobytes())
 
 
 def valid(packed: Any) -> bool:
