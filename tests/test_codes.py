@@ -7,6 +7,7 @@ counting signs and bits one at a time, never by the functions under test.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from xmr import paths
 from xmr.catalogue import Catalogue
 from xmr.errors import UsageError
 from xmr.store import BACKEND_SETTING, hamming_kernel, open_index
+from xmr.store import codes as codes_module
 from xmr.store.binary import PREFILTER_KEEP, PREFILTER_SHARE, PREFILTER_WORDS, CodedSearch, rotation_key
 from xmr.store.binary_file import code_layout
 from xmr.store.codes import encode, hamming, learn_rotation, nearest, popcount, smallest
@@ -245,6 +247,27 @@ def test_rescored_rows_are_read_as_stored(kernel, tmp_path):
     rows = np.sort(rng.choice(len(ids), 300, replace=False))
     np.testing.assert_array_equal(mapped.read_rows(rows), data[rows])
     assert mapped.read_rows(np.empty(0, np.int64)).shape == (0, DIM)
+
+
+def test_rescored_rows_read_by_several_threads_are_read_as_stored(kernel, tmp_path, monkeypatch):
+    from xmr.store import binary_file
+
+    monkeypatch.setattr(binary_file, "READ_ROWS_PER_WORKER", 16)  # 301 rows: as many shares as threads allow
+    src, index, ids, data, rng = filled(tmp_path)
+    index.checkpoint()
+    index.search(data[:1], 1)
+    mapped = index._view.index
+    rows = np.sort(rng.choice(len(ids), 301, replace=False))
+    np.testing.assert_array_equal(mapped.read_rows(rows), data[rows])
+    np.testing.assert_array_equal(mapped.read_rows(rows[:3]), data[rows[:3]])
+    if hasattr(os, "posix_fadvise"):  # rows out of the page cache: not copied at once, read after a hint
+        fd = os.open(index.file.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        np.testing.assert_array_equal(mapped.read_rows(rows), data[rows])
 
 
 # -- the two-stage search -----------------------------------------------------------------------
@@ -515,3 +538,32 @@ def test_a_large_file_is_ranked_in_two_passes_and_finds_near_duplicates(tmp_path
         assert set(found[row].tolist()) == set(ids[g * size : (g + 1) * size].tolist())
         assert found[row, 0] == ids[g * size + 3] and sims[row, 0] == pytest.approx(1.0, abs=1e-5)
     assert reader.stats()["codes"]["last_search"] == {"path": "codes", "scored": 2 * size}
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_threaded_passes_and_selection_equal_one_thread(kernel, monkeypatch, threads):
+    """Shares of the columns (first pass) and of the kept rows (second pass) on several threads,
+    each with its own histogram and its own part of the selection, pick exactly the one-thread
+    columns, ties at the cut straddling the shares included."""
+    monkeypatch.setattr(codes_module, "ROW_CHUNK", 64)  # 8 x 64 columns a share: many shares at this size
+    monkeypatch.setattr(codes_module, "ROWS_PER_WORKER", 100)
+    rng = np.random.default_rng(20 + threads)
+    words, n = 3, 6000
+    codes = random_codes(rng, words, n)
+    codes[:, ::3] = codes[:, 9:10]  # a third of the columns at one distance: the cut falls among them
+    q = codes[:, 9].copy() ^ np.uint64(0b1011)
+    dist = naive_distances(q, codes)
+    allowed = rng.random(n) < 0.8
+    rows = np.sort(rng.choice(n, 4000, replace=False))
+    in_rows = np.zeros(n, bool)
+    in_rows[rows] = True
+    for count in (1, 700, 2500, n):
+        for kw, admitted in (
+            ({}, np.ones(n, bool)),
+            ({"allowed": allowed}, allowed),
+            ({"rows": rows}, in_rows),
+            ({"rows": rows, "allowed": allowed}, in_rows & allowed),
+        ):
+            one = nearest(q, codes, count, threads=1, **kw)
+            np.testing.assert_array_equal(nearest(q, codes, count, threads=threads, **kw), one)
+            np.testing.assert_array_equal(one, naive_nearest(dist, count, admitted))

@@ -64,3 +64,28 @@ def test_a_text_file_read_as_html_and_as_text_are_different_queries(media: Path,
     calls = dict(fake_encoders.CALLS)
     _search([QueryPart("text_file", str(htm))], k=3)
     assert fake_encoders.CALLS == calls  # the same bytes read the same way under another name: a hit
+
+
+def test_a_new_cache_file_is_created_in_wal_mode_and_keeps_its_entries(tmp_path: Path) -> None:
+    """A fresh queries.db skips the syncs of its creation, not its journal: WAL, synchronous=NORMAL
+    for the writes after it, the entries there for the next process."""
+    import numpy as np
+
+    cache = query_cache.EmbeddingCache(tmp_path)
+    rows = np.arange(8, dtype=np.float32).reshape(2, 4)
+    cache.put("k", "m", rows)
+    conn = cache._db(create=False)
+    assert conn is not None
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    cache.close()
+    db = sqlite3.connect(query_cache.cache_dir(tmp_path) / "queries.db")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+    again = query_cache.EmbeddingCache(tmp_path)
+    got = again.get("k")
+    again.close()
+    assert got is not None and np.array_equal(got, rows)
+    assert again.get("other") is None

@@ -348,3 +348,19 @@ def test_an_export_that_strays_from_the_backend_is_refused_and_leaves_nothing(mo
     with pytest.raises(towers.TowerUnsupported, match="differs from torch"):
         tower_export.export_towers(backend, ["text"], root=tmp_path)
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("manifest.json"))
+
+
+def test_ascii_pre_tokenizer_splits_as_open_clips_pattern() -> None:
+    """The ``re`` pattern used on ASCII text finds the same pieces as the ``regex`` one."""
+    import random
+
+    from xmr.encoders import clip_tokenizer
+    from xmr.encoders.clip_tokenizer import ClipTokenizer
+
+    rng = random.Random(1)
+    corpus = [*TEXTS, "<start_of_text>x<end_of_text>", "DON'T we'll I'M 3.14", "a_b-c__d", "\x00\x1b\x7f~"]
+    corpus += ["".join(rng.choices([chr(c) for c in range(128)], k=rng.randint(0, 40))) for _ in range(3000)]
+    cleaned = [c for c in map(clip_tokenizer._clean, corpus) if c.isascii()]
+    assert len(cleaned) > 3000
+    full = ClipTokenizer().pat
+    assert [clip_tokenizer._ASCII_PAT.findall(t) for t in cleaned] == [full.findall(t) for t in cleaned]

@@ -545,13 +545,13 @@ def search_cmd(
             keyword_text=words,
         )
         settings = _settings(device, None, None, None, precision)
-        err = _stderr_console(quiet)
         response = search(
             parts,
             index_dir=index_dir,
             settings=settings,
             options=options,
-            notify=lambda message: err.print(f"xmr: {message}", markup=False, highlight=False),
+            # a console made only for a notice: importing rich costs a one-shot query 40-70 ms
+            notify=lambda message: _stderr_console(quiet).print(f"xmr: {message}", markup=False, highlight=False),
         )
     if json_out:
         _emit_json(response.as_dict(explain=explain, all_segments=all_segments))

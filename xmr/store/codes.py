@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,7 @@ METHODS = ("itq", "random")
 ITQ_ITERATIONS = 20
 ITQ_SAMPLE = 5_000  # rows ITQ iterates on (the centre uses the whole sample): ~2 GFLOP an iteration at 512 bits
 ROW_CHUNK = 1 << 15  # rows per pass of the Hamming kernel: its buffers stay in the L2 cache
+ROWS_PER_WORKER = 1 << 13  # scattered columns (the second pass, ~80 ns each) worth a thread of their own
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -160,36 +163,79 @@ def nearest(
     stride = codes.strides[0] // 8
     mask = None if allowed is None else np.ascontiguousarray(allowed, np.uint8)
     mask_p = None if mask is None else mask.ctypes.data
+    args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
+    # each worker ranks one contiguous share (of the columns, or of ``rows``) with its own histogram
     if rows is not None:
         rows = np.ascontiguousarray(rows, np.int64)
-        dist = np.empty(len(rows), np.uint16)
-        hist = np.zeros((1, 64 * words + 1), np.int64)
-        args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
-        lib.xmr_hamming_rows(*args, rows.ctypes.data, len(rows), dist.ctypes.data, hist.ctypes.data)
+        m = len(rows)
+        dist = np.empty(m, np.uint16)
+        workers = workers_for(threads, m // ROWS_PER_WORKER)
+        step = -(-m // workers)
+        hist = np.zeros((workers, 64 * words + 1), np.int64)
+
+        def part(w: int) -> None:
+            s, e = w * step, min(m, (w + 1) * step)
+            if s < e:
+                lib.xmr_hamming_rows(*args, rows.ctypes.data + 8 * s, e - s, dist.ctypes.data + 2 * s,
+                                     hist[w].ctypes.data)
     else:
         dist = np.empty(n, np.uint16)
-        workers = max(1, min(threads or os.cpu_count() or 1, _MAX_THREADS, n // (8 * ROW_CHUNK)))
-        hist = np.zeros((workers, 64 * words + 1), np.int64)
+        workers = workers_for(threads, n // (8 * ROW_CHUNK))
         step = -(-n // workers)
-        args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
+        hist = np.zeros((workers, 64 * words + 1), np.int64)
 
         def part(w: int) -> None:
             lib.xmr_hamming(*args, w * step, min(n, (w + 1) * step), dist.ctypes.data, hist[w].ctypes.data)
 
-        if workers == 1:
-            part(0)
-        else:
-            list(_pool().map(part, range(workers)))
+    run_parts(part, workers)
     cum = np.cumsum(hist.sum(axis=0))
     if cum[-1] <= count:  # every admitted column
         cut, at_cut = len(cum), 0
     else:
         cut = int(np.searchsorted(cum, count))  # the first distance whose cumulative count reaches count
         at_cut = count - (int(cum[cut - 1]) if cut else 0)
-    out = np.empty(min(count, len(dist)), np.int64)
-    got = lib.xmr_select(dist.ctypes.data, len(dist), cut, at_cut, out.ctypes.data)
-    out = out[:got]
+    out = _select(lib, dist, hist, step, cut, at_cut, min(count, len(dist)))
     return rows[out] if rows is not None else out
+
+
+def workers_for(threads: int | None, shares: int) -> int:
+    """Threads for a pass of ``shares`` worthwhile pieces: at most the cores and _MAX_THREADS."""
+    return max(1, min(threads or os.cpu_count() or 1, _MAX_THREADS, shares))
+
+
+def run_parts(part: Callable[[int], None], workers: int) -> None:
+    """part(0) ... part(workers - 1), on the pool when more than one (ctypes releases the GIL)."""
+    if workers == 1:
+        part(0)
+    else:
+        list(_pool().map(part, range(workers)))
+
+
+def _select(lib: Any, dist: np.ndarray, hist: np.ndarray, step: int, cut: int, at_cut: int, size: int) -> np.ndarray:
+    """Positions (ascending) of the distances below ``cut`` and the first ``at_cut`` equal to it.
+
+    Worker w's share is ``dist[w * step:]`` (``hist[w]`` its histogram): each share takes the
+    ties at the cut that the shares before it left, so the answer is the one-thread one."""
+    workers = len(hist)
+    out = np.empty(size, np.int64)
+    if workers == 1:
+        return out[: lib.xmr_select(dist.ctypes.data, len(dist), cut, at_cut, out.ctypes.data)]
+    below = hist[:, :cut].sum(axis=1)
+    ties = hist[:, cut] if cut < hist.shape[1] else np.zeros(workers, np.int64)
+    takes = []
+    for w in range(workers):
+        takes.append(min(int(ties[w]), at_cut))
+        at_cut -= takes[-1]
+    starts = np.concatenate([[0], np.cumsum(below + np.asarray(takes, np.int64))])
+
+    def part(w: int) -> None:
+        s, e, o = w * step, min(len(dist), (w + 1) * step), int(starts[w])
+        if s < e:
+            got = lib.xmr_select(dist.ctypes.data + 2 * s, e - s, cut, takes[w], out.ctypes.data + 8 * o)
+            out[o : o + got] += s
+
+    run_parts(part, workers)
+    return out[: int(starts[-1])]
 
 
 def _nearest_numpy(

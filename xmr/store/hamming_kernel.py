@@ -30,17 +30,33 @@ SOURCE = r"""
 #include <fcntl.h>
 #include <unistd.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/uio.h>
 
 /* d[i] = Hamming distance from q (words 64-bit words) to column i of word-major codes (row
    stride `stride` words), for i in [start, stop); columns not allowed get 0xFFFF and are not
    counted; hist[d] += 1 for the others. */
 void xmr_hamming(const uint64_t *codes, int64_t stride, int32_t words, const uint64_t *q,
                  const uint8_t *allowed, int64_t start, int64_t stop, uint16_t *d, int64_t *hist) {
-    if (words == 2 && !allowed) {  /* the prefilter: two streams, no branch */
+    if (words == 2 && !allowed) {  /* the prefilter: two streams, no branch, counted as they go */
         const uint64_t *a = codes, *b = codes + stride;
         uint64_t q0 = q[0], q1 = q[1];
-        for (int64_t i = start; i < stop; i++)
+        int64_t g[4][129] = {{0}};
+        int64_t i = start;
+        for (; i + 4 <= stop; i += 4) {
+            uint16_t d0 = (uint16_t)(__builtin_popcountll(a[i] ^ q0) + __builtin_popcountll(b[i] ^ q1));
+            uint16_t d1 = (uint16_t)(__builtin_popcountll(a[i + 1] ^ q0) + __builtin_popcountll(b[i + 1] ^ q1));
+            uint16_t d2 = (uint16_t)(__builtin_popcountll(a[i + 2] ^ q0) + __builtin_popcountll(b[i + 2] ^ q1));
+            uint16_t d3 = (uint16_t)(__builtin_popcountll(a[i + 3] ^ q0) + __builtin_popcountll(b[i + 3] ^ q1));
+            d[i] = d0; d[i + 1] = d1; d[i + 2] = d2; d[i + 3] = d3;
+            g[0][d0] += 1; g[1][d1] += 1; g[2][d2] += 1; g[3][d3] += 1;
+        }
+        for (; i < stop; i++) {
             d[i] = (uint16_t)(__builtin_popcountll(a[i] ^ q0) + __builtin_popcountll(b[i] ^ q1));
+            g[0][d[i]] += 1;
+        }
+        for (int32_t v = 0; v < 129; v++) hist[v] += g[0][v] + g[1][v] + g[2][v] + g[3][v];
+        return;
     } else {
         for (int64_t i = start; i < stop; i++) {
             if (allowed && !allowed[i]) { d[i] = 0xFFFF; continue; }
@@ -73,6 +89,10 @@ void xmr_hamming_rows(const uint64_t *codes, int64_t stride, int32_t words, cons
                       const uint8_t *allowed, const int64_t *rows, int64_t m, uint16_t *d, int64_t *hist) {
     for (int64_t j = 0; j < m; j++) {
         int64_t i = rows[j];
+        if (j + 8 < m) {  /* scattered columns: ask for row j + 8's words while row j is counted */
+            int64_t p = rows[j + 8];
+            for (int32_t w = 0; w < words; w++) __builtin_prefetch(codes + w * stride + p);
+        }
         if (allowed && !allowed[i]) { d[j] = 0xFFFF; continue; }
         uint32_t c = 0;
         for (int32_t w = 0; w < words; w++) c += (uint32_t)__builtin_popcountll(codes[w * stride + i] ^ q[w]);
@@ -95,21 +115,43 @@ int64_t xmr_select(const uint16_t *d, int64_t n, uint32_t cut, int64_t at_cut, i
 /* Copy rows[0..m) (each rowbytes long, at base + row * rowbytes) of fd into out: all are asked
    of the kernel first (their reads overlap on disk), then read. 0, or errno of a failed read,
    or -1 for a short one. */
-int64_t xmr_read_rows(int fd, int64_t base, int64_t rowbytes, const int64_t *rows, int64_t m, char *out) {
-#ifdef POSIX_FADV_WILLNEED
-    if (m > 1)
-        for (int64_t j = 0; j < m; j++) posix_fadvise(fd, base + rows[j] * rowbytes, rowbytes, POSIX_FADV_WILLNEED);
-#endif
-    for (int64_t j = 0; j < m; j++) {
-        int64_t got = 0;
-        while (got < rowbytes) {
-            ssize_t r = pread(fd, out + j * rowbytes + got, rowbytes - got, base + rows[j] * rowbytes + got);
-            if (r < 0) { if (errno == EINTR) continue; return errno; }
-            if (r == 0) return -1;
-            got += r;
-        }
+static int64_t read_row(int fd, int64_t at, int64_t rowbytes, char *dst) {
+    int64_t got = 0;
+    while (got < rowbytes) {
+        ssize_t r = pread(fd, dst + got, rowbytes - got, at + got);
+        if (r < 0) { if (errno == EINTR) continue; return errno; }
+        if (r == 0) return -1;
+        got += r;
     }
     return 0;
+}
+
+int64_t xmr_read_rows(int fd, int64_t base, int64_t rowbytes, const int64_t *rows, int64_t m, char *out) {
+    int64_t *todo = NULL, left = m;
+#if defined(RWF_NOWAIT) && defined(__linux__)
+    /* A warm server finds most rows in the page cache: copy those at once (RWF_NOWAIT fails
+       instead of waiting on the disk), so only the others cost a hint and a blocking read. */
+    todo = m > 1 ? (int64_t *)malloc(sizeof(int64_t) * m) : NULL;
+    if (todo) {
+        left = 0;
+        for (int64_t j = 0; j < m; j++) {
+            struct iovec v = {out + j * rowbytes, (size_t)rowbytes};
+            if (preadv2(fd, &v, 1, base + rows[j] * rowbytes, RWF_NOWAIT) != rowbytes) todo[left++] = j;
+        }
+    }
+#endif
+#define ROW(t) (todo ? todo[t] : (t))
+#ifdef POSIX_FADV_WILLNEED
+    if (left > 1)
+        for (int64_t t = 0; t < left; t++)
+            posix_fadvise(fd, base + rows[ROW(t)] * rowbytes, rowbytes, POSIX_FADV_WILLNEED);
+#endif
+    int64_t why = 0;
+    for (int64_t t = 0; t < left && !why; t++)
+        why = read_row(fd, base + rows[ROW(t)] * rowbytes, rowbytes, out + ROW(t) * rowbytes);
+#undef ROW
+    free(todo);
+    return why;
 }
 """
 
