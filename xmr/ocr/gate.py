@@ -31,6 +31,7 @@ from typing import Any
 
 THUMB_SIDE = 256  # the statistics' thumbnail, long side in pixels
 EDGE_LEVEL = 80  # a 3x3 morphological gradient at least this: a sharp, high-contrast edge
+BLOCK = 16  # the thumbnail's blocks (px) whose densest one the block stage measures
 PROBE_SIDE = 1024  # the detector's boxes are cropped for the probe read from the image at this size
 PROBE_WIDTH = 256  # a crop is read at 48 px high; only its first this many px (~8 letters)
 DET_MODEL, REC_MODEL = "PP-OCRv6_det_small.onnx", "PP-OCRv6_rec_small.onnx"
@@ -43,6 +44,7 @@ class GateConfig:
     exif: bool = True  # a screenshot tool's EXIF tag: likely
     screen_share: float | None = 0.3  # one exact colour covers this share: a screenshot, likely
     min_edge_share: float | None = 0.004  # fewer sharp-edge pixels: no text (the detector is skipped)
+    min_block_edges: float | None = None  # the densest block has a smaller share of them: no text
     det_side: int | None = 320  # the detector's input, long side (None: statistics decide alone)
     region_score: float = 0.6  # mean text probability of a region that counts
     probe: int = 1  # widest regions read by the recogniser; 0: any region means likely
@@ -86,31 +88,62 @@ def exif_hint(exif: Any) -> str | None:
     return None
 
 
-def _grey_thumb(image: Any, side: int) -> Any:
-    """A greyscale uint8 array at most ``side`` px on its long side (PIL image or HxWx3 array)."""
+def rgb_array(image: Any) -> Any:
+    """An HxWx3 uint8 RGB array of a PIL image or an array (one copy of a PIL image at most):
+    every stage works on it, so the image is converted once."""
+    import numpy as np
+
+    if hasattr(image, "convert"):
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return arr[:, :, :3].astype(np.uint8, copy=False)
+
+
+def grey_thumb(rgb: Any, side: int) -> Any:
+    """A greyscale uint8 thumbnail at most ``side`` px on its long side (never upscaled):
+    box-averaged by an integer factor first (keeps thin strokes' contrast), then Pillow's
+    antialiased bilinear."""
+    import cv2
     import numpy as np
     from PIL import Image
 
-    if not hasattr(image, "convert"):
-        arr = np.asarray(image)
-        image = Image.fromarray(arr[:, :, :3].astype(np.uint8) if arr.ndim == 3 else arr.astype(np.uint8))
-    img = image
-    factor = max(img.size) // (2 * side)
-    if factor >= 2:
-        img = img.reduce(factor)  # box-average first: cheap, and keeps thin strokes' contrast
-    scale = side / max(img.size)
-    if scale < 1:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
-    return np.asarray(img.convert("L"))
+    h, w = rgb.shape[:2]
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    k = max(h, w) // (2 * side)
+    if k >= 2:
+        grey = cv2.resize(grey, (w // k, h // k), interpolation=cv2.INTER_AREA)
+    s = side / max(grey.shape)
+    if s >= 1:
+        return grey
+    img = Image.fromarray(grey).resize((max(1, round(grey.shape[1] * s)), max(1, round(grey.shape[0] * s))),
+                                       Image.BILINEAR)
+    return np.asarray(img)
 
 
-def edge_share(grey: Any) -> float:
-    """Share of pixels on a sharp, high-contrast edge (3x3 morphological gradient >= EDGE_LEVEL)."""
+def edge_stats(grey: Any) -> tuple[float, float]:
+    """(share of pixels on a sharp, high-contrast edge (3x3 morphological gradient >= EDGE_LEVEL),
+    that share in the densest BLOCK x BLOCK px block): text is strokes packed close, so a block
+    holding letters is dense with edges; a horizon, a rail or a lone contour crosses a block as
+    a thin line."""
     import cv2
     import numpy as np
 
     grad = cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    return float(np.count_nonzero(grad >= EDGE_LEVEL)) / grad.size
+    edges = (grad >= EDGE_LEVEL).astype(np.float32)
+    h, w = edges.shape
+    hb, wb = h // BLOCK, w // BLOCK
+    if hb and wb:
+        densest = float(edges[: hb * BLOCK, : wb * BLOCK].reshape(hb, BLOCK, wb, BLOCK).mean(axis=(1, 3)).max())
+    else:
+        densest = float(edges.mean()) if edges.size else 0.0
+    return float(edges.mean()) if edges.size else 0.0, densest
+
+
+def edge_share(grey: Any) -> float:
+    """Share of pixels on a sharp, high-contrast edge (3x3 morphological gradient >= EDGE_LEVEL)."""
+    return edge_stats(grey)[0]
 
 
 def _model(name: str) -> Any:
@@ -161,29 +194,27 @@ def models() -> _Models:
         return _MODELS[0]
 
 
-def _rgb_within(image: Any, side: int) -> Any:
-    """An RGB uint8 array at most about ``side`` px on its long side (never upscaled)."""
-    import numpy as np
-    from PIL import Image
+def _within(rgb: Any, side: int) -> tuple[Any, int]:
+    """(``rgb`` box-averaged by an integer factor to about ``side`` px on its long side, the factor)."""
+    import cv2
 
-    img = image if hasattr(image, "convert") else Image.fromarray(np.asarray(image)[:, :, :3].astype(np.uint8))
-    factor = max(img.size) // side
-    if factor >= 2:
-        img = img.reduce(factor)
-    return np.asarray(img.convert("RGB"))
+    h, w = rgb.shape[:2]
+    k = max(h, w) // side
+    if k < 2:
+        return rgb, 1
+    return cv2.resize(rgb, (w // k, h // k), interpolation=cv2.INTER_AREA), k
 
 
-def detect(image: Any, side: int) -> tuple[Any, list[tuple[float, Any]]]:
-    """(the working BGR image, [(mean text probability, 4 corners in it)]) of the regions the
-    detector finds at ``side`` px, widest first."""
+def detect(rgb: Any, side: int) -> list[tuple[float, Any]]:
+    """[(mean text probability, 4 corners in ``rgb``'s pixels)] of the regions the detector finds
+    at ``side`` px (long side), widest first. ``rgb``: an HxWx3 uint8 RGB array."""
     import cv2
     import numpy as np
 
-    bgr = np.ascontiguousarray(_rgb_within(image, PROBE_SIDE)[:, :, ::-1])
-    h, w = bgr.shape[:2]
+    h, w = rgb.shape[:2]
     s = side / max(h, w)
     rh, rw = max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
-    x = cv2.resize(bgr, (rw, rh), interpolation=cv2.INTER_AREA)
+    x = cv2.resize(_within(rgb, PROBE_SIDE)[0], (rw, rh), interpolation=cv2.INTER_AREA)[:, :, ::-1]  # BGR
     x = (x.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
     m = models()
     prob = m.det.run(None, {m.det.get_inputs()[0].name: x})[0][0, 0]
@@ -203,10 +234,10 @@ def detect(image: Any, side: int) -> tuple[Any, list[tuple[float, Any]]]:
         box = box * np.array([w / rw, h / rh], np.float32)
         out.append((score, box))
     out.sort(key=lambda r: -max(np.linalg.norm(r[1][0] - r[1][1]), np.linalg.norm(r[1][1] - r[1][2])))
-    return bgr, out
+    return out
 
 
-def _crop(bgr: Any, box: Any) -> Any:
+def _crop(img: Any, box: Any) -> Any:
     """The box's pixels, rectified, the text running left to right."""
     import cv2
     import numpy as np
@@ -220,23 +251,25 @@ def _crop(bgr: Any, box: Any) -> Any:
     cw = max(1, int(np.linalg.norm(pts[1] - pts[0])))
     ch = max(1, int(np.linalg.norm(pts[3] - pts[0])))
     dst = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
-    return cv2.warpPerspective(bgr, cv2.getPerspectiveTransform(pts, dst), (cw, ch), borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpPerspective(img, cv2.getPerspectiveTransform(pts, dst), (cw, ch), borderMode=cv2.BORDER_REPLICATE)
 
 
-def probe_read(bgr: Any, boxes: list[Any]) -> list[tuple[str, float]]:
-    """The recogniser on a few crops: (text, mean confidence of its characters) each."""
+def probe_read(rgb: Any, boxes: list[Any]) -> list[tuple[str, float]]:
+    """The recogniser on a few crops (boxes in ``rgb``'s pixels, read from the image at about
+    PROBE_SIDE px): (text, mean confidence of its characters) each."""
     import cv2
     import numpy as np
 
     rec, chars = models().rec()
+    small, factor = _within(rgb, PROBE_SIDE)
     out = []
     for box in boxes:
-        crop = _crop(bgr, box)
+        crop = _crop(small, np.asarray(box, np.float32) / factor)[:, :, ::-1]  # the model reads BGR
         ch, cw = crop.shape[:2]
         # the start of the line is enough to tell text from texture, at a fraction of the cost
         crop = crop[:, : max(1, int(PROBE_WIDTH * ch / 48))]
         width = int(max(16, round(48 * crop.shape[1] / max(ch, 1))))
-        x = cv2.resize(crop, (width, 48), interpolation=cv2.INTER_LINEAR)
+        x = cv2.resize(np.ascontiguousarray(crop), (width, 48), interpolation=cv2.INTER_LINEAR)
         x = (x.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
         probs = rec.run(None, {rec.get_inputs()[0].name: x})[0][0]
         idx = probs.argmax(axis=1)
@@ -246,15 +279,16 @@ def probe_read(bgr: Any, boxes: list[Any]) -> list[tuple[str, float]]:
     return out
 
 
-def screen_share(image: Any) -> float:
+def screen_share(rgb: Any) -> float:
     """Share of the most common exact colour over a grid of pixels: a screenshot's flat UI
     background is one colour; a photo's sensor noise and JPEG leave no colour that common."""
     import numpy as np
 
-    rgb = _rgb_within(image, 1024)[::8, ::8].reshape(-1, 3).astype(np.int32)  # ~12k pixels
-    if not len(rgb):
+    step = 8 * max(1, max(rgb.shape[:2]) // 1024)  # ~12k pixels of a 1024 px image
+    grid = rgb[::step, ::step].reshape(-1, 3).astype(np.int32)
+    if not len(grid):
         return 0.0
-    keys = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    keys = (grid[:, 0] << 16) | (grid[:, 1] << 8) | grid[:, 2]
     return float(np.bincount(np.unique(keys, return_inverse=True)[1]).max()) / len(keys)
 
 
@@ -272,28 +306,34 @@ def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CO
         tool = exif_hint(exif)
         if tool:
             return GateDecision(True, f"exif: screenshot software ({tool})")
+    rgb = rgb_array(image)
     # first: a screenshot's small text may have no sharp edge at the thumbnail's size, nor be
     # found by the detector at its reduced size; its flat colours tell
     if config.screen_share is not None:
-        share = screen_share(image)
+        share = screen_share(rgb)
         if share >= config.screen_share:
             return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}")
-    if config.min_edge_share is not None:
-        edges = edge_share(_grey_thumb(image, THUMB_SIDE))
-        if edges < config.min_edge_share:
-            return GateDecision(False, f"statistics: {edges:.2%} sharp-edge pixels (< {config.min_edge_share:.1%})")
-    if config.min_edge_share is not None and config.det_side is None:
-        return GateDecision(True, f"statistics: {edges:.2%} sharp-edge pixels")
+    edges = densest = 0.0
+    if config.min_edge_share is not None or config.min_block_edges is not None:
+        edges, densest = edge_stats(grey_thumb(rgb, THUMB_SIDE))
+    if config.min_edge_share is not None and edges < config.min_edge_share:
+        return GateDecision(False, f"statistics: {edges:.2%} sharp-edge pixels (< {config.min_edge_share:.1%})")
+    if config.min_block_edges is not None and densest < config.min_block_edges:
+        return GateDecision(
+            False, f"statistics: densest block {densest:.0%} sharp-edge pixels (< {config.min_block_edges:.0%})"
+        )
     if config.det_side is None:
+        if config.min_edge_share is not None or config.min_block_edges is not None:
+            return GateDecision(True, f"statistics: {edges:.2%} sharp-edge pixels, densest block {densest:.0%}")
         return GateDecision(False, "no stage decided")
-    bgr, regions = detect(image, config.det_side)
+    regions = detect(rgb, config.det_side)
     boxes = [box for score, box in regions if score >= config.region_score]
     where = f"detector at {config.det_side} px"
     if not boxes:
         return GateDecision(False, f"{where}: no text region")
     if config.probe <= 0:
         return GateDecision(True, f"{where}: {len(boxes)} text region(s)")
-    for text, score in probe_read(bgr, boxes[: config.probe]):
+    for text, score in probe_read(rgb, boxes[: config.probe]):
         if score >= config.probe_score and sum(ch.isalnum() for ch in text) >= config.probe_chars:
             return GateDecision(True, f"{where}, probe read {text[:30]!r} ({score:.2f})")
     return GateDecision(False, f"{where}: {len(boxes)} region(s), none read as text")
