@@ -31,7 +31,7 @@ from typing import Any
 
 THUMB_SIDE = 256  # the statistics' thumbnail, long side in pixels
 EDGE_LEVEL = 80  # a 3x3 morphological gradient at least this: a sharp, high-contrast edge
-BLOCK = 16  # the thumbnail's blocks (px) whose densest one the block stage measures
+BLOCK, BLOCK_LEVEL = 16, 40  # the block stage: 16 px blocks of the thumbnail, edges >= 40
 PROBE_SIDE = 1024  # the detector's boxes are cropped for the probe read from the image at this size
 PROBE_WIDTH = 256  # a crop is read at 48 px high; only its first this many px (~8 letters)
 DET_MODEL, REC_MODEL = "PP-OCRv6_det_small.onnx", "PP-OCRv6_rec_small.onnx"
@@ -44,7 +44,7 @@ class GateConfig:
     exif: bool = True  # a screenshot tool's EXIF tag: likely
     screen_share: float | None = 0.3  # one exact colour covers this share: a screenshot, likely
     min_edge_share: float | None = 0.004  # fewer sharp-edge pixels: no text (the detector is skipped)
-    min_block_edges: float | None = None  # the densest block has a smaller share of them: no text
+    min_block_edges: float | None = 0.2  # the densest block has a smaller share of edge pixels: no text
     det_side: int | None = 320  # the detector's input, long side (None: statistics decide alone)
     region_score: float = 0.6  # mean text probability of a region that counts
     probe: int = 1  # widest regions read by the recogniser; 0: any region means likely
@@ -124,21 +124,24 @@ def grey_thumb(rgb: Any, side: int) -> Any:
 
 def edge_stats(grey: Any) -> tuple[float, float]:
     """(share of pixels on a sharp, high-contrast edge (3x3 morphological gradient >= EDGE_LEVEL),
-    that share in the densest BLOCK x BLOCK px block): text is strokes packed close, so a block
-    holding letters is dense with edges; a horizon, a rail or a lone contour crosses a block as
-    a thin line."""
+    the share of pixels on an edge >= BLOCK_LEVEL in the densest BLOCK x BLOCK px block).
+
+    Text is strokes packed close: a block holding letters is dense with edges, faded ink's
+    included (hence the lower level); a horizon, a rail or a lone contour crosses a block as
+    a line a few pixels thick."""
     import cv2
     import numpy as np
 
+    if not grey.size:
+        return 0.0, 0.0
     grad = cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    edges = (grad >= EDGE_LEVEL).astype(np.float32)
-    h, w = edges.shape
-    hb, wb = h // BLOCK, w // BLOCK
-    if hb and wb:
-        densest = float(edges[: hb * BLOCK, : wb * BLOCK].reshape(hb, BLOCK, wb, BLOCK).mean(axis=(1, 3)).max())
-    else:
-        densest = float(edges.mean()) if edges.size else 0.0
-    return float(edges.mean()) if edges.size else 0.0, densest
+    share = float(np.count_nonzero(grad >= EDGE_LEVEL)) / grad.size
+    h, w = grad.shape
+    hb, wb = max(1, h // BLOCK), max(1, w // BLOCK)
+    soft = (grad[: hb * BLOCK, : wb * BLOCK] >= BLOCK_LEVEL).astype(np.float32)
+    bh, bw = soft.shape[0] // hb, soft.shape[1] // wb
+    densest = float(soft[: hb * bh, : wb * bw].reshape(hb, bh, wb, bw).mean(axis=(1, 3)).max())
+    return share, densest
 
 
 def edge_share(grey: Any) -> float:
