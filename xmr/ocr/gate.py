@@ -1,23 +1,29 @@
 """Whether an image likely holds text: the cheap gate of ``--ocr auto``, run in the decode workers.
 
 Chosen from the candidates ``benchmarks/ocr.py --parts gate`` measures (benchmarks/results/ocr_gate.txt):
-a cascade, cheapest stage first, each deciding what it can.
+a cascade, cheapest stage first, each deciding what it can. It reads the image the CLIP
+preprocessor decoded (xmr.media.builtin.decode_image), EXIF included: no second decode.
 
 1. **EXIF.** A screenshot tool's name in the Software / UserComment tags: likely. EXIF never
    rules text out (photos of receipts and signs carry a camera's tags).
-2. **Screenshot colours** (~2 ms): one exact colour over 30 % of a pixel grid is a flat UI
+2. **Screenshot colours** (~0.3 ms): one exact colour over 30 % of a pixel grid is a flat UI
    background (a photo's sensor noise and JPEG leave no colour that common): likely, even
    where its text is too small for the later stages' reduced sizes.
-3. **Sharp edges** (a 256 px grey thumbnail, ~3 ms): text is strokes, sharp and contrasted.
+3. **Sharp edges** (a 256 px grey thumbnail, ~1.5 ms): text is strokes, sharp and contrasted.
    Fewer than 0.4 % of pixels on such an edge: no text (smooth photos: sky, bokeh, blur).
-4. **The PP-OCRv6 detector at 320 px** (long side, one thread), then a **probe read**: the
-   recogniser reads the start of the widest region found; likely when it reads at least 3
+4. **Dense blocks** (the same thumbnail, ~0.2 ms): text is strokes packed close, so a 16 px
+   block holding letters has many edge pixels (a gradient >= 40, so that faded ink counts).
+   Under 20 % in the densest block: no text, only lines (a horizon, a rail, a contour).
+5. **The PP-OCRv6 detector at 320 px** (long side, one thread, ~30 ms), then a **probe read**:
+   the recogniser reads the start of the widest region found; likely when it reads at least 3
    letters or digits at a mean confidence of 0.8. The probe is what rejects windows, bricks,
    fences and foliage, where the bare detector (and statistics alone) fire on 20-50 % of photos,
    each such false positive costing a full OCR (about a second) later.
 
 Measured on generated sets: recall 1.00 on clean and 0.93 on degraded text images, no false
-positive on 90 photo-like images, about 30 ms CPU per photo on the busy 2-core machine.
+positive on 90 photo-like images; on the 200 photos of the cost benchmark about a third reach
+the detector, and the gate costs about 18 ms CPU per photo on the busy 2-core machine
+(it was 30-37 ms with a second decode and without the block stage).
 The models are RapidOCR's wheel's files, run with ONNX Runtime directly (one thread each: the
 decode workers run in parallel); the recogniser loads at the first probe only.
 """
