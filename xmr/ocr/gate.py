@@ -214,9 +214,10 @@ def _within(rgb: Any, side: int) -> tuple[Any, int]:
     return cv2.resize(rgb, (w // k, h // k), interpolation=cv2.INTER_AREA), k
 
 
-def detect(rgb: Any, side: int) -> list[tuple[float, Any]]:
+def detect(rgb: Any, side: int, min_score: float = 0.0) -> list[tuple[float, Any]]:
     """[(mean text probability, 4 corners in ``rgb``'s pixels)] of the regions the detector finds
-    at ``side`` px (long side), widest first. ``rgb``: an HxWx3 uint8 RGB array."""
+    at ``side`` px (long side) with a mean probability of at least ``min_score``, widest first.
+    ``rgb``: an HxWx3 uint8 RGB array."""
     import cv2
     import numpy as np
 
@@ -229,14 +230,15 @@ def detect(rgb: Any, side: int) -> list[tuple[float, Any]]:
     prob = m.det.run(None, {m.det.get_inputs()[0].name: x})[0][0, 0]
     mask = (prob > 0.3).astype(np.uint8)  # RapidOCR's binarisation threshold
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    # each region's mean probability at once: the outlines below only for those that count
+    scores = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n) / np.maximum(stats[:, 4], 1)
     out = []
     for i in range(1, n):
         x0, y0, bw, bh, area = (int(v) for v in stats[i])
-        if area < 6:
+        score = float(scores[i])
+        if area < 6 or score < min_score:
             continue
-        sub = labels[y0 : y0 + bh, x0 : x0 + bw] == i
-        score = float(prob[y0 : y0 + bh, x0 : x0 + bw][sub].mean())
-        ys, xs = np.nonzero(sub)
+        ys, xs = np.nonzero(labels[y0 : y0 + bh, x0 : x0 + bw] == i)
         (cx, cy), (rw_, rh_), angle = cv2.minAreaRect(np.stack([xs + x0, ys + y0], 1).astype(np.float32))
         d = (rw_ * rh_) * 1.6 / max(2 * (rw_ + rh_), 1e-6)  # DB's unclip: the map shrinks text by this
         box = cv2.boxPoints(((cx, cy), (rw_ + 2 * d, rh_ + 2 * d), angle))
@@ -335,8 +337,7 @@ def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CO
         if config.min_edge_share is not None or config.min_block_edges is not None:
             return GateDecision(True, f"statistics: {edges:.2%} sharp-edge pixels, densest block {densest:.0%}")
         return GateDecision(False, "no stage decided")
-    regions = detect(rgb, config.det_side)
-    boxes = [box for score, box in regions if score >= config.region_score]
+    boxes = [box for _, box in detect(rgb, config.det_side, config.region_score)]
     where = f"detector at {config.det_side} px"
     if not boxes:
         return GateDecision(False, f"{where}: no text region")
