@@ -59,20 +59,24 @@ _FULL_OCR_SAMPLES = 5
 def _gate_candidates():
     from xmr.ocr.gate import DEFAULT_CONFIG, GateConfig
 
-    off = GateConfig(exif=True, screen_share=None, min_edge_share=None, det_side=None)
+    off = GateConfig(exif=True, screen_share=None, min_edge_share=None, min_block_edges=None, det_side=None)
+    no_blocks = replace(DEFAULT_CONFIG, min_block_edges=None)
     return [
         ("EXIF screenshot tag only", off),
         ("screenshot colours only (one colour >= 30 %)", replace(off, screen_share=0.3)),
         ("sharp-edge statistics only (>= 0.4 % at 256 px)", replace(off, min_edge_share=0.004)),
+        ("edge share and densest block (>= 0.4 %, block >= 20 %)", replace(off, min_edge_share=0.004,
+                                                                           min_block_edges=0.2)),
         ("detector 256 px, any region", replace(off, det_side=256, probe=0)),
         ("detector 320 px, any region", replace(off, det_side=320, probe=0)),
         ("detector 384 px, any region", replace(off, det_side=384, probe=0)),
         ("detector 320 px + probe read", replace(off, det_side=320)),
-        ("cascade: colours, edges, detector 256 + probe of 1", replace(DEFAULT_CONFIG, det_side=256, probe=1)),
-        ("cascade: colours, edges, detector 256 + probe of 2", replace(DEFAULT_CONFIG, det_side=256, probe=2)),
-        ("cascade: colours, edges, detector 320 + probe of 1 (chosen)", DEFAULT_CONFIG),
-        ("cascade: colours, edges, detector 320 + probe of 2", replace(DEFAULT_CONFIG, probe=2)),
-        ("cascade: colours, edges, detector 384 + probe of 2", replace(DEFAULT_CONFIG, det_side=384, probe=2)),
+        ("cascade: colours, edges, detector 320 + probe of 1 (no block stage: the previous choice)", no_blocks),
+        ("cascade: colours, edges, blocks, detector 256 + probe of 1", replace(DEFAULT_CONFIG, det_side=256, probe=1)),
+        ("cascade: colours, edges, blocks, detector 256 + probe of 2", replace(DEFAULT_CONFIG, det_side=256, probe=2)),
+        ("cascade: colours, edges, blocks, detector 320 + probe of 1 (chosen)", DEFAULT_CONFIG),
+        ("cascade: colours, edges, blocks, detector 320 + probe of 2", replace(DEFAULT_CONFIG, probe=2)),
+        ("cascade: colours, edges, blocks, detector 384 + probe of 2", replace(DEFAULT_CONFIG, det_side=384, probe=2)),
     ]
 
 

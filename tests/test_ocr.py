@@ -472,3 +472,47 @@ def test_the_time_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("XMR_OCR_TIME_LIMIT", bad)
         assert config_for("all").options.time_limit_s == OcrOptions().time_limit_s == 30.0
     assert config_for("off") is None
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import xmr.preprocess.image as image_mod
+
+    calls: list[str] = []
+    real = image_mod.load_image
+
+    def counting(path: Any, **kw: Any) -> Any:
+        calls.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(image_mod, "load_image", counting)
+    return calls
+
+
+def test_the_gate_reads_the_image_clip_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from xmr import media
+    from xmr.ocr.record import GATED, config_for
+    from xmr.preprocess.image import ImagePreprocessor
+
+    pre = ImagePreprocessor(size=224, mean=0.5, std=0.5)
+    rng = np.random.default_rng(3)
+    photo = tmp_path / "photo.jpg"  # smooth, no text: the gate says no
+    Image.fromarray((np.linspace(40, 200, 640)[None, :, None] + rng.normal(0, 2, (480, 640, 3))).clip(0, 255)
+                    .astype(np.uint8)).save(photo, quality=90)
+    calls = _count_decodes(monkeypatch)
+    ctx = media.DecodeContext(image_preprocessor=pre, ocr=config_for("auto"))
+    d = media.get("image").decode(str(photo), ctx)
+    assert d.ocr.status == GATED and len(calls) == 1  # one decode for CLIP and the gate
+    assert np.array_equal(d.pixels, pre(photo))  # and CLIP's pixels are those of a plain decode
+
+    # the EXIF the gate reads comes with that decode: a screenshot tool's tag passes the gate,
+    # and only then is the file decoded again, at OCR size
+    shot = tmp_path / "shot.jpg"
+    exif = Image.Exif()
+    exif[0x0131] = "GNOME Screenshot 41.0"
+    Image.open(photo).save(shot, exif=exif, quality=90)
+    calls.clear()
+    d = media.get("image").decode(str(shot), ctx)
+    assert d.ocr.settings["gate"].startswith("exif:") and d.ocr.status != GATED, d.ocr
+    assert len(calls) == 2

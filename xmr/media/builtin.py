@@ -20,12 +20,18 @@ def decode_image(path: str, ctx: DecodeContext) -> Decoded:
 
     if ctx.image_preprocessor is None:
         return Decoded(error="no image preprocessor (the clip model is not loaded)")
-    out = Decoded(pixels=np.asarray(ctx.image_preprocessor(path), dtype=np.float32))
-    if ctx.ocr is not None and not ctx.query:
+    ocr = ctx.ocr if not ctx.query else None
+    both = getattr(ctx.image_preprocessor, "decode", None) if ocr is not None else None
+    if both is not None:  # one decode: OCR's gate reads the image CLIP sees
+        image, pixels = both(path)
+    else:
+        image, pixels = None, ctx.image_preprocessor(path)
+    out = Decoded(pixels=np.asarray(pixels, dtype=np.float32))
+    if ocr is not None:
         from xmr.ocr.read import read_image
 
         # text in the pixels: passages of the image in both text spaces (never fails the image)
-        out.ocr = read_image(path, ctx.ocr)
+        out.ocr = read_image(path, ocr, decoded=image)
         if out.ocr.text:
             from xmr.ocr.record import ORIGIN
 

@@ -29,38 +29,42 @@ def load_for_ocr(path: str | os.PathLike[str], max_side: int) -> Any:
     return load_image(path, target_size=(max_side, max_side))
 
 
-def _exif(path: str | os.PathLike[str]) -> Any:
-    """The image's EXIF tags (the gate may use a screenshot's software tag); None if unreadable."""
-    try:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return img.getexif()
-    except Exception:
-        return None
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def read_image(path: str | os.PathLike[str], config: OcrConfig) -> OcrRecord:
-    """OCR of an image file: gated in ``auto`` mode."""
+def load_for_gate(path: str | os.PathLike[str]) -> Any:
+    """The image upright, RGB, for the gate: a large JPEG decoded at a reduced scale, at least
+    the probe's size (draft decoding keeps twice the target)."""
+    from xmr.ocr.gate import PROBE_SIDE
+    from xmr.preprocess.image import load_image
+
+    return load_image(path, target_size=(PROBE_SIDE // 2, PROBE_SIDE // 2))
+
+
+def read_image(path: str | os.PathLike[str], config: OcrConfig, *, decoded: Any = None) -> OcrRecord:
+    """OCR of an image file: gated in ``auto`` mode.
+
+    ``decoded``: the file already decoded, upright (the CLIP preprocessor's image, at least
+    twice its input size): the gate reads it, with its EXIF, instead of decoding the file again.
+    The recogniser always reads the file decoded at ``config.options.max_side``."""
     from xmr.ocr import engine
 
     t0 = time.monotonic()
     settings = config.settings()
     try:
-        img = load_for_ocr(path, config.options.max_side)
-        settings["size"] = [img.width, img.height]
         if config.mode == "auto":
             from xmr.ocr.gate import text_likely
 
-            decision = text_likely(img, exif=_exif(path))
+            gate_img = decoded if decoded is not None else load_for_gate(path)
+            decision = text_likely(gate_img)  # EXIF from the image: load_image keeps it
             settings["gate"] = decision.reason
             if not decision.likely:
+                settings["gate_size"] = [gate_img.width, gate_img.height]
                 return OcrRecord(GATED, decision.reason, settings=settings, elapsed_s=time.monotonic() - t0)
+        img = load_for_ocr(path, config.options.max_side)
+        settings["size"] = [img.width, img.height]
         result = engine.read(img, options=config.options)
     except Exception as exc:  # OCR is a bonus: the image is indexed by its pixels anyway
         return OcrRecord(FAILED, _one_line(exc), settings=settings, elapsed_s=time.monotonic() - t0)

@@ -320,10 +320,16 @@ class ImagePreprocessor:
         return {k: v for k, v in self.describe().items() if k != "max_pixels"}
 
     def __call__(self, path: str | os.PathLike[str] | Path) -> np.ndarray:
+        return self.decode(path)[1]
+
+    def decode(self, path: str | os.PathLike[str] | Path) -> tuple[Image.Image, np.ndarray]:
+        """(the decoded upright RGB image, its pixels as ``__call__`` returns them): for a caller
+        that also reads the image (the OCR gate), one decode for both. A large JPEG is decoded
+        at a reduced scale, still at least twice ``size``."""
         target = (self.size[1], self.size[0]) if self.draft else None
         img = load_image(path, max_pixels=self.max_pixels, target_size=target)
         try:
-            return self.from_pil(img)
+            return img, self.from_pil(img)
         except MediaError:
             raise
         except Exception as exc:
