@@ -178,3 +178,19 @@ def test_sigterm_raises_terminated_so_cleanup_runs() -> None:
         restore()
     assert cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_server_turns_sighup_into_uvicorns_graceful_stop() -> None:
+    # SIGHUP raised as an exception could land inside an asyncio callback, which logs and swallows
+    # it: the server then ran on. It must set uvicorn's should_exit instead, like SIGINT and SIGTERM.
+    import uvicorn
+
+    from xmr.server.run import _server_class
+
+    before = signal.getsignal(signal.SIGHUP)
+    server = _server_class(uvicorn)(uvicorn.Config(app=None))
+    with server.capture_signals():
+        assert signal.getsignal(signal.SIGHUP) == server.handle_exit
+        signal.raise_signal(signal.SIGHUP)  # no exception here: a flag for the serving loop
+        assert server.should_exit
+    assert signal.getsignal(signal.SIGHUP) == before

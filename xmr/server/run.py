@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xmr import paths, procs
 from xmr.errors import UsageError
@@ -124,7 +125,7 @@ def serve(
             any_host=options.allow_remote and options.host.strip("[]") in ("0.0.0.0", "::"),
         )
         app = create_app(config, warm, sandbox)
-        server = uvicorn.Server(
+        server = _server_class(uvicorn)(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
         )
         write_address(index_dir, ServerAddress(url=url, token=token, pid=os.getpid()))
@@ -151,3 +152,30 @@ def serve(
                 sock.close()
         sandbox.close()
         warm.close()
+
+
+def _server_class(uvicorn: Any) -> Any:
+    """uvicorn.Server that also stops gracefully on SIGHUP (a closed terminal), as on SIGINT/SIGTERM.
+
+    Left to ``procs.raise_on_terminate``, SIGHUP raised ``Terminated`` wherever the event loop
+    was; inside one of asyncio's callbacks the exception is logged and swallowed, and the server
+    went on running (seen on a loaded machine: no exit within 30 s)."""
+    import signal
+    import threading
+
+    class Server(uvicorn.Server):  # type: ignore[misc, name-defined]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            hup = getattr(signal, "SIGHUP", None)
+            if hup is None or threading.current_thread() is not threading.main_thread():
+                with super().capture_signals():
+                    yield
+                return
+            previous = signal.signal(hup, self.handle_exit)
+            try:
+                with super().capture_signals():
+                    yield
+            finally:
+                signal.signal(hup, previous)
+
+    return Server
