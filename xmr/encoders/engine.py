@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,6 +216,25 @@ def _exported_clap(known_id: str | None, sha: str) -> ModelInfo | None:
     return None
 
 
+def _record_model_info(folder: Path, info: ModelInfo) -> None:
+    """Add ``model_info`` to an exported audio tower's manifest that lacks it (written by an
+    older xmr), so the next run finds the model without building it. Best effort."""
+    import contextlib
+    import os
+
+    f = folder / "manifest.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        m = json.loads(f.read_text(encoding="utf-8"))
+        if "model_info" in m or m.get("model_id") != info.model_id:
+            return
+        if m.get("checkpoint_sha256") != info.checkpoint_sha256:
+            return
+        m["model_info"] = {"name": info.name, "pretrained": info.pretrained, "preprocessing": info.preprocessing}
+        tmp = f.with_name(f".manifest-{os.getpid()}.json")
+        tmp.write_text(json.dumps(m, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, f)
+
+
 class AudioTowerEncoder:
     """CLAP for indexing: audio windows through ONNX Runtime, text (and audio, where the tower
     cannot serve) through the backend, which is built the first time it is needed."""
@@ -239,6 +259,8 @@ class AudioTowerEncoder:
         self._audio = towers.OnnxQueryEncoder(
             "clap", base, export=exporter(self.backend, base), precision=self.precision, prepack=prepack
         )
+        if self._backend is not None:  # a tower exported before manifests named the model: name it now
+            _record_model_info(self._audio.folder("audio", variant=False), base)
 
     @property
     def engine(self) -> str:
