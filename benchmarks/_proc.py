@@ -24,6 +24,7 @@ class ProcRun:
     peak_rss: int  # bytes
     returncode: int
     stderr: str
+    cpu_s: float = 0.0  # user + system CPU of the process and the children it waited for
 
 
 def _children() -> dict[int, list[int]]:
@@ -55,6 +56,9 @@ def _tree_rss(pid: int) -> int:
 
 def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None) -> ProcRun:
     """Run ``cmd`` to the end; wall time from start to exit and the peak RSS of its tree."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -63,7 +67,9 @@ def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | Non
         time.sleep(0.02)
     wall = time.perf_counter() - t0
     err = proc.stderr.read() if proc.stderr else ""
-    return ProcRun(wall, peak, proc.returncode, err)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return ProcRun(wall, peak, proc.returncode, err, cpu)
 
 
 def median(values: Sequence[float]) -> float:

@@ -138,6 +138,7 @@ def main() -> int:
             modes.append(mode)
             print(f"new index ({mode}, a 2 s seed clip): {r.wall_s:.1f}s, peak RSS {_proc.gib(r.peak_rss)}", flush=True)
         walls: dict[str, list[float]] = {m: [] for m in modes}
+        cpus: dict[str, list[float]] = {m: [] for m in modes}
         peaks: dict[str, list[int]] = {m: [] for m in modes}
         for n in range(args.rounds):
             for mode in modes[n % len(modes) :] + modes[: n % len(modes)]:
@@ -145,8 +146,12 @@ def main() -> int:
                 r = _proc.run(cmd(mode, n), env=envs[mode])
                 assert r.returncode == 0, r.stderr
                 walls[mode].append(r.wall_s)
+                cpus[mode].append(r.cpu_s)
                 peaks[mode].append(r.peak_rss)
-            print(f"round {n + 1}: " + ", ".join(f"{m} {walls[m][-1]:.1f}s" for m in modes), flush=True)
+            print(
+                f"round {n + 1}: " + ", ".join(f"{m} {walls[m][-1]:.1f}s ({cpus[m][-1]:.1f} s CPU)" for m in modes),
+                flush=True,
+            )
         print("\n| precision | wall (median) | realtime factor | peak RSS (max) |")
         print("|---|---|---|---|")
         for mode in modes:

@@ -640,14 +640,18 @@ def test_benchmark_words_become_whole_tokens_without_changing_other_splits(
 
 @pytest.mark.slow
 def test_int8_computes_the_spectrogram_by_fft_as_laion_clap_does_by_convolution(
-    encoder: Any, tiny: tuple[Path, dict[str, Any]]
+    encoder: Any, tiny: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
+    from xmr.encoders import towers
     from xmr.encoders.clap import ClapEncoder
     from xmr.encoders.clap_frontend import use_fft
 
+    # where audio runs in torch at int8 (no ONNX audio tower: xmr.encoders.image_int8)
+    monkeypatch.setattr(towers, "available", lambda: False)
     low = ClapEncoder(Settings(clap_model=str(tiny[0]), device="cpu", precision="int8"))
+    assert low._int8_audio is None
     fft = low.model.audio_branch.spectrogram_extractor
     conv = encoder.model.audio_branch.spectrogram_extractor  # fp32 keeps laion-clap's module
     assert type(fft).__name__ == "_FftSpectrogram" and type(conv).__module__.startswith("torchlibrosa")

@@ -134,7 +134,7 @@ def test_the_index_engine_setting(monkeypatch) -> None:
     monkeypatch.setenv("XMR_INDEX_ENGINE", "torch")
     assert not engine.uses_towers("clip", Settings.from_env(device="cpu"))
     assert engine.uses_towers("clip", Settings.from_env(device="cpu", index_engine="onnx"))
-    assert not engine.uses_towers("clap", Settings.from_env(device="cpu", index_engine="onnx"))
+    assert engine.uses_towers("clap", Settings.from_env(device="cpu", index_engine="onnx"))
     assert not engine.uses_towers("clip", Settings.from_env(device="cpu", index_engine="onnx", precision="bf16"))
     assert not engine.uses_towers("clip", Settings.from_env(device="cuda", index_engine="onnx"))
     with pytest.raises(UsageError, match="XMR_INDEX_ENGINE"):

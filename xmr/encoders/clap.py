@@ -173,6 +173,24 @@ def _missing_checkpoint(ck: _Checkpoint) -> ModelMissing:
     )
 
 
+def identity(settings: Settings) -> tuple[str | None, str]:
+    """(model id, checkpoint sha256) of the configured checkpoint without torch: the id only for a
+    published checkpoint (a local file's names its architecture, read from its tensors).
+    Raises ModelMissing as the encoder would."""
+    ck = _resolve_checkpoint(settings.clap_model)
+    if ck.path is None:
+        raise _missing_checkpoint(ck)
+    sha = _sha256(ck.path)
+    if ck.name is None:
+        return None, sha
+    return f"clap:{ck.name[: -len('.pt')]}:{PUBLISHED[ck.name][0]}", sha
+
+
+def local_model_id(amodel: str, sha: str) -> str:
+    """The model id of a checkpoint given as a file."""
+    return f"clap:{amodel}:sha256:{sha[:16]}"
+
+
 def _tokenizer_files_ok(folder: Path) -> bool:
     return (folder / "tokenizer.json").is_file() or (
         (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
@@ -559,14 +577,6 @@ class ClapEncoder:
         if self.half:
             self._convert_half()
         self.precision = precision.on_device(settings.precision, self.device.type)
-        self.model = precision.apply(self.model, self.precision)
-        # building (and int8's quantising: every Linear weight) read pages of the checkpoint's map
-        # that stayed resident though a forward pass needs few of them (xmr.heap): -0.43 GB at int8
-        release_mapped_file(str(ck.path.resolve()))
-        if self.precision == "int8":
-            from xmr.encoders.clap_frontend import use_fft
-
-            use_fft(self.model.audio_branch)
         self.arch = arch
         self.audio_cfg = model.audio_cfg
         self.batch_size = settings.batch_size
@@ -577,7 +587,7 @@ class ClapEncoder:
             pretrained: str | None = ck.name[: -len(".pt")]
         else:
             sha = _sha256(ck.path)
-            model_id = f"clap:{arch.amodel}:sha256:{sha[:16]}"
+            model_id = local_model_id(arch.amodel, sha)
             pretrained = None
         model_id = precision.tag_model_id(model_id, self.precision)
         self.checkpoint_path = ck.path
@@ -604,6 +614,23 @@ class ClapEncoder:
                 "text_padding": "max_length",  # what the vectors equal; batches pad less (same vectors)
             },
         )
+        # int8: audio runs the ONNX Runtime audio tower only (xmr.encoders.image_int8), as the index
+        # engine runs it, so the audio tower stays fp32 here (it is what gets exported); text runs
+        # torch's int8. Fusion checkpoints have no exported tower: torch's int8 throughout
+        self._int8_audio = None
+        if self.precision == "int8" and not arch.enable_fusion and not self.half:
+            from xmr.encoders.image_int8 import int8_towers
+
+            self._int8_audio = int8_towers(self)
+        keep = ("audio_branch", "audio_projection") if self._int8_audio is not None else ()
+        self.model = precision.apply(self.model, self.precision, exclude=keep)
+        # building (and int8's quantising: every Linear weight) read pages of the checkpoint's map
+        # that stayed resident though a forward pass needs few of them (xmr.heap): -0.43 GB at int8
+        release_mapped_file(str(ck.path.resolve()))
+        if self.precision == "int8" and self._int8_audio is None:
+            from xmr.encoders.clap_frontend import use_fft
+
+            use_fft(self.model.audio_branch)
 
     def _convert_half(self) -> None:
         """fp16 weights, except the STFT/log-mel front end, which overflows in
@@ -754,6 +781,10 @@ class ClapEncoder:
             raise ValueError(f"CLAP audio windows must be (n, {WINDOW_SAMPLES}) at 48 kHz, got {x.shape}")
         if x.shape[0] == 0:
             return np.zeros((0, DIM), dtype=np.float32)
+        if self._int8_audio is not None:
+            from xmr.encoders.image_int8 import int8_embed_audio
+
+            return int8_embed_audio(self._int8_audio, x)
         dtype = torch.float16 if self.half else torch.float32
         out: list[np.ndarray] = []
         with torch.inference_mode():

@@ -6,7 +6,8 @@ Linear layers with dynamically quantised ones (int8 weights, activations
 quantised per batch: ``torch.ao.quantization.quantize_dynamic``). CUDA keeps
 its fp16 and MPS its fp32 whatever is asked. CLIP's image tower at int8 is the
 exception: it runs as an ONNX Runtime int8 model (xmr.encoders.tower_quant,
-faster than torch's int8 here), whichever engine indexes.
+faster than torch's int8 here), whichever engine indexes; so is CLAP's audio
+tower, which runs as the fp32 ONNX model (xmr.encoders.image_int8 says why).
 
 Vectors made at another precision are different vectors: the precision is part
 of the model id (``clip:ViT-B-32:tag@int8``; fp32 and the device defaults add

@@ -171,21 +171,27 @@ def _wrap(encoder: Any, tower: str) -> tuple[Any, dict[str, np.ndarray], dict[st
                 raise TowerUnsupported("fusion CLAP checkpoints use the backend directly")
 
             class ClapAudio(torch.nn.Module):
+                """CLAP.encode_audio and the projection, holding the audio modules only: at int8 the
+                text tower is quantised, and quantised modules make the exporter trace more than once."""
+
                 def __init__(self) -> None:
                     super().__init__()
-                    self.m = model
+                    self.b, self.p = model.audio_branch, model.audio_projection
 
                 def forward(self, waveform: Any) -> Any:
                     longer = torch.zeros((waveform.shape[0], 1), dtype=torch.bool)
-                    feats = self.m.encode_audio({"waveform": waveform, "longer": longer}, device="cpu")["embedding"]
-                    return self.m.audio_projection(feats)
+                    feats = self.b({"waveform": waveform, "longer": longer}, mixup_lambda=None, device="cpu")
+                    return self.p(feats["embedding"])
 
             from xmr.preprocess.audio import WINDOW_SAMPLES
 
             rng = np.random.default_rng(0)
             # HTS-AT's window partition bakes the batch size into the graph: export and run one window at a time
             probes = {"waveform": (rng.standard_normal((1, WINDOW_SAMPLES)) * 0.1).astype(np.float32)}
-            return ClapAudio(), probes, {"batch": 1}
+            # what the index engine records for the model without building it (xmr.encoders.engine)
+            info = {"name": encoder.info.name, "pretrained": encoder.info.pretrained}
+            info["preprocessing"] = encoder.info.preprocessing
+            return ClapAudio(), probes, {"batch": 1, "window_samples": WINDOW_SAMPLES, "model_info": info}
     raise TowerUnsupported(f"no {tower} tower in the {space} space")
 
 
