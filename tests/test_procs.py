@@ -194,3 +194,23 @@ def test_the_server_turns_sighup_into_uvicorns_graceful_stop() -> None:
         signal.raise_signal(signal.SIGHUP)  # no exception here: a flag for the serving loop
         assert server.should_exit
     assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_the_server_process_runs_one_blas_thread() -> None:
+    # idle OpenBLAS threads spin after each of a warm query's small products, taking the text
+    # encoder's core; the server asks for one before numpy loads, and leaves a user's choice alone
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; from xmr.server.run import one_blas_thread; set_ = one_blas_thread(); "
+        "import numpy, threadpoolctl; "
+        "n = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['internal_api'] == 'openblas']; "
+        "print(set_, os.environ.get('OPENBLAS_NUM_THREADS'), n)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "1", "[1]"], out
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "2", "[2]"], out
