@@ -23,8 +23,9 @@ def one_blas_thread() -> bool:
 
     A warm query's matrix products are small (a query against a rotation, 2,000 rescored rows),
     and after each one OpenBLAS's idle threads spin (sched_yield), taking the core the text
-    encoder needs: at 5M vectors with codes, p50 54 -> 45 ms (benchmarks/results/codes.txt).
-    Only effective before numpy is imported; returns whether it was set."""
+    encoder needs (measured at 1M with codes: the server's CPU a query 63 -> 44 ms; at 5M the p50
+    54 -> 52 ms, benchmarks/results/codes.txt). Only effective before numpy is imported; returns
+    whether it was set."""
     import sys
 
     if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
