@@ -83,11 +83,58 @@ def index_encoder(space: str, settings: Settings, *, prepack: bool | None = True
     return ImageTowerEncoder(settings, base, prepack=prepack)
 
 
-class ImageTowerEncoder:
+class _TowerBacked:
+    """What the index's tower encoders share: the backend (the model itself), built the first
+    time text, an export or an uncovered input needs it and checked against what the exported
+    tower says it was made from; text always goes to it."""
+
+    space: str
+    tower: str  # the exported tower's name: "image" or "audio"
+    settings: Settings
+    dim: int
+    _backend: Any
+
+    def _tower_folder(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def engine(self) -> str:
+        return "onnx" if self._backend is None else "onnx+backend"
+
+    def backend(self) -> Any:
+        if self._backend is None:
+            b = load_encoder(self.space, self.settings)
+            known = getattr(self, "info", None)  # None while __init__ still asks the backend for it
+            if known is not None and (b.info.model_id, b.info.dim, b.info.preprocessing) != (
+                known.model_id,
+                known.dim,
+                known.preprocessing,
+            ):
+                raise ModelError(
+                    f"the exported {self.tower} tower of {known.model_id} does not match its model ({b.info.model_id})",
+                    hint=f"remove {self._tower_folder().parent} and index again",
+                )
+            self._backend = b
+        return self._backend
+
+    # -- text
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return self.backend().embed_texts(texts)
+
+    def split_text(self, text: str) -> list[Any]:
+        return self.backend().split_text(text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend().count_tokens(text)
+
+
+class ImageTowerEncoder(_TowerBacked):
     """CLIP for indexing: images through ONNX Runtime, text (and images, where the tower
     cannot serve) through the backend, which is built the first time it is needed."""
 
-    space = "clip"
+    space, tower = "clip", "image"
     modalities = frozenset({"image", "text"})
 
     def __init__(self, settings: Settings, base: ModelInfo, *, prepack: bool | None = True) -> None:
@@ -118,25 +165,8 @@ class ImageTowerEncoder:
             if getattr(getattr(b, "_device", None), "type", "cpu") != "cpu":  # a GPU the check missed
                 self._use_tower, self.precision = False, b.precision
 
-    @property
-    def engine(self) -> str:
-        return "onnx" if self._backend is None else "onnx+backend"
-
-    def backend(self) -> Any:
-        if self._backend is None:
-            b = load_encoder("clip", self.settings)
-            known = getattr(self, "info", None)
-            if known is not None and (b.info.model_id, b.info.dim, b.info.preprocessing) != (
-                known.model_id,
-                known.dim,
-                known.preprocessing,
-            ):
-                raise ModelError(
-                    f"the exported image tower of {known.model_id} does not match its model ({b.info.model_id})",
-                    hint=f"remove {self._images.folder('image', variant=False).parent} and index again",
-                )
-            self._backend = b
-        return self._backend
+    def _tower_folder(self) -> Path:
+        return self._images.folder("image", variant=False)
 
     # -- images
     def image_preprocessor(self) -> Any:
@@ -159,17 +189,6 @@ class ImageTowerEncoder:
         self._by_backend += len(pixels)
         return self.backend().embed_images(pixels)
 
-    # -- text: the backend's
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        return self.backend().embed_texts(texts)
-
-    def split_text(self, text: str) -> list[Any]:
-        return self.backend().split_text(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self.backend().count_tokens(text)
 
 
 # ----------------------------------------------------------------------------- CLAP
@@ -235,11 +254,11 @@ def _record_model_info(folder: Path, info: ModelInfo) -> None:
         os.replace(tmp, f)
 
 
-class AudioTowerEncoder:
+class AudioTowerEncoder(_TowerBacked):
     """CLAP for indexing: audio windows through ONNX Runtime, text (and audio, where the tower
     cannot serve) through the backend, which is built the first time it is needed."""
 
-    space = "clap"
+    space, tower = "clap", "audio"
     modalities = frozenset({"audio", "text"})
 
     def __init__(self, settings: Settings, base: ModelInfo | None, *, prepack: bool | None = True) -> None:
@@ -262,25 +281,8 @@ class AudioTowerEncoder:
         if self._backend is not None:  # a tower exported before manifests named the model: name it now
             _record_model_info(self._audio.folder("audio", variant=False), base)
 
-    @property
-    def engine(self) -> str:
-        return "onnx" if self._backend is None else "onnx+backend"
-
-    def backend(self) -> Any:
-        if self._backend is None:
-            b = load_encoder("clap", self.settings)
-            known = getattr(self, "info", None)
-            if known is not None and (b.info.model_id, b.info.dim, b.info.preprocessing) != (
-                known.model_id,
-                known.dim,
-                known.preprocessing,
-            ):
-                raise ModelError(
-                    f"the exported audio tower of {known.model_id} does not match its model ({b.info.model_id})",
-                    hint=f"remove {self._audio.folder('audio', variant=False).parent} and index again",
-                )
-            self._backend = b
-        return self._backend
+    def _tower_folder(self) -> Path:
+        return self._audio.folder("audio", variant=False)
 
     # -- audio
     def embed_audio(self, windows: np.ndarray) -> np.ndarray:
@@ -299,14 +301,3 @@ class AudioTowerEncoder:
         self._by_backend += n
         return self.backend().embed_audio(windows)
 
-    # -- text: the backend's
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        return self.backend().embed_texts(texts)
-
-    def split_text(self, text: str) -> list[Any]:
-        return self.backend().split_text(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self.backend().count_tokens(text)
