@@ -296,11 +296,12 @@ def probe_read(rgb: Any, boxes: list[Any]) -> list[tuple[str, float]]:
 def screen_share(rgb: Any) -> float:
     """Share of the most common exact colour over a grid of pixels: a screenshot's flat UI
     background is one colour; a photo's sensor noise and JPEG leave no colour that common."""
-    return screen_stats(rgb, marks=False)[0]
+    return screen_stats(rgb, marks_from=float("inf"))[0]  # the share alone
 
 
-def screen_stats(rgb: Any, *, marks: bool = True) -> tuple[float, int]:
-    """``screen_share`` and, when ``marks``, how many small marks stand off that colour.
+def screen_stats(rgb: Any, *, marks_from: float = 0.0) -> tuple[float, int]:
+    """``screen_share`` and, when it is at least ``marks_from``, how many small marks stand off
+    that colour (0 otherwise: photos never pay for the count).
 
     Text on a flat background is many small blobs (letters); a flat image without text (a
     blank page, a logo, a drawing of a few shapes) has few or none, and goes on to the
@@ -315,7 +316,7 @@ def screen_stats(rgb: Any, *, marks: bool = True) -> tuple[float, int]:
     keys = (grid[:, 0] << 16) | (grid[:, 1] << 8) | grid[:, 2]
     values, counts = np.unique(keys, return_counts=True)
     share = float(counts.max()) / len(keys)
-    if not marks:
+    if share < marks_from:
         return share, 0
     import cv2
 
@@ -346,11 +347,9 @@ def text_likely(image: Any, *, exif: Any = None, config: GateConfig = DEFAULT_CO
     # first: a screenshot's small text may have no sharp edge at the thumbnail's size, nor be
     # found by the detector at its reduced size; its flat colours tell
     if config.screen_share is not None:
-        share = screen_share(rgb)
-        if share >= config.screen_share:
-            n_marks = screen_stats(rgb)[1]  # only for flat images: photos never get here
-            if n_marks >= config.screen_marks:
-                return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}, {n_marks} marks on it")
+        share, n_marks = screen_stats(rgb, marks_from=config.screen_share)
+        if share >= config.screen_share and n_marks >= config.screen_marks:
+            return GateDecision(True, f"screenshot-like: one colour covers {share:.0%}, {n_marks} marks on it")
     edges = densest = 0.0
     if config.min_edge_share is not None or config.min_block_edges is not None:
         edges, densest = edge_stats(grey_thumb(rgb, THUMB_SIDE))
