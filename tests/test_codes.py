@@ -22,7 +22,7 @@ from xmr.store import BACKEND_SETTING, hamming_kernel, open_index
 from xmr.store import codes as codes_module
 from xmr.store.binary import PREFILTER_KEEP, PREFILTER_SHARE, PREFILTER_WORDS, CodedSearch, rotation_key
 from xmr.store.binary_file import code_layout
-from xmr.store.codes import encode, hamming, learn_rotation, nearest, popcount, smallest
+from xmr.store.codes import encode, hamming, highest, learn_rotation, nearest, pack, popcount, scores, smallest
 from xmr.store.memory import MemoryVectorSource
 from xmr.store.policy import AUTO_CODES_MIN, CODES_SETTING, check_codes, choose_backend
 
@@ -174,17 +174,11 @@ def test_nearest_picks_the_smallest_naive_distances(kernel, words):
     dist = naive_distances(q, codes)
     every = np.ones(n, bool)
     allowed = rng.random(n) < 0.7
-    rows = np.sort(rng.choice(n, 900, replace=False))
-    in_rows = np.zeros(n, bool)
-    in_rows[rows] = True
     for count in (1, 40, 777, n, n + 5):
         np.testing.assert_array_equal(nearest(q, codes, count), naive_nearest(dist, count, every))
         np.testing.assert_array_equal(
             nearest(q, codes, count, allowed=allowed, threads=2), naive_nearest(dist, count, allowed)
         )
-        np.testing.assert_array_equal(nearest(q, codes, count, rows=rows), naive_nearest(dist, count, in_rows))
-        got = nearest(q, codes, count, rows=rows, allowed=allowed)
-        np.testing.assert_array_equal(got, naive_nearest(dist, count, in_rows & allowed))
     # the first words of a word-major array (a view with the full row stride), as the prefilter reads them
     np.testing.assert_array_equal(
         nearest(q[:1], codes[:1], 50), naive_nearest(naive_distances(q[:1], codes[:1]), 50, every)
@@ -203,22 +197,68 @@ def test_the_compiled_kernel_counts_bits_over_many_threads_and_rows(kernel):
     assert want[picked].max() == cut and (want < cut).sum() <= 5000 <= (want <= cut).sum()
 
 
-def test_the_ranking_is_prefilter_then_all_words(kernel):
-    """Two passes: the first PREFILTER_WORDS words keep the nearest max(16 x wanted, n / 64)
-    rows, then all words rank those (each step checked with naive bit counts)."""
+def naive_scores(proj: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Each column's sum of the projections, + where its bit is set and - where clear, one bit at a time."""
+    words, n = codes.shape
+    out = np.zeros(n)
+    for i in range(n):
+        for j in range(len(proj)):
+            out[i] += proj[j] if (int(codes[j // 64, i]) >> (j % 64)) & 1 else -proj[j]
+    return out
+
+
+def test_scores_are_the_signed_sums_of_the_projections(kernel):
+    """A code's score is the query's projections summed with the signs its bits store, as
+    integers: proportional to the naive float sum within the rounding of each projection."""
+    rng = np.random.default_rng(13)
+    for bits in (512, 100):  # whole words, and a last word with padding
+        words = -(-bits // 64)
+        codes = random_codes(rng, words, 300)
+        proj = rng.standard_normal(bits).astype(np.float32)
+        rows = np.sort(rng.choice(300, 120, replace=False))
+        got = scores(proj, codes, rows)
+        assert got.dtype == np.int32 and got.shape == (120,)
+        unit = float(np.abs(proj.astype(np.float64)).sum()) / 2**30  # one integer step, in projection units
+        np.testing.assert_allclose(got * unit, naive_scores(proj, codes[:, rows]), rtol=0, atol=bits * unit)
+        # the query's own signs score highest (every term positive), their complement lowest
+        own = pack(proj[None, :])[0]
+        every_bit = pack(np.ones((1, bits), np.float32))[0]
+        top, bottom = scores(proj, np.stack([own, own ^ every_bit], axis=1), np.arange(2))
+        assert bottom == -top and top >= int(np.abs(got).max())
+        assert abs(top * unit - float(np.abs(proj.astype(np.float64)).sum())) <= bits * unit
+
+
+def test_highest_picks_the_largest_values_ties_by_position():
+    values = np.array([5, 1, 9, 5, 5, 9, 0, 5], np.int32)
+    assert highest(values, 3).tolist() == [0, 2, 5]
+    assert highest(values, 4).tolist() == [0, 2, 3, 5]
+    assert highest(values, 8).tolist() == list(range(8)) == highest(values, 20).tolist()
+    assert highest(values, 0).tolist() == []
+
+
+def test_the_ranking_is_prefilter_then_scores(kernel):
+    """Two passes: the Hamming distance of the first PREFILTER_WORDS words keeps the nearest
+    max(16 x wanted, n / PREFILTER_SHARE) rows, then the query's scores of their whole codes
+    rank those (each step checked with naive bit counts and sums)."""
     rng = np.random.default_rng(12)
     words, n, want = 8, 20_000, 30
     codes = random_codes(rng, words, n)
-    q = codes[:, 77].copy() ^ np.uint64(0xF0F0)
+    proj = rng.standard_normal(64 * words).astype(np.float32)
+    q = pack(proj[None, :])[0]
     searcher = CodedSearch(type("Mapped", (), {"codes": codes})(), oversample=1)
     keep = max(PREFILTER_KEEP * want, n // PREFILTER_SHARE)
     assert keep < n // 4  # the two-pass path
     every = np.ones(n, bool)
     first = naive_nearest(naive_distances(q[:PREFILTER_WORDS], codes[:PREFILTER_WORDS]), keep, every)
-    in_first = np.zeros(n, bool)
-    in_first[first] = True
-    expected = naive_nearest(naive_distances(q, codes), want, in_first)
-    np.testing.assert_array_equal(searcher._ranked(q, None, want), expected)
+    by_score = first[np.argsort(-naive_scores(proj, codes[:, first]), kind="stable")]
+    np.testing.assert_array_equal(searcher._ranked(q, proj, None, want), np.sort(by_score[:want]))
+    # a small file: every allowed code is scored, no prefilter
+    small = codes[:, :500]
+    allowed = rng.random(500) < 0.5
+    cols = np.flatnonzero(allowed)
+    expected = np.sort(cols[np.argsort(-naive_scores(proj, small[:, cols]), kind="stable")[:want]])
+    small_search = CodedSearch(type("Mapped", (), {"codes": small})(), oversample=1)
+    np.testing.assert_array_equal(small_search._ranked(q, proj, allowed, want), expected)
 
 
 def test_a_failed_kernel_build_falls_back_to_numpy_and_is_not_retried(tmp_path, monkeypatch):
@@ -273,19 +313,21 @@ def test_rescored_rows_read_by_several_threads_are_read_as_stored(kernel, tmp_pa
 # -- the two-stage search -----------------------------------------------------------------------
 
 
-def hamming_ranks(index, q: np.ndarray, ids: np.ndarray, data: np.ndarray, k: int) -> int:
-    """How many codes, ranked by Hamming distance, cover every query's true top-k (ties counted against)."""
+def score_ranks(index, q: np.ndarray, ids: np.ndarray, data: np.ndarray, k: int) -> int:
+    """How many codes, ranked by their score against the query, cover every query's true top-k
+    (ties, and scores within the integer rounding, counted against)."""
     state = index.stats()["state"]
     assert state["bits"] == DIM
     mapped = index._view.index  # the store's mapped files: their centre and rotation
     centre, rot = np.array(mapped.centre), np.array(mapped.rotation)
-    bits = naive_bits(data, centre, rot)
-    qbits = naive_bits(q, centre, rot)
+    signs = naive_bits(data, centre, rot).astype(np.float64) * 2 - 1
     need = 0
     for row in range(len(q)):
-        dist = (bits != qbits[row]).sum(axis=1)
+        proj = (q[row].astype(np.float64) - centre) @ rot
+        score = signs @ proj
         true = np.isin(ids, brute_force(q[row : row + 1], ids, data, k)[0])
-        need = max(need, int((dist <= dist[true].max()).sum()))  # every code as close as the farthest true one
+        slack = DIM * np.abs(proj).sum() / 2**30  # the scores are rounded to integers of this step
+        need = max(need, int((score >= score[true].min() - 2 * slack).sum()))
     return need
 
 
@@ -296,7 +338,7 @@ def test_two_stage_search_is_exact_when_the_oversample_covers_the_true_neighbour
     q = near(rng, data, 6)
     k = 5
     index.search(q, k)  # opens the mapped files
-    need = hamming_ranks(index, q, ids, data, k)
+    need = score_ranks(index, q, ids, data, k)
     assert need < len(ids) // 2  # the codes do rank: far fewer than all are needed
     reader = open_(tmp_path, src, readonly=True, mapped=True, oversample=-(-need // k), rotation=rotation)
     found, sims = reader.search(q, k)
@@ -542,7 +584,7 @@ def test_a_large_file_is_ranked_in_two_passes_and_finds_near_duplicates(tmp_path
 
 @pytest.mark.parametrize("threads", [2, 3, 4])
 def test_threaded_passes_and_selection_equal_one_thread(kernel, monkeypatch, threads):
-    """Shares of the columns (first pass) and of the kept rows (second pass) on several threads,
+    """Shares of the columns (first pass) and of the kept rows (their scores) on several threads,
     each with its own histogram and its own part of the selection, pick exactly the one-thread
     columns, ties at the cut straddling the shares included."""
     monkeypatch.setattr(codes_module, "ROW_CHUNK", 64)  # 8 x 64 columns a share: many shares at this size
@@ -554,16 +596,11 @@ def test_threaded_passes_and_selection_equal_one_thread(kernel, monkeypatch, thr
     q = codes[:, 9].copy() ^ np.uint64(0b1011)
     dist = naive_distances(q, codes)
     allowed = rng.random(n) < 0.8
-    rows = np.sort(rng.choice(n, 4000, replace=False))
-    in_rows = np.zeros(n, bool)
-    in_rows[rows] = True
     for count in (1, 700, 2500, n):
-        for kw, admitted in (
-            ({}, np.ones(n, bool)),
-            ({"allowed": allowed}, allowed),
-            ({"rows": rows}, in_rows),
-            ({"rows": rows, "allowed": allowed}, in_rows & allowed),
-        ):
+        for kw, admitted in (({}, np.ones(n, bool)), ({"allowed": allowed}, allowed)):
             one = nearest(q, codes, count, threads=1, **kw)
             np.testing.assert_array_equal(nearest(q, codes, count, threads=threads, **kw), one)
             np.testing.assert_array_equal(one, naive_nearest(dist, count, admitted))
+    proj = rng.standard_normal(64 * words).astype(np.float32)
+    rows = np.sort(rng.choice(n, 4000, replace=False))
+    np.testing.assert_array_equal(scores(proj, codes, rows, threads=threads), scores(proj, codes, rows, threads=1))

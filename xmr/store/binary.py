@@ -41,7 +41,7 @@ from xmr.store.binary_file import (
     rotation_digest,
     vec_layout,
 )
-from xmr.store.codes import encode, learn_rotation, nearest, words_for
+from xmr.store.codes import encode, highest, learn_rotation, nearest, pack, project, scores, words_for
 from xmr.store.hnsw import HnswStore
 from xmr.store.hnsw_file import index_file_name
 from xmr.store.hnsw_view import LoadedView
@@ -58,7 +58,7 @@ ROTATION_SETTING = "codes_rotation"  # settings key prefix: the rotation in use 
 # n / PREFILTER_SHARE) rows, which all words then rank (benchmarks/codes.py measures the recall)
 PREFILTER_WORDS = 2
 PREFILTER_KEEP = 16
-PREFILTER_SHARE = 64
+PREFILTER_SHARE = 256
 # a member set this small is scanned exactly (no Hamming pass over every code)
 SUBSET_EXACT_MAX = 20_000
 _BLOCK_ROWS = 1 << 16
@@ -102,10 +102,11 @@ class CodedSearch:
         if not every:
             allowed = np.zeros(ix.count, bool)
             allowed[ix.positions(members)] = True
-        qcodes = encode(q, ix.centre, ix.rotation)  # type: ignore[arg-type]
+        proj = project(q, ix.centre, ix.rotation)  # type: ignore[arg-type]
+        qcodes = pack(proj)
         out_ids, out_sims = [], []
         for row in range(m):
-            rows = self._ranked(qcodes[row], allowed, want)  # ascending: the reads go forwards
+            rows = self._ranked(qcodes[row], proj[row], allowed, want)  # ascending: the reads go forwards
             vecs = ix.read_rows(rows)
             ids, sims = topk(q[row : row + 1] @ vecs.T, np.asarray(ix.ids[rows], np.int64), k)
             out_ids.append(ids)
@@ -113,20 +114,22 @@ class CodedSearch:
         self.last = {"path": "codes", "scored": int(want)}
         return np.concatenate(out_ids), np.concatenate(out_sims)
 
-    def _ranked(self, qcode: np.ndarray, allowed: np.ndarray | None, want: int) -> np.ndarray:
-        """Rows (ascending) of the ``want`` allowed codes nearest to ``qcode``.
+    def _ranked(self, qcode: np.ndarray, proj: np.ndarray, allowed: np.ndarray | None, want: int) -> np.ndarray:
+        """Rows (ascending) of the ``want`` allowed codes that score highest against the query.
 
-        A large file is ranked in two passes: its first ``PREFILTER_WORDS`` words (with a
-        random rotation, a random shorter code) keep the best ``prefilter_keep`` rows, then
-        all words rank those; a quarter of the memory traffic of one full pass."""
+        A large file is ranked in two passes: the Hamming distance of its first
+        ``PREFILTER_WORDS`` words to the query's code (with a random rotation, a random
+        shorter code) keeps the nearest rows, whose whole codes are then scored against the
+        query's projections (``codes.scores``); a quarter of the memory traffic of one full pass."""
         codes = self.index.codes
         assert codes is not None
         words, n = codes.shape
         keep = max(PREFILTER_KEEP * want, n // PREFILTER_SHARE)
         if words >= 2 * PREFILTER_WORDS and keep < n // 4:
             rows = nearest(qcode[:PREFILTER_WORDS], codes[:PREFILTER_WORDS], keep, allowed=allowed)
-            return nearest(qcode, codes, want, rows=rows)  # rows holds allowed ones only
-        return nearest(qcode, codes, want, allowed=allowed)
+        else:
+            rows = np.arange(n) if allowed is None else np.flatnonzero(allowed)
+        return rows[highest(scores(proj, codes, rows), want)]
 
     def _exact(self, q: np.ndarray, k: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scan of the rows ``pos`` (sorted), in blocks."""

@@ -30,7 +30,7 @@ METHODS = ("itq", "random")
 ITQ_ITERATIONS = 20
 ITQ_SAMPLE = 5_000  # rows ITQ iterates on (the centre uses the whole sample): ~2 GFLOP an iteration at 512 bits
 ROW_CHUNK = 1 << 15  # rows per pass of the Hamming kernel: its buffers stay in the L2 cache
-ROWS_PER_WORKER = 1 << 13  # scattered columns (the second pass, ~80 ns each) worth a thread of their own
+ROWS_PER_WORKER = 1 << 13  # scattered columns (scored after the prefilter, ~90 ns each) worth a thread of their own
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -73,7 +73,16 @@ def learn_rotation(
 
 def encode(vecs: np.ndarray, centre: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """Codes of ``vecs`` (n, dim): (n, words) uint64, bit j of word w set when projection 64w+j >= 0."""
-    proj = (np.asarray(vecs, np.float32) - centre) @ rotation
+    return pack(project(vecs, centre, rotation))
+
+
+def project(vecs: np.ndarray, centre: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """The centred, rotated vectors (n, bits) float32 whose signs are the codes."""
+    return (np.asarray(vecs, np.float32) - centre) @ rotation
+
+
+def pack(proj: np.ndarray) -> np.ndarray:
+    """Codes (n, words) uint64 of projections (n, bits): bit j of word w set when projection 64w+j >= 0."""
     bits = proj.shape[1]
     signs = proj >= 0
     pad = words_for(bits) * 64 - bits
@@ -144,48 +153,33 @@ def nearest(
     count: int,
     *,
     allowed: np.ndarray | None = None,
-    rows: np.ndarray | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
     """Columns (ascending) of the ``count`` codes nearest to ``query_code``, ties broken by column.
 
-    ``codes`` is word-major (words, n); only the columns ``rows`` (sorted; default all) that
-    ``allowed`` (bool per column; default all) admits are ranked, and fewer than ``count`` come
-    back when fewer are admitted. Uses the compiled kernel (distances and their histogram in one
-    pass, then a selection at the histogram's cut) where it loaded, else numpy."""
+    ``codes`` is word-major (words, n); only the columns ``allowed`` (bool per column; default
+    all) admits are ranked, and fewer than ``count`` come back when fewer are admitted. Uses the
+    compiled kernel (distances and their histogram in one pass, then a selection at the
+    histogram's cut) where it loaded, else numpy."""
     from xmr.store import hamming_kernel
 
     q = np.ascontiguousarray(query_code, np.uint64)
     lib = hamming_kernel.load()
     if lib is None or codes.strides[1] != 8 or codes.strides[0] % 8:
-        return _nearest_numpy(q, codes, count, allowed, rows, threads)
+        return _nearest_numpy(q, codes, count, allowed, threads)
     words, n = codes.shape
     stride = codes.strides[0] // 8
     mask = None if allowed is None else np.ascontiguousarray(allowed, np.uint8)
     mask_p = None if mask is None else mask.ctypes.data
-    args = (codes.ctypes.data, stride, words, q.ctypes.data, mask_p)
-    # each worker ranks one contiguous share (of the columns, or of ``rows``) with its own histogram
-    if rows is not None:
-        rows = np.ascontiguousarray(rows, np.int64)
-        m = len(rows)
-        dist = np.empty(m, np.uint16)
-        workers = workers_for(threads, m // ROWS_PER_WORKER)
-        step = -(-m // workers)
-        hist = np.zeros((workers, 64 * words + 1), np.int64)
+    # each worker ranks one contiguous share of the columns with its own histogram
+    dist = np.empty(n, np.uint16)
+    workers = workers_for(threads, n // (8 * ROW_CHUNK))
+    step = -(-n // workers)
+    hist = np.zeros((workers, 64 * words + 1), np.int64)
 
-        def part(w: int) -> None:
-            s, e = w * step, min(m, (w + 1) * step)
-            if s < e:
-                lib.xmr_hamming_rows(*args, rows.ctypes.data + 8 * s, e - s, dist.ctypes.data + 2 * s,
-                                     hist[w].ctypes.data)
-    else:
-        dist = np.empty(n, np.uint16)
-        workers = workers_for(threads, n // (8 * ROW_CHUNK))
-        step = -(-n // workers)
-        hist = np.zeros((workers, 64 * words + 1), np.int64)
-
-        def part(w: int) -> None:
-            lib.xmr_hamming(*args, w * step, min(n, (w + 1) * step), dist.ctypes.data, hist[w].ctypes.data)
+    def part(w: int) -> None:
+        lib.xmr_hamming(codes.ctypes.data, stride, words, q.ctypes.data, mask_p, w * step, min(n, (w + 1) * step),
+                        dist.ctypes.data, hist[w].ctypes.data)
 
     run_parts(part, workers)
     cum = np.cumsum(hist.sum(axis=0))
@@ -194,8 +188,73 @@ def nearest(
     else:
         cut = int(np.searchsorted(cum, count))  # the first distance whose cumulative count reaches count
         at_cut = count - (int(cum[cut - 1]) if cut else 0)
-    out = _select(lib, dist, hist, step, cut, at_cut, min(count, len(dist)))
-    return rows[out] if rows is not None else out
+    return _select(lib, dist, hist, step, cut, at_cut, min(count, len(dist)))
+
+
+def score_table(proj: np.ndarray, words: int) -> np.ndarray:
+    """(words * 8, 256) int32: entry [p, v] sums the query's projections 8p .. 8p+7, each with
+    the sign that bit of the byte value v stores (+ set, - clear); padding bits score 0.
+
+    The projections are rounded to integers whose absolute values sum to at most 2**30, so a
+    code's score (the sum of its bytes' entries) is exact in int32 in any order of addition."""
+    q = np.zeros(words * 64, np.float64)
+    q[: len(proj)] = np.asarray(proj, np.float64)
+    total = float(np.abs(q).sum())
+    qi = np.rint(q * (2.0**30 / total)) if total > 0 else q
+    while np.abs(qi).sum() > 2**30:  # rounding up can pass the bound by at most half a unit per bit
+        qi -= np.sign(qi)
+    signs = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1) * 2 - 1  # (256, 8): +-1 per bit
+    return np.ascontiguousarray(qi.reshape(words * 8, 8) @ signs.T, np.int32)
+
+
+def scores(proj: np.ndarray, codes: np.ndarray, rows: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """The query's score (int32) against the codes in the columns ``rows`` of word-major ``codes``.
+
+    The score is the query's projections summed with the signs each code stores: the inner
+    product of the centred, rotated query with the code's +-1 vector (quantised, see
+    ``score_table``). It ranks the codes better than the Hamming distance between the query's
+    own code and theirs, which throws away how far each projection is from zero (at 5M x 512,
+    2,000 rescored: recall@10 0.987 against 0.950; docs/codes.md)."""
+    from xmr.store import hamming_kernel
+
+    words = codes.shape[0]
+    table = score_table(proj, words)
+    rows = np.ascontiguousarray(rows, np.int64)
+    m = len(rows)
+    lib = hamming_kernel.load()
+    if lib is None or codes.strides[1] != 8 or codes.strides[0] % 8:
+        total = np.zeros(m, np.int64)
+        sub = codes[:, rows]
+        for w in range(words):
+            for b in range(8):
+                total += table[8 * w + b][((sub[w] >> np.uint64(8 * b)) & np.uint64(255)).astype(np.intp)]
+        return total.astype(np.int32)
+    out = np.empty(m, np.int32)
+    stride = codes.strides[0] // 8
+    workers = workers_for(threads, m // ROWS_PER_WORKER)
+    step = -(-m // workers)
+
+    def part(w: int) -> None:
+        s, e = w * step, min(m, (w + 1) * step)
+        if s < e:
+            lib.xmr_scored_rows(codes.ctypes.data, stride, words, table.ctypes.data, rows.ctypes.data + 8 * s,
+                                e - s, out.ctypes.data + 4 * s)
+
+    run_parts(part, workers)
+    return out
+
+
+def highest(values: np.ndarray, count: int) -> np.ndarray:
+    """Positions (ascending) of the ``count`` highest values, ties at the cut broken by position."""
+    n = len(values)
+    if count >= n:
+        return np.arange(n)
+    if count <= 0:
+        return np.arange(0)
+    cut = np.partition(values, n - count)[n - count]  # the count-th highest value
+    above = np.flatnonzero(values > cut)
+    at = np.flatnonzero(values == cut)[: count - len(above)]
+    return np.sort(np.concatenate([above, at]))
 
 
 def workers_for(threads: int | None, shares: int) -> int:
@@ -239,26 +298,14 @@ def _select(lib: Any, dist: np.ndarray, hist: np.ndarray, step: int, cut: int, a
 
 
 def _nearest_numpy(
-    q: np.ndarray,
-    codes: np.ndarray,
-    count: int,
-    allowed: np.ndarray | None,
-    rows: np.ndarray | None,
-    threads: int | None,
+    q: np.ndarray, codes: np.ndarray, count: int, allowed: np.ndarray | None, threads: int | None
 ) -> np.ndarray:
     far = np.iinfo(np.uint16).max
-    if rows is None:
-        dist = hamming(q, codes, threads=threads)
-        mask = allowed
-    else:
-        dist = hamming(q, np.ascontiguousarray(codes[:, rows]), threads=threads)
-        mask = None if allowed is None else allowed[rows]
-    if mask is not None:
-        dist[~mask] = far
+    dist = hamming(q, codes, threads=threads)
+    if allowed is not None:
+        dist[~allowed] = far
     pos = np.sort(smallest(dist, count))
-    if mask is not None:
-        pos = pos[dist[pos] != far]
-    return rows[pos] if rows is not None else pos
+    return pos[dist[pos] != far] if allowed is not None else pos
 
 
 _MAX_THREADS = 4

@@ -1,4 +1,5 @@
-"""A small compiled kernel for the codes: Hamming distances with a histogram, selection, row reads.
+"""A small compiled kernel for the codes: Hamming distances with a histogram, selection, the
+query's scores of kept codes, row reads.
 
 numpy 1.x (which laion-clap pins) has no vectorised popcount, and emulating one (SWAR, in
 ``xmr.store.codes``) costs about a dozen passes over memory per 64-bit word: ~0.2 s for the first
@@ -84,20 +85,26 @@ void xmr_hamming(const uint64_t *codes, int64_t stride, int32_t words, const uin
     for (int32_t v = 0; v < top; v++) hist[v] += h[0][v] + h[1][v] + h[2][v] + h[3][v];
 }
 
-/* The same for the columns rows[0..m): d[j] is row rows[j]'s distance. */
-void xmr_hamming_rows(const uint64_t *codes, int64_t stride, int32_t words, const uint64_t *q,
-                      const uint8_t *allowed, const int64_t *rows, int64_t m, uint16_t *d, int64_t *hist) {
+/* s[j] = the query's score against row rows[j]'s code: the sum over the code's bytes p of
+   lut[p * 256 + byte p] (the query's quantised projections, each with the sign its bit stores).
+   Integer sums: the same in any order, so the numpy path and any thread split agree. */
+void xmr_scored_rows(const uint64_t *codes, int64_t stride, int32_t words, const int32_t *lut,
+                     const int64_t *rows, int64_t m, int32_t *s) {
     for (int64_t j = 0; j < m; j++) {
         int64_t i = rows[j];
-        if (j + 8 < m) {  /* scattered columns: ask for row j + 8's words while row j is counted */
+        if (j + 8 < m) {
             int64_t p = rows[j + 8];
             for (int32_t w = 0; w < words; w++) __builtin_prefetch(codes + w * stride + p);
         }
-        if (allowed && !allowed[i]) { d[j] = 0xFFFF; continue; }
-        uint32_t c = 0;
-        for (int32_t w = 0; w < words; w++) c += (uint32_t)__builtin_popcountll(codes[w * stride + i] ^ q[w]);
-        d[j] = (uint16_t)c;
-        hist[c] += 1;
+        int32_t acc = 0;
+        for (int32_t w = 0; w < words; w++) {
+            uint64_t c = codes[w * stride + i];
+            const int32_t *t = lut + (int64_t)w * 2048;
+            acc += t[c & 255] + t[256 + ((c >> 8) & 255)] + t[512 + ((c >> 16) & 255)]
+                 + t[768 + ((c >> 24) & 255)] + t[1024 + ((c >> 32) & 255)] + t[1280 + ((c >> 40) & 255)]
+                 + t[1536 + ((c >> 48) & 255)] + t[1792 + (c >> 56)];
+        }
+        s[j] = acc;
     }
 }
 
@@ -197,8 +204,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32, u32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_uint32
     lib.xmr_hamming.argtypes = [p, i64, i32, p, p, i64, i64, p, p]
     lib.xmr_hamming.restype = None
-    lib.xmr_hamming_rows.argtypes = [p, i64, i32, p, p, p, i64, p, p]
-    lib.xmr_hamming_rows.restype = None
+    lib.xmr_scored_rows.argtypes = [p, i64, i32, p, p, i64, p]
+    lib.xmr_scored_rows.restype = None
     lib.xmr_select.argtypes = [p, i64, u32, i64, p]
     lib.xmr_select.restype = i64
     lib.xmr_read_rows.argtypes = [ctypes.c_int, i64, i64, p, i64, p]
