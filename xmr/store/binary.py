@@ -1,12 +1,13 @@
-"""The ``binary`` backend of ``VectorIndex``: 1-bit codes ranked by Hamming distance, rescored exactly.
+"""The ``binary`` backend of ``VectorIndex``: 1-bit codes ranked against the query, rescored exactly.
 
 For spaces too large for an HNSW graph on one machine (10M vectors: a 22 GB
 graph file that takes hours to build and must be loaded whole), it keeps the
 float32 vectors in a flat file and beside them a 1-bit code per vector
 (``xmr.store.codes``: signs after a centring and a rotation learned once), both
-memory-mapped (``binary_file.py``). A search ranks every live code by Hamming
-distance to the query's code, takes the best ``k * oversample`` and rescores
-them exactly from the float32 rows, so the similarities returned are exact and
+memory-mapped (``binary_file.py``). A search ranks the live codes against the
+query (a Hamming prefilter, then the query's projections summed with each kept
+code's signs: ``CodedSearch._ranked``), takes the best ``k * oversample`` and
+rescores them exactly from the float32 rows, so the similarities returned are exact and
 only the ranking's recall is approximate. It maps the same files whether one
 query is asked (``xmr search``) or many (``xmr serve``): nothing is loaded but
 the ids, and the pages a search touches are the codes and ``k * oversample``

@@ -30,6 +30,7 @@ METHODS = ("itq", "random")
 ITQ_ITERATIONS = 20
 ITQ_SAMPLE = 5_000  # rows ITQ iterates on (the centre uses the whole sample): ~2 GFLOP an iteration at 512 bits
 ROW_CHUNK = 1 << 15  # rows per pass of the Hamming kernel: its buffers stay in the L2 cache
+_CORES = os.cpu_count() or 1  # read once: os.cpu_count() costs ~40 us a call here, and a search asks 3 times
 ROWS_PER_WORKER = 1 << 13  # scattered columns (scored after the prefilter, ~90 ns each) worth a thread of their own
 
 _M1 = np.uint64(0x5555555555555555)
@@ -115,7 +116,7 @@ def hamming(query_code: np.ndarray, codes: np.ndarray, *, threads: int | None = 
     n = codes.shape[1]
     out = np.empty(n, np.uint16)
     q = np.asarray(query_code, np.uint64)
-    workers = max(1, min(threads or os.cpu_count() or 1, 4, -(-n // (4 * ROW_CHUNK))))
+    workers = max(1, min(threads or _CORES, 4, -(-n // (4 * ROW_CHUNK))))
     if workers == 1:
         _hamming_range(q, codes, out, 0, n)
         return out
@@ -259,15 +260,18 @@ def highest(values: np.ndarray, count: int) -> np.ndarray:
 
 def workers_for(threads: int | None, shares: int) -> int:
     """Threads for a pass of ``shares`` worthwhile pieces: at most the cores and _MAX_THREADS."""
-    return max(1, min(threads or os.cpu_count() or 1, _MAX_THREADS, shares))
+    return max(1, min(threads or _CORES, _MAX_THREADS, shares))
 
 
 def run_parts(part: Callable[[int], None], workers: int) -> None:
-    """part(0) ... part(workers - 1), on the pool when more than one (ctypes releases the GIL)."""
-    if workers == 1:
+    """part(0) ... part(workers - 1): part(0) on this thread, the others on the pool (ctypes
+    releases the GIL), so the caller works instead of waiting for a pool thread to wake."""
+    others = [_pool().submit(part, w) for w in range(1, workers)]
+    try:
         part(0)
-    else:
-        list(_pool().map(part, range(workers)))
+    finally:
+        for f in others:
+            f.result()
 
 
 def _select(lib: Any, dist: np.ndarray, hist: np.ndarray, step: int, cut: int, at_cut: int, size: int) -> np.ndarray:
