@@ -501,3 +501,46 @@ def test_decode_workers_never_load_the_catalogue() -> None:
     code = "import sys, xmr.index.decode; print(sorted(m for m in sys.modules if m.startswith('xmr.catalogue')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class _Details:
+    """A progress sink that keeps the detail lines (the rate column of the terminal's bar)."""
+
+    def __init__(self) -> None:
+        self.details: list[str] = []
+
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def detail(self, text: str) -> None:
+        self.details.append(text)
+
+
+def test_a_long_file_says_it_is_being_embedded(tmp_path: Path) -> None:
+    # without it, a scanned PDF's progress line stayed on "page 300 of 300" while its passages embedded
+    from xmr.index.run import LONG_FILE_SEGMENTS
+    from xmr.indexer import PASSAGE_CHARS
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    words = (LONG_FILE_SEGMENTS + 6) * PASSAGE_CHARS // 7  # words of ~7 characters with their space
+    make_text(root / "book.txt", 1, words=words)
+    make_text(root / "note.txt", 2, words=20)
+    progress = _Details()
+    report = index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=0, checkpoint_ann=False),
+                   progress=progress)
+    assert report.embedded_files == 2 and report.failed == 0, report.errors
+    assert len(progress.details) == 1, progress.details
+    book = progress.details[0]
+    assert book.startswith("book.txt: embedding ~") and book.endswith(" passages"), book
+    assert LONG_FILE_SEGMENTS <= int(book.split("~")[1].split()[0]) <= LONG_FILE_SEGMENTS + 20
+    # a second run embeds nothing: nothing to say
+    again = _Details()
+    index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=0, checkpoint_ann=False), progress=again)
+    assert again.details == []

@@ -33,7 +33,7 @@ from xmr.errors import Interrupted, PathNotFound, UsageError
 from xmr.index.commit import Committer
 from xmr.index.embed import Embedder, LocalEmbedder
 from xmr.index.finish import Finish
-from xmr.index.items import _Item, _Prepared, _segment_estimate, wanted_spaces
+from xmr.index.items import PASSAGE_CHARS, _Item, _Prepared, _segment_estimate, wanted_spaces
 from xmr.index.models import RunModels
 from xmr.index.options import IndexOptions, IndexReport, Progress, _NoProgress
 from xmr.index.plan import Planner
@@ -96,6 +96,24 @@ def index(
                 embedder.options = replace(embedder.options, ocr=options.ocr)
             embedder = embedder or LocalEmbedder(settings, options)
             return _Run(cat, embedder, root_paths, settings, options, progress).execute()
+
+
+
+# a file with at least this many segments (an image, an audio window, a 77-token passage) gets
+# its own progress detail while it is embedded: at ~20 ms a passage, a second or more
+LONG_FILE_SEGMENTS = 64
+
+
+def _inputs(p: _Prepared) -> str:
+    """What a decoded file gives the encoders, for the progress line ("812 frames", "~240 passages")."""
+    parts = []
+    if p.frames:
+        parts.append(f"{len(p.frames)} frames")
+    if p.audio_windows:
+        parts.append(f"{len(p.audio_windows)} audio windows")
+    if p.text is not None:
+        parts.append(f"~{max(1, round(len(p.text) / PASSAGE_CHARS))} passages")
+    return " and ".join(parts) or "its segments"
 
 
 class _Run:
@@ -173,9 +191,12 @@ class _Run:
             self._consume(decoded, len(work))
 
     def _page(self, path: str, done: int, total: int) -> None:
+        self._detail(f"{os.path.basename(path)}: page {done} of {total}")
+
+    def _detail(self, text: str) -> None:
         detail = getattr(self.progress, "detail", None)
         if detail is not None:
-            detail(f"{os.path.basename(path)}: page {done} of {total}")
+            detail(text)
 
     def _triage(self, p: _Prepared) -> bool:
         """Whether an identified file must be decoded: some space wanted for its modality
@@ -210,6 +231,12 @@ class _Run:
     def _commit(self, batch: list[_Prepared]) -> None:
         """Embed what the batch needs, then write it all in one transaction."""
         self._complete(batch)
+        # a long file's embedding takes a while (a 300-page scan's passages, an hour of video):
+        # say so, or the progress line stays on its last decoded page
+        todo = [p for p in batch if set(wanted_spaces(p, self.spaces_for)) - p.spaces_done]
+        longest = max(todo, key=_segment_estimate, default=None)
+        if longest is not None and _segment_estimate(longest) >= LONG_FILE_SEGMENTS:
+            self._detail(f"{os.path.basename(longest.item.path)}: embedding {_inputs(longest)}")
         embedded = self.embedder.embed(batch, self.spaces_for)
         self.committer.commit(batch, embedded, self.models.models())
         self.progress.advance(len(batch))
