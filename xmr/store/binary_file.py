@@ -36,8 +36,8 @@ import numpy as np
 
 from xmr import paths
 from xmr.store.codes import encode, run_parts, words_for, workers_for
-from xmr.store.fsutil import fsync_dir, pread
-from xmr.store.hnsw_file import HnswFile, checksum_fd, index_file_name
+from xmr.store.fsutil import fsync_dir
+from xmr.store.hnsw_file import HnswFile, checked_header, checksum_fd, index_file_name
 from xmr.store.source import VectorSource
 
 VEC_MAGIC = b"XMRF32v1"
@@ -248,14 +248,11 @@ class BinaryFile(HnswFile):
     def verify_fd(self, fd: int, size: int, state: dict, *, full: bool = False) -> str:
         if state.get("backend") != self.backend:
             return f"state row of the {state.get('backend') or 'hnswlib'} backend"
-        if size != int(state["file_size"]):
-            return f"checksum: size {size} != {state['file_size']} (truncated or replaced)"
-        try:
-            if full and checksum_fd(fd, size) != state.get("checksum"):
-                return "checksum mismatch (corrupt or stale)"
-            raw = pread(fd, VEC_HEADER.size, 0)
-        except OSError as e:
-            return f"index file unreadable: {e}"
+        raw, why = checked_header(
+            fd, size, VEC_HEADER.size, size_want=state["file_size"], checksum_want=state.get("checksum"), full=full
+        )
+        if why:
+            return why
         if len(raw) < VEC_HEADER.size:
             return "file shorter than its header"
         magic, dim, _, count = VEC_HEADER.unpack(raw)
@@ -275,14 +272,17 @@ class BinaryFile(HnswFile):
             bits, count = int(state["bits"]), int(state["element_count"])
         except (KeyError, TypeError, ValueError):
             return "state row has no codes"
-        if size != int(state.get("codes_size", -1)):
-            return f"code file size {size} != {state.get('codes_size')} (truncated or replaced)"
-        try:
-            if full and checksum_fd(fd, size) != state.get("codes_checksum"):
-                return "code file checksum mismatch (corrupt or stale)"
-            raw = pread(fd, CODE_HEADER.size, 0)
-        except OSError as e:
-            return f"code file unreadable: {e}"
+        raw, why = checked_header(
+            fd,
+            size,
+            CODE_HEADER.size,
+            size_want=state.get("codes_size"),
+            checksum_want=state.get("codes_checksum"),
+            full=full,
+            name="code file",
+        )
+        if why:
+            return why
         if len(raw) < CODE_HEADER.size:
             return "code file shorter than its header"
         magic, dim, fbits, fcount, method = CODE_HEADER.unpack(raw)

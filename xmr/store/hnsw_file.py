@@ -70,6 +70,25 @@ def file_checksum(path: str | os.PathLike[str]) -> str:
         os.close(fd)
 
 
+def checked_header(
+    fd: int, size: int, length: int, *, size_want: Any, checksum_want: Any, full: bool, name: str = ""
+) -> tuple[bytes, str]:
+    """The first ``length`` bytes of an open file once its state row's checks pass: the recorded
+    size, and with ``full`` the whole-file checksum; (b"", why) when one fails.
+
+    ``name`` prefixes the messages of a second file ("code file"); the main file's size and
+    checksum messages start with "checksum", which a concurrent checkpoint can explain
+    (``HnswFile`` retries those)."""
+    if size_want is None or size != int(size_want):
+        return b"", f"{name + ' size' if name else 'checksum: size'} {size} != {size_want} (truncated or replaced)"
+    try:
+        if full and checksum_fd(fd, size) != checksum_want:
+            return b"", f"{name + ' ' if name else ''}checksum mismatch (corrupt or stale)"
+        return pread(fd, length, 0), ""
+    except OSError as e:
+        return b"", f"{name or 'index file'} unreadable: {e}"
+
+
 def checksum_fd(fd: int, size: int) -> str:
     """blake2b tree hash: blake2b over (size, blake2b of each 64 MiB chunk).
 
@@ -228,14 +247,11 @@ class HnswFile:
         catalogue (``_ids_reused``). The whole-file checksum, written
         at every checkpoint, is verified by ``full_check`` (``xmr status --check``).
         """
-        if size != int(state["file_size"]):
-            return f"checksum: size {size} != {state['file_size']} (truncated or replaced)"
-        try:
-            if full and checksum_fd(fd, size) != state.get("checksum"):
-                return "checksum mismatch (corrupt or stale)"
-            header = pread(fd, HEADER.size, 0)
-        except OSError as e:
-            return f"index file unreadable: {e}"
+        header, why = checked_header(
+            fd, size, HEADER.size, size_want=state["file_size"], checksum_want=state.get("checksum"), full=full
+        )
+        if why:
+            return why
         return check_header(header, dim=self.dim, element_count=int(state["element_count"]), file_size=size) or ""
 
     def cheap_problem(self) -> str:
