@@ -33,7 +33,7 @@ from xmr.errors import Interrupted, PathNotFound, UsageError
 from xmr.index.commit import Committer
 from xmr.index.embed import Embedder, LocalEmbedder
 from xmr.index.finish import Finish
-from xmr.index.items import PASSAGE_CHARS, _Item, _Prepared, _segment_estimate, wanted_spaces
+from xmr.index.items import _Item, _Prepared, _segment_estimate, wanted_spaces
 from xmr.index.models import RunModels
 from xmr.index.options import IndexOptions, IndexReport, Progress, _NoProgress
 from xmr.index.plan import Planner
@@ -105,14 +105,16 @@ LONG_FILE_SEGMENTS = 64
 
 
 def _inputs(p: _Prepared) -> str:
-    """What a decoded file gives the encoders, for the progress line ("812 frames", "~240 passages")."""
+    """What a decoded file gives the encoders, for the progress line ("812 frames", "the text of
+    300 pages"). Counts known before embedding: a text's passages overlap and are cut by the
+    tokenizers, so its length is given, not a passage count."""
     parts = []
     if p.frames:
         parts.append(f"{len(p.frames)} frames")
     if p.audio_windows:
         parts.append(f"{len(p.audio_windows)} audio windows")
     if p.text is not None:
-        parts.append(f"~{max(1, round(len(p.text) / PASSAGE_CHARS))} passages")
+        parts.append(f"the text of {len(p.pages)} pages" if p.pages else f"{len(p.text):,} characters of text")
     return " and ".join(parts) or "its segments"
 
 
