@@ -1,4 +1,4 @@
-"""1-bit codes of unit vectors: learn a rotation, encode, rank by Hamming distance.
+"""1-bit codes of unit vectors: learn a rotation, encode, rank by Hamming distance or by a query's score.
 
 A vector's code is the signs of ``(x - centre) @ rotation``, ``bits`` of them
 packed into 64-bit words. Centring matters: the vectors of one embedding model
@@ -8,9 +8,11 @@ The rotation spreads the variance over the bits: a random orthogonal one, or
 one learned by ITQ (Gong & Lazebnik 2011: alternate ``B = sign(V R)`` and the
 orthogonal Procrustes ``R`` that best maps ``V`` onto ``B``), started from the
 principal axes. Hamming distance between codes approximates the angle between
-the centred, rotated vectors, so ranking by it and rescoring the best
-``k * oversample`` exactly (``CodedIndex`` in ``xmr.store.binary``) recovers the
-exact top-k when the oversample is large enough.
+the centred, rotated vectors; the query's own projections summed with a code's
+signs (``scores``) approximate it better, since the query need not be reduced
+to signs. Ranking by them and rescoring the best ``k * oversample`` exactly
+(``CodedSearch`` in ``xmr.store.binary``) recovers the exact top-k when the
+oversample is large enough.
 
 Codes are stored word-major, ``(words, n)`` uint64, so each word's pass over
 all vectors reads contiguous memory.
@@ -215,7 +217,7 @@ def scores(proj: np.ndarray, codes: np.ndarray, rows: np.ndarray, *, threads: in
     product of the centred, rotated query with the code's +-1 vector (quantised, see
     ``score_table``). It ranks the codes better than the Hamming distance between the query's
     own code and theirs, which throws away how far each projection is from zero (at 5M x 512,
-    2,000 rescored: recall@10 0.987 against 0.950; docs/codes.md)."""
+    2,000 rescored: recall@10 0.983 against 0.950; docs/codes.md)."""
     from xmr.store import hamming_kernel
 
     words = codes.shape[0]
