@@ -7,8 +7,8 @@ float32 vectors in a flat file and beside them a 1-bit code per vector
 memory-mapped (``binary_file.py``). A search ranks the live codes against the
 query (a Hamming prefilter, then the query's projections summed with each kept
 code's signs: ``CodedSearch._ranked``), takes the best ``k * oversample`` and
-rescores them exactly from the float32 rows, so the similarities returned are exact and
-only the ranking's recall is approximate. It maps the same files whether one
+rescores them exactly from the float32 rows, so the similarities returned are
+exact and only the ranking's recall is approximate. It maps the same files whether one
 query is asked (``xmr search``) or many (``xmr serve``): nothing is loaded but
 the ids, and the pages a search touches are the codes and ``k * oversample``
 rows.
@@ -56,7 +56,7 @@ DEFAULT_ROTATION = "random"  # better recall than ITQ at every size and code len
 ROTATION_SAMPLE = 20_000  # vectors the rotation is learned from
 ROTATION_SETTING = "codes_rotation"  # settings key prefix: the rotation in use per (space, model)
 # ranking a large file: its first PREFILTER_WORDS words keep max(PREFILTER_KEEP * rescored,
-# n / PREFILTER_SHARE) rows, which all words then rank (benchmarks/codes.py measures the recall)
+# n / PREFILTER_SHARE) rows, whose whole codes are then scored (benchmarks/codes.py measures the recall)
 PREFILTER_WORDS = 2
 PREFILTER_KEEP = 16
 PREFILTER_SHARE = 256

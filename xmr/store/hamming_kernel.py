@@ -92,7 +92,7 @@ void xmr_scored_rows(const uint64_t *codes, int64_t stride, int32_t words, const
                      const int64_t *rows, int64_t m, int32_t *s) {
     for (int64_t j = 0; j < m; j++) {
         int64_t i = rows[j];
-        if (j + 8 < m) {
+        if (j + 8 < m) {  /* scattered columns: ask for row j + 8's words while row j is scored */
             int64_t p = rows[j + 8];
             for (int32_t w = 0; w < words; w++) __builtin_prefetch(codes + w * stride + p);
         }
