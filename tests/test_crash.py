@@ -186,6 +186,10 @@ def test_sigkill_while_saving_the_vector_index(tmp_path: Path, fake_encoders: No
     assert sum(len(set(a) & set(e)) for a, e in zip(approx, exact, strict=True)) / sum(map(len, exact)) >= 0.95
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path, fake_encoders: None, xmr_cmd: list[str]) -> None:
     root = tmp_path / "big"
     expected = make_big_tree(root, 1500)
@@ -196,7 +200,11 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path, fake_enco
     # run below has no delay
     env = dict(os.environ, FAKE_ENCODER_DELAY="0.02")
     cmd = xmr_cmd + ["index", str(root), "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Ctrl-C as a terminal sends it: a suite started in the background of a script inherits
+    # SIGINT ignored, which Python (and so `xmr index`) then keeps ignoring
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and _indexed_count(db) < 200:
         time.sleep(0.02)
