@@ -404,6 +404,59 @@ def test_codes_follow_additions_and_deletions(tmp_path):
     assert recorded["digest"] == first["rotation_digest"] and recorded["method"] == first["rotation"]
 
 
+def _file_ids(index) -> list[tuple[int, int]]:
+    """(inode, mtime_ns) of both files: what a rewrite changes."""
+    return [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (index.path, index.codes_path)]
+
+
+def test_a_few_additions_stay_in_the_tail_until_there_are_many(tmp_path, monkeypatch):
+    """A checkpoint after additions only, at most TAIL_DEFER_MAX of them, leaves both files as
+    they are (a rewrite took 147 s to add one photo to 5M vectors): the new vectors are searched
+    exactly, by this store and by a fresh reader, and the state row says they were looked at.
+    One more than that rewrites the files."""
+    from xmr.store import binary
+
+    monkeypatch.setattr(binary, "TAIL_DEFER_MAX", 50)
+    src, index, ids, data, rng = filled(tmp_path, oversample=1000)
+    first = index.checkpoint()
+    files = _file_ids(index)
+    new = clustered(rng, 50)
+    new_ids = src.add(SPACE, MODEL, new)
+    state = index.checkpoint()
+    assert _file_ids(index) == files  # not rewritten
+    assert state["element_count"] == first["element_count"] and state["max_vector_id"] == first["max_vector_id"]
+    assert state["checked_max_vector_id"] == int(new_ids[-1]) and index.problem() == ""
+    all_ids, everything = np.concatenate([ids, new_ids]), np.concatenate([data, new])
+    q = np.concatenate([new[:3], clustered(rng, 3)])
+    for store in (index, open_(tmp_path, src, readonly=True, oversample=1000)):
+        np.testing.assert_array_equal(store.search(q, 10)[0], brute_force(q, all_ids, everything, 10))
+        assert store.stats()["tail_count"] == 50 and store.fallback() == ""
+    more_ids = src.add(SPACE, MODEL, clustered(rng, 1))  # 51 new since the files were written
+    state = index.checkpoint()
+    assert _file_ids(index) != files
+    assert state["element_count"] == len(ids) + 51 and state["max_vector_id"] == int(more_ids[-1])
+    assert "checked_max_vector_id" not in state and index.problem() == ""
+    assert state["rotation_digest"] == first["rotation_digest"]
+
+
+@pytest.mark.parametrize("change", ["deletion", "damaged codes", "other rotation"])
+def test_the_tail_does_not_wait_after_a_deletion_damage_or_another_rotation(tmp_path, change):
+    src, index, ids, data, rng = filled(tmp_path, oversample=1000)
+    index.checkpoint()
+    src.add(SPACE, MODEL, clustered(rng, 5))  # a tail that could wait
+    if change == "deletion":
+        src.delete(SPACE, MODEL, ids[:1])
+    elif change == "damaged codes":
+        with open(index.codes_path, "r+b") as f:
+            f.write(b"\0" * 8)  # the header's magic
+    else:
+        index = open_(tmp_path, src, rotation="itq")
+    files = _file_ids(index)
+    state = index.checkpoint()
+    assert _file_ids(index) != files  # rewritten
+    assert state["element_count"] == len(ids) + 5 - (change == "deletion") and "checked_max_vector_id" not in state
+
+
 def test_a_fresh_reader_after_as_many_deletions_as_additions_skips_the_deleted(tmp_path):
     src, index, ids, data, rng = filled(tmp_path, oversample=1000)
     index.checkpoint()

@@ -203,7 +203,10 @@ class HnswStore:
             if state is None:
                 count = self.source.vector_count(self.space, self.model_id)
                 return f"no state row for {count} vectors" if count > 0 else ""
-            if int(state.get("max_vector_id", -1)) != self.source.max_vector_id(self.space, self.model_id):
+            # the highest catalogue id the last checkpoint looked at: its file's, or beyond it where
+            # the binary backend left newer vectors to the tail (BinaryStore._tail_can_wait)
+            checked = state.get("checked_max_vector_id", state.get("max_vector_id", -1))
+            if int(checked) != self.source.max_vector_id(self.space, self.model_id):
                 return "the index is behind the catalogue"
             why = self.file.cheap_problem()
             if why:
