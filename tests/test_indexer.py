@@ -557,3 +557,29 @@ def test_the_long_file_detail_names_what_it_embeds() -> None:
     video = _Prepared(item=item, frames=[frame] * 3, audio_windows=[window] * 2)
     assert _inputs(video) == "3 frames and 2 audio windows"
     assert _inputs(_Prepared(item=item, audio_windows=[window] * 7)) == "7 audio windows"
+
+
+@pytest.mark.parametrize("single_max", [2000, 1])
+def test_encoded_hashes_answer_alike_by_lookups_and_by_the_whole_set(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, single_max: int
+) -> None:
+    # a run over a few files of a huge index asks about each content (one query each); past
+    # SINGLE_MAX questions it reads the whole set once: the answers must not depend on which
+    from xmr.catalogue.content import EncodedHashes
+
+    monkeypatch.setattr(EncodedHashes, "SINGLE_MAX", single_max)
+    index([tree], index_dir=paths.index_dir(), options=IndexOptions(workers=0, checkpoint_ann=False))
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        rows = [r for r in cat.files_under(str(tree)).values() if r.status == "indexed"]
+        clip = cat.encoded_hashes("clip", cat.active_model("clip"))
+        other = cat.encoded_hashes("clip", "another-model")
+        for r in rows:  # images and texts are in clip; the sound is not
+            assert (r.hash in clip) == (r.modality in ("image", "text")), r.path
+            assert r.hash not in other
+        assert "0" * 32 not in clip
+        assert (clip._all is not None) == (single_max == 1)
+    monkeypatch.setattr("xmr.catalogue.meta._LOOKUP_MAX", single_max)  # and the metadata back-fill's lookups
+    with Catalogue.open(paths.index_dir()) as cat:
+        cat.conn.execute("DELETE FROM file_meta WHERE file_id = ?", (rows[0].id,))
+        assert cat.files_lacking_meta([r.id for r in rows]) == {rows[0].id} == cat.files_lacking_meta()
+        assert cat.files_lacking_meta([r.id for r in rows[1:]]) == set()

@@ -10,6 +10,8 @@ from xmr.catalogue.connection import CatalogueBase
 from xmr.catalogue.rows import _chunks, now_iso
 from xmr.media.meta import FIELDS
 
+_LOOKUP_MAX = 50_000  # more files than this: one pass over the catalogue beats id lookups
+
 
 class FileMetaTable(CatalogueBase):
     def has_file_meta(self) -> bool:
@@ -24,13 +26,21 @@ class FileMetaTable(CatalogueBase):
             (file_id, content_hash, *(meta.get(f) for f in FIELDS), now_iso()),
         )
 
-    def files_lacking_meta(self) -> set[int]:
-        """Indexed files whose metadata was never read, or read from other content."""
-        rows = self.conn.execute(
+    def files_lacking_meta(self, among: Sequence[int] | None = None) -> set[int]:
+        """Indexed files whose metadata was never read, or read from other content; only those
+        ``among`` these ids when given (a run over a few files of a huge index: the whole
+        catalogue's took 3.9 s at 5M files)."""
+        sql = (
             "SELECT f.id FROM files f LEFT JOIN file_meta m ON m.file_id = f.id"
             " WHERE f.status = 'indexed' AND (m.file_id IS NULL OR m.hash IS NOT f.hash)"
         )
-        return {int(r[0]) for r in rows}
+        if among is None or len(among) > _LOOKUP_MAX:
+            found = {int(r[0]) for r in self.conn.execute(sql)}
+            return found if among is None else found & set(among)
+        out: set[int] = set()
+        for chunk in _chunks(list(among), 500):
+            out.update(int(r[0]) for r in self.conn.execute(f"{sql} AND f.id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
 
     def file_meta(self, file_id: int) -> dict[str, Any]:
         if not self.has_file_meta():

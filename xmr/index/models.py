@@ -3,7 +3,7 @@ and recording the models in the catalogue (the driver's side of the model lifecy
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 from xmr import needed
 from xmr.catalogue import Catalogue
@@ -34,7 +34,7 @@ class RunModels:
         self.spaces_for = spaces_for
         self.progress = progress
         self.stale_spaces = self._stale_spaces()
-        self._encoded_cache: dict[str, set[str]] = {}
+        self._encoded_cache: dict[str, Container[str]] = {}
         self._models: dict[str, str] | None = None  # models() until the next load
 
     def loaded(self) -> set[str]:
@@ -63,7 +63,7 @@ class RunModels:
     def _configured_spec(self, space: str) -> str:
         return model_spec(self.settings, space)
 
-    def encoded_by_active(self, space: str) -> set[str]:
+    def encoded_by_active(self, space: str) -> Container[str]:
         if space not in self._encoded_cache:
             self._encoded_cache[space] = self.cat.encoded_hashes(space, self.cat.active_model(space))
         return self._encoded_cache[space]

@@ -60,7 +60,7 @@ class Planner:
         seen: set[str] = set()
         # indexed before metadata was read (an older index), or read from other content:
         # scheduled for a metadata-only pass, which embeds nothing
-        self._lacking_meta = self.cat.files_lacking_meta()
+        self._lacking_meta = self.cat.files_lacking_meta([row.id for row in existing.values()])
         # OCR on: contents OCR has looked at (xmr.ocr), so that images indexed before are read once
         self._ocr_seen = self.cat.ocr_statuses() if self.options.ocr not in (None, "off") else None
         self._no_text_layer = self.cat.skipped_ids(NO_TEXT_LAYER) if self._ocr_seen is not None else set()
