@@ -20,11 +20,12 @@ from xmr.catalogue import Catalogue
 from xmr.errors import UsageError
 from xmr.store import BACKEND_SETTING, hamming_kernel, open_index
 from xmr.store import codes as codes_module
-from xmr.store.binary import PREFILTER_KEEP, PREFILTER_SHARE, PREFILTER_WORDS, CodedSearch, rotation_key
+from xmr.store.binary import PREFILTER_KEEP, PREFILTER_SHARE, PREFILTER_WORDS, CodedSearch
 from xmr.store.binary_file import code_layout
 from xmr.store.codes import encode, hamming, highest, learn_rotation, nearest, pack, popcount, scores, smallest
 from xmr.store.memory import MemoryVectorSource
 from xmr.store.policy import AUTO_CODES_MIN, CODES_SETTING, check_codes, choose_backend
+from xmr.store.rotation import rotation_key
 
 SPACE, MODEL, DIM = "clip", "codes-model", 32
 

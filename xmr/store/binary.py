@@ -23,7 +23,6 @@ is unusable, and from the float32 file by a scan when only the codes are.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
@@ -43,10 +42,11 @@ from xmr.store.binary_file import (
     rotation_digest,
     vec_layout,
 )
-from xmr.store.codes import encode, highest, learn_rotation, nearest, pack, project, scores, words_for
+from xmr.store.codes import encode, highest, nearest, pack, project, scores, words_for
 from xmr.store.hnsw import HnswStore
 from xmr.store.hnsw_file import index_file_name
 from xmr.store.hnsw_view import LoadedView
+from xmr.store.rotation import RotationRecord
 from xmr.store.source import VectorSource
 from xmr.store.topk import empty, exact_block, in_sorted, keep_candidates, merge, sorted_intersection, topk
 
@@ -55,7 +55,6 @@ BACKEND = "binary"
 DEFAULT_OVERSAMPLE = 40
 DEFAULT_ROTATION = "random"  # better recall than ITQ at every size and code length measured (docs/codes.md)
 ROTATION_SAMPLE = 20_000  # vectors the rotation is learned from
-ROTATION_SETTING = "codes_rotation"  # settings key prefix: the rotation in use per (space, model)
 # ranking a large file: its first PREFILTER_WORDS words keep max(PREFILTER_KEEP * rescored,
 # n / PREFILTER_SHARE) rows, whose whole codes are then scored (benchmarks/codes.py measures the recall)
 PREFILTER_WORDS = 2
@@ -69,10 +68,6 @@ SUBSET_EXACT_MAX = 20_000
 TAIL_DEFER_MAX = 10_000
 _BLOCK_ROWS = 1 << 16
 _BUILD_BATCH = 20_000
-
-
-def rotation_key(space: str, model_id: str) -> str:
-    return f"{ROTATION_SETTING}:{space}:{model_id}"
 
 
 def env_oversample() -> int | None:
@@ -242,6 +237,7 @@ class BinaryStore(HnswStore):
         options.pop("num_threads", None)
         super().__init__(directory, source, space, model_id, dim, readonly=readonly, mapped=mapped, **options)
         self.file = BinaryFile(directory, source, space, model_id, dim)
+        self.rotations = RotationRecord(space, model_id, self.file.codes_path, dim)  # type: ignore[attr-defined]
         self.mapped = readonly  # a reader always maps: there is nothing else to load
 
     @property
@@ -320,7 +316,9 @@ class BinaryStore(HnswStore):
         code_tmp = file.temp_path(file.codes_path)
         try:
             ids, sample = self._write_vectors(vec_tmp, mx0)
-            centre, rot, method, learned = self._rotation(prev, sample)
+            centre, rot, method, learned = self.rotations.choose(
+                self.source, prev, sample, min(self.bits, self.dim), self.rotation
+            )
             self._write_codes(vec_tmp, code_tmp, len(ids), centre, rot, method)
             digest = rotation_digest(centre, rot)
             state = {
@@ -344,7 +342,7 @@ class BinaryStore(HnswStore):
             for p in (vec_tmp, code_tmp):
                 p.unlink(missing_ok=True)
             raise
-        self._record_rotation(state)
+        self.rotations.record(self.source, state)
         hamming_kernel.load()  # compiled now (once per machine), not by the first search
         self.last_rebuild_reason = force_rebuild
         if prev is None or prev.get("backend") != self.backend:  # switched from hnswlib: its file is stale
@@ -367,7 +365,7 @@ class BinaryStore(HnswStore):
             return False
         if int(prev.get("bits", -1)) != bits or self.file.temp_files():
             return False
-        recorded = self._recorded_rotation()
+        recorded = self.rotations.recorded(self.source)
         if recorded is None or recorded.get("digest") != prev.get("rotation_digest"):
             return False
         after = int(prev["max_vector_id"])
@@ -415,68 +413,6 @@ class BinaryStore(HnswStore):
             raise OSError(f"short write of {tmp}")
         sample = np.concatenate(sample_parts) if sample_parts else np.empty((0, self.dim), np.float32)
         return all_ids, sample
-
-    def _rotation(self, prev: dict | None, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, str, float]:
-        """The rotation recorded in the settings and the previous code file when it is still the
-        one asked for (learned once: codes of old and new vectors stay comparable), else a new one."""
-        bits = min(self.bits, self.dim)
-        recorded = self._recorded_rotation()
-        if (
-            prev is not None
-            and recorded is not None
-            and recorded.get("digest") == prev.get("rotation_digest")
-            and recorded.get("method") == self.rotation
-            and int(recorded.get("bits", -1)) == bits
-            and self.codes_path.exists()
-        ):
-            old = self._read_rotation(bits)
-            if old is not None and rotation_digest(*old) == recorded["digest"]:
-                return old[0], old[1], self.rotation, float(recorded.get("learned_at", 0.0))
-        centre, rot = learn_rotation(sample, bits, self.rotation)
-        return centre, rot, self.rotation, time.time()
-
-    def _read_rotation(self, bits: int) -> tuple[np.ndarray, np.ndarray] | None:
-        try:
-            with open(self.codes_path, "rb") as f:
-                raw = f.read(CODE_HEADER.size + 4 * self.dim * (1 + bits))
-        except OSError:
-            return None
-        if len(raw) < CODE_HEADER.size + 4 * self.dim * (1 + bits):
-            return None
-        magic, dim, fbits, _, _ = CODE_HEADER.unpack_from(raw)
-        if magic != CODE_MAGIC or (dim, fbits) != (self.dim, bits):
-            return None
-        body = np.frombuffer(raw, "<f4", offset=CODE_HEADER.size)
-        return body[: self.dim].copy(), body[self.dim :].reshape(self.dim, bits).copy()
-
-    def _recorded_rotation(self) -> dict | None:
-        get = getattr(self.source, "get_setting", None)
-        raw = get(rotation_key(self.space, self.model_id)) if callable(get) else None
-        try:
-            value = json.loads(raw) if raw else None
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
-
-    def _record_rotation(self, state: dict) -> None:
-        """Version the rotation in the catalogue's settings (where the backend's name is)."""
-        value = {
-            "method": state["rotation"],
-            "bits": state["bits"],
-            "digest": state["rotation_digest"],
-            "learned_at": state["rotation_learned_at"],
-        }
-        if self._recorded_rotation() == value:
-            return
-        put = getattr(self.source, "set_setting", None)
-        if not callable(put):
-            return
-        transaction = getattr(self.source, "transaction", None)
-        if callable(transaction):
-            with transaction():
-                put(rotation_key(self.space, self.model_id), json.dumps(value, sort_keys=True))
-        else:
-            put(rotation_key(self.space, self.model_id), json.dumps(value, sort_keys=True))
 
     def _write_codes(
         self, vec_tmp: Path, code_tmp: Path, count: int, centre: np.ndarray, rot: np.ndarray, method: str
