@@ -24,7 +24,9 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -215,12 +217,30 @@ class StateCache:
         self.generation = generation
         self._mem: dict[str, np.ndarray] = {}
 
-    def _file(self, name: str) -> Path:
-        gen = "-".join(str(g) for g in self.generation or ())
-        from xmr import __version__
+    def _file(self, name: str, generation: tuple[int, ...] | None = None) -> Path:
+        gen = "-".join(str(g) for g in (generation or self.generation or ()))
+        return self.dir / f"state-{gen}-{_digest(name)}.npy"
 
-        digest = hashlib.blake2b(f"{__version__}\0{name}".encode(), digest_size=8).hexdigest()
-        return self.dir / f"state-{gen}-{digest}.npy"
+    def previous(self, name: str) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """``name``'s array of the newest older generation still on disk, with that generation."""
+        if self.generation is None:
+            return None
+        best: tuple[int, ...] | None = None
+        for p in self.dir.glob(f"state-*-{_digest(name)}.npy"):
+            try:
+                gen = tuple(int(g) for g in p.name.split("-")[1:-1])
+            except ValueError:
+                continue
+            if gen == tuple(self.generation) or len(gen) != len(self.generation):
+                continue
+            if best is None or gen[::-1] > best[::-1]:  # the newest: ids only grow, so the highest id first
+                best = gen
+        if best is None:
+            return None
+        try:
+            return best, np.load(self._file(name, best), mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
 
     def get(self, name: str) -> np.ndarray | None:
         if name in self._mem:
@@ -253,10 +273,10 @@ class StateCache:
                 tmp.unlink()
 
     def _prune(self, keep: Path) -> None:
-        """Files of older generations are dead weight: drop them."""
-        prefix = "state-" + "-".join(str(g) for g in self.generation or ()) + "-"
-        for p in self.dir.glob("state-*.npy"):
-            if not p.name.startswith(prefix):
+        """The same array of older generations is dead weight once this one is written: drop
+        it. Other arrays of an older generation stay until theirs is (``previous`` extends them)."""
+        for p in self.dir.glob(f"state-*-{keep.name.rsplit('-', 1)[-1]}"):
+            if p != keep:
                 with contextlib.suppress(OSError):
                     p.unlink()
 
@@ -267,30 +287,89 @@ class CachedSource:
     def __init__(self, cat: object, state: StateCache) -> None:
         self._cat = cat
         self.state = state
+        self._added: dict[tuple[int, ...], bool] = {}  # older generation -> only additions since
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._cat, name)
 
-    def cached(self, name: str, compute: object) -> np.ndarray:
+    def cached(
+        self, name: str, compute: object, extend: Callable[[int, np.ndarray], np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """``name``'s array of this generation: from the cache, else ``extend(after_id, old)``ed
+        from an older generation's when only vectors were added since (ids above ``after_id``;
+        None from it: the result does not add up, compute instead), else computed. At 5M
+        vectors the three arrays of a space took 11 s to compute, and 4 files added 0.1 s."""
         arr = self.state.get(name)
         if arr is None:
-            arr = np.asarray(compute())  # type: ignore[operator]
+            prev = self.state.previous(name) if extend is not None else None
+            if prev is not None and extend is not None and self._only_added_since(prev[0]):
+                arr = extend(prev[0][1], prev[1])
+            if arr is None:
+                arr = compute()  # type: ignore[operator]
+            arr = np.asarray(arr)
             self.state.put(name, arr)
         return arr
 
+    def _only_added_since(self, generation: tuple[int, ...]) -> bool:
+        """Whether this generation (vectors, highest id) holds the older one's vectors and more."""
+        now = self.state.generation
+        if now is None or len(generation) != 2 or len(now) != 2 or generation[1] > now[1]:
+            return False
+        if generation not in self._added:
+            added = self._cat.vectors_after(generation[1])  # type: ignore[attr-defined]
+            self._added[generation] = now[0] - generation[0] == added
+        return self._added[generation]
+
     def live_vector_ids(self, space: str, model_id: str) -> np.ndarray:
-        return self.cached(f"live\0{space}\0{model_id}", lambda: self._cat.live_vector_ids(space, model_id))
+        cat: Any = self._cat
+
+        def extend(after: int, old: np.ndarray) -> np.ndarray | None:
+            ids = _joined(old, after, cat.live_vector_ids(space, model_id, after_id=after))
+            return ids if len(ids) == cat.vector_count(space, model_id) else None
+
+        return self.cached(f"live\0{space}\0{model_id}", lambda: cat.live_vector_ids(space, model_id), extend)
 
     def group_vector_ids(self, space: str, model_id: str, kind: str, *, under: tuple[str, ...] = ()) -> np.ndarray:
+        cat: Any = self._cat
         if under:  # depends on paths too: not cached
-            return self._cat.group_vector_ids(space, model_id, kind, under=under)
+            return cat.group_vector_ids(space, model_id, kind, under=under)
+
+        def extend(after: int, old: np.ndarray) -> np.ndarray | None:
+            ids = _joined(old, after, cat.group_vector_ids(space, model_id, kind, after_id=after))
+            return ids if len(ids) == self.segment_kinds(space, model_id).get(kind, 0) else None
+
         return self.cached(
-            f"group\0{space}\0{model_id}\0{kind}", lambda: self._cat.group_vector_ids(space, model_id, kind)
+            f"group\0{space}\0{model_id}\0{kind}", lambda: cat.group_vector_ids(space, model_id, kind), extend
         )
 
     def segment_kinds(self, space: str, model_id: str) -> dict[str, int]:
-        arr = self.cached(
-            f"kinds\0{space}\0{model_id}",
-            lambda: np.array([f"{k}\t{n}" for k, n in sorted(self._cat.segment_kinds(space, model_id).items())]),
-        )
-        return {k: int(n) for k, n in (str(x).split("\t") for x in arr.tolist())}
+        cat: Any = self._cat
+
+        def rows(counts: dict[str, int]) -> np.ndarray:
+            return np.array([f"{k}\t{n}" for k, n in sorted(counts.items())])
+
+        def extend(after: int, old: np.ndarray) -> np.ndarray | None:
+            counts = _kind_counts(old)
+            for k, n in cat.segment_kinds(space, model_id, after_id=after).items():
+                counts[k] = counts.get(k, 0) + int(n)
+            return rows(counts) if sum(counts.values()) == cat.vector_count(space, model_id) else None
+
+        name = f"kinds\0{space}\0{model_id}"
+        return _kind_counts(self.cached(name, lambda: rows(cat.segment_kinds(space, model_id)), extend))
+
+
+def _joined(old: np.ndarray, after: int, new: np.ndarray) -> np.ndarray:
+    """Sorted ids up to ``after`` from an older array, then the newer ones (an array computed
+    while a writer committed may already hold some of them)."""
+    return np.concatenate([old[: int(np.searchsorted(old, after, side="right"))], np.asarray(new, np.int64)])
+
+
+def _kind_counts(arr: np.ndarray) -> dict[str, int]:
+    return {k: int(n) for k, n in (str(x).split("\t") for x in arr.tolist())}
+
+
+def _digest(name: str) -> str:
+    """A state array's name in its file name (with xmr's version: another version's are not read)."""
+    from xmr import __version__
+
+    return hashlib.blake2b(f"{__version__}\0{name}".encode(), digest_size=8).hexdigest()

@@ -14,13 +14,19 @@ from xmr.catalogue.rows import SegmentRef, _chunks, _under_any
 class SearchLookups(CatalogueBase):
     """Reads for xmr.search."""
 
-    def group_vector_ids(self, space: str, model_id: str, kind: str, *, under: Sequence[str] = ()) -> np.ndarray:
-        """Vector ids of one segment kind in a space, optionally only for files under some folders."""
+    def group_vector_ids(
+        self, space: str, model_id: str, kind: str, *, under: Sequence[str] = (), after_id: int = 0
+    ) -> np.ndarray:
+        """Vector ids of one segment kind in a space, optionally only for files under some folders
+        or above ``after_id``."""
         sql = (
             "SELECT v.id FROM vectors v JOIN segments s ON s.id = v.segment_id"
             " WHERE v.space = ? AND v.model_id = ? AND s.kind = ?"
         )
         params: list[Any] = [space, model_id, kind]
+        if after_id:  # only then: "v.id > ?" turns SQLite from the covering vectors_group index to reading rows
+            sql += " AND v.id > ?"
+            params.append(after_id)
         if under:
             clause, p = _under_any("f.path", under)
             sql += f" AND s.hash IN (SELECT f.hash FROM files f WHERE {clause})"
@@ -80,10 +86,11 @@ class SearchLookups(CatalogueBase):
                 out.setdefault(h, []).append((path, modality, raw))
         return out
 
-    def segment_kinds(self, space: str, model_id: str) -> dict[str, int]:
+    def segment_kinds(self, space: str, model_id: str, *, after_id: int = 0) -> dict[str, int]:
+        after = " AND v.id > ?" if after_id else ""  # as in group_vector_ids
         rows = self.conn.execute(
             "SELECT s.kind, COUNT(*) FROM segments s JOIN vectors v ON v.segment_id = s.id"
-            " WHERE v.space = ? AND v.model_id = ? GROUP BY s.kind",
-            (space, model_id),
+            f" WHERE v.space = ? AND v.model_id = ?{after} GROUP BY s.kind",
+            (space, model_id, *((after_id,) if after_id else ())),
         )
         return {k: n for k, n in rows}

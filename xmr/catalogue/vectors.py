@@ -50,11 +50,17 @@ class VectorTables(CatalogueBase):
             yield ids, vecs.astype(np.float32, copy=False)
             last = int(ids[-1])
 
-    def live_vector_ids(self, space: str, model_id: str) -> np.ndarray:
-        rows = self.conn.execute(
-            "SELECT id FROM vectors WHERE space = ? AND model_id = ? ORDER BY id", (space, model_id)
+    def live_vector_ids(self, space: str, model_id: str, *, after_id: int = 0) -> np.ndarray:
+        rows = self.conn.execute(  # covering vectors_space (space, model_id, id) either way
+            "SELECT id FROM vectors WHERE space = ? AND model_id = ? AND id > ? ORDER BY id",
+            (space, model_id, after_id),
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_after(self, after_id: int) -> int:
+        """Live vectors of every space with an id above ``after_id``. With ``generation()``: a
+        generation (n1, m1) holds only additions to (n0, m0) when n1 - n0 == vectors_after(m0)."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM vectors WHERE id > ?", (after_id,)).fetchone()[0])
 
     def get_ann_state(self, space: str, model_id: str) -> dict[str, Any] | None:
         r = self.conn.execute(
