@@ -98,7 +98,6 @@ def index(
             return _Run(cat, embedder, root_paths, settings, options, progress).execute()
 
 
-
 # a file with at least this many segments (an image, an audio window, a 77-token passage) gets
 # its own progress detail while it is embedded: at ~20 ms a passage, a second or more
 LONG_FILE_SEGMENTS = 64
