@@ -143,6 +143,12 @@ def test_the_search_state_of_a_run_that_only_added_extends_the_last_one(
     index([media], index_dir=paths.index_dir(), options=IndexOptions(workers=0))
     assert 0 in calls  # a deletion: computed again
     assert _state_arrays() == before
+    from xmr.catalogue import Catalogue
+
+    with Catalogue.open(paths.index_dir(), readonly=True) as cat:
+        n, top = cat.generation()
+    files = list(query_cache.cache_dir(paths.index_dir()).glob("state-*.npy"))
+    assert files and all(p.name.startswith(f"state-{n}-{top}-") for p in files)  # older ones dropped by the writer
 
 
 def test_an_older_array_holding_newer_ids_is_not_extended_twice() -> None:

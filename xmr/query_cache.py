@@ -272,6 +272,15 @@ class StateCache:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
+    def drop_older(self) -> None:
+        """Remove every array of another generation (a writer, once this generation's are all
+        written: arrays of a model or kind that is gone would otherwise stay)."""
+        prefix = "state-" + "-".join(str(g) for g in self.generation or ()) + "-"
+        for p in self.dir.glob("state-*.npy"):
+            if self.generation is not None and not p.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
     def _prune(self, keep: Path) -> None:
         """The same array of older generations is dead weight once this one is written: drop
         it. Other arrays of an older generation stay until theirs is (``previous`` extends them)."""

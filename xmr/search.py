@@ -118,7 +118,8 @@ def prepare_state(cat: Catalogue, index_dir: Path) -> None:
     cannot be written is skipped, like every cache."""
     from xmr.query_cache import StateCache
 
-    source = CachedSource(cat, StateCache(index_dir, cat.generation()))
+    state = StateCache(index_dir, cat.generation())
+    source = CachedSource(cat, state)
     for space in SPACES:
         model_id = cat.active_model(space)
         if not model_id:
@@ -128,6 +129,7 @@ def prepare_state(cat: Catalogue, index_dir: Path) -> None:
             if n:
                 group_ids = source.group_vector_ids(space, model_id, kind)
                 background(source, space, model_id, kind, SearchOptions.background, group_ids)
+    state.drop_older()
 
 
 class _Search:
