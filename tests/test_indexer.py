@@ -16,7 +16,7 @@ from PIL import Image
 
 from xmr import paths
 from xmr.catalogue import Catalogue
-from xmr.indexer import IndexOptions, index
+from xmr.indexer import IndexOptions, _NoProgress, index
 
 pytestmark = pytest.mark.usefixtures("fake_encoders")
 
@@ -503,20 +503,11 @@ def test_decode_workers_never_load_the_catalogue() -> None:
     assert out.strip() == "[]"
 
 
-class _Details:
+class Details(_NoProgress):
     """A progress sink that keeps the detail lines (the rate column of the terminal's bar)."""
 
     def __init__(self) -> None:
         self.details: list[str] = []
-
-    def phase(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
 
     def detail(self, text: str) -> None:
         self.details.append(text)
@@ -533,13 +524,13 @@ def test_a_long_file_says_it_is_being_embedded(tmp_path: Path) -> None:
     text = " ".join(np.random.default_rng(1).choice(WORDS, words))  # as the decoder normalises it: no final newline
     (root / "book.txt").write_text(text, encoding="utf-8")
     make_text(root / "note.txt", 2, words=20)
-    progress = _Details()
+    progress = Details()
     report = index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=0, checkpoint_ann=False),
                    progress=progress)
     assert report.embedded_files == 2 and report.failed == 0, report.errors
     assert progress.details == [f"book.txt: embedding {len(text):,} characters of text"]
     # a second run embeds nothing: nothing to say
-    again = _Details()
+    again = Details()
     index([root], index_dir=tmp_path / "idx", options=IndexOptions(workers=0, checkpoint_ann=False), progress=again)
     assert again.details == []
 

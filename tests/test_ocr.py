@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cli_helpers import invoke
+from test_indexer import Details
 
 from xmr import core, paths
 from xmr.catalogue import Catalogue
@@ -310,23 +311,6 @@ def test_a_dense_texture_file_completes_within_the_cap(
     assert "text boxes found" in ocr["reason"]
 
 
-class _Pages:
-    def __init__(self) -> None:
-        self.details: list[str] = []
-
-    def phase(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
-
-    def detail(self, text: str) -> None:
-        self.details.append(text)
-
-
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_scanned_pdf_reports_its_pages_and_reads_one_at_a_time(
     tmp_path: Path, fake_encoders: None, monkeypatch: pytest.MonkeyPatch, workers: int
@@ -336,7 +320,7 @@ def test_a_scanned_pdf_reports_its_pages_and_reads_one_at_a_time(
     scanned_pdf(root / "scan.pdf", PAGES)
     for i in range(8):  # enough files that decoding goes to a worker process with workers=1
         (root / f"note{i}.bin").write_bytes(b"\x00\x01" * 50)
-    progress = _Pages()
+    progress = Details()
     report = index(
         [root],
         index_dir=paths.index_dir(),

@@ -39,7 +39,7 @@ from typing import Protocol
 from xmr import paths
 from xmr.crawl import IGNORE_FILE
 from xmr.errors import Interrupted, PathNotFound, UsageError, XmrError
-from xmr.indexer import IndexOptions, IndexReport, Progress, index
+from xmr.indexer import IndexOptions, IndexReport, Progress, _NoProgress, index
 from xmr.settings import Settings
 
 # (roots, polling, stop) -> sets of changed paths, an empty set now and then (the first as
@@ -94,17 +94,6 @@ class _Quiet:
         pass
 
     def failed(self, message: str) -> None:
-        pass
-
-
-class _NoProgress:
-    def phase(self, name: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
         pass
 
 
